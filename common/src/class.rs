@@ -1,0 +1,167 @@
+//! Closed sets that the sensor assigns and the aggregator reads: transport
+//! protocol of a port row, packet class, and scanning-tool fingerprint.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Protocol of a port row. For ICMP the "port" is the ICMP type; for any other
+/// IP protocol (`Ip`) it is the IP protocol number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Proto {
+    /// TCP; port = destination port.
+    Tcp = 0,
+    /// UDP; port = destination port.
+    Udp = 1,
+    /// ICMPv4; port = ICMP type.
+    Icmp = 2,
+    /// ICMPv6; port = ICMPv6 type.
+    Icmpv6 = 3,
+    /// Any other IP protocol; port = IP protocol number.
+    #[default]
+    Ip = 4,
+}
+
+impl Proto {
+    /// Every protocol, in wire order.
+    pub const ALL: [Proto; 5] = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Icmpv6, Proto::Ip];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+            Proto::Icmpv6 => "icmpv6",
+            Proto::Ip => "ip",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Proto> {
+        Proto::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a packet arriving at a darknet most likely is. The darknet never sends,
+/// so anything that looks like a reply is backscatter from spoofed traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum PacketClass {
+    /// TCP with SYN and without ACK: a scan probe (or a connection attempt).
+    TcpSyn = 0,
+    /// A reply to a packet the darknet never sent: TCP SYN-ACK or RST; ICMPv4
+    /// types 0, 3, 4, 5, 11, 12, 14, 16, 18; ICMPv6 types 1-4 and 129.
+    Backscatter = 1,
+    /// Any UDP datagram.
+    Udp = 2,
+    /// ICMP echo request (IPv4 type 8, IPv6 type 128): a ping sweep.
+    IcmpEcho = 3,
+    /// Any other ICMP message.
+    IcmpOther = 4,
+    /// TCP that is neither a SYN probe nor backscatter (ACK scans, FIN/NULL/Xmas scans).
+    TcpOther = 5,
+    /// Any other IP protocol, and non-first fragments.
+    #[default]
+    Other = 6,
+}
+
+impl PacketClass {
+    /// Number of classes.
+    pub const COUNT: usize = 7;
+    /// Every class, in index order.
+    pub const ALL: [PacketClass; 7] = [
+        PacketClass::TcpSyn,
+        PacketClass::Backscatter,
+        PacketClass::Udp,
+        PacketClass::IcmpEcho,
+        PacketClass::IcmpOther,
+        PacketClass::TcpOther,
+        PacketClass::Other,
+    ];
+
+    /// Index in `0..COUNT`.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PacketClass::TcpSyn => "tcp_syn",
+            PacketClass::Backscatter => "backscatter",
+            PacketClass::Udp => "udp",
+            PacketClass::IcmpEcho => "icmp_echo",
+            PacketClass::IcmpOther => "icmp_other",
+            PacketClass::TcpOther => "tcp_other",
+            PacketClass::Other => "other",
+        }
+    }
+}
+
+/// A scanning tool recognisable from header fields alone.
+///
+/// A source carries a fingerprint in a window only when *every* IPv4 TCP
+/// packet it sent in that window matches the rule: one packet matches the ZMap
+/// rule by chance once in 65,536, so single matches must not label a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Fingerprint {
+    /// Mirai and its descendants: TCP sequence number == destination IPv4
+    /// address (Mirai's `scanner.c`).
+    Mirai = 0,
+    /// ZMap before 2024: IPv4 ID == 54321. ZMap randomises the ID since March
+    /// 2024, so watch `fingerprints.zmap` in summaries fade.
+    Zmap = 1,
+    /// Masscan: IPv4 ID == (dst_ip ^ dst_port ^ seq) & 0xffff.
+    Masscan = 2,
+}
+
+impl Fingerprint {
+    /// Number of fingerprints.
+    pub const COUNT: usize = 3;
+    /// Every fingerprint, in bit order.
+    pub const ALL: [Fingerprint; 3] = [Fingerprint::Mirai, Fingerprint::Zmap, Fingerprint::Masscan];
+
+    /// The bit of this fingerprint in a [`FingerprintSet`].
+    #[inline]
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Fingerprint::Mirai => "mirai",
+            Fingerprint::Zmap => "zmap",
+            Fingerprint::Masscan => "masscan",
+        }
+    }
+}
+
+/// A set of fingerprints as bits (see [`Fingerprint::bit`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FingerprintSet(pub u8);
+
+impl FingerprintSet {
+    /// True when `f` is in the set.
+    #[inline]
+    pub const fn has(self, f: Fingerprint) -> bool {
+        self.0 & f.bit() != 0
+    }
+
+    /// The members, in bit order.
+    pub fn iter(self) -> impl Iterator<Item = Fingerprint> {
+        Fingerprint::ALL.into_iter().filter(move |f| self.has(*f))
+    }
+}

@@ -1,0 +1,144 @@
+//! Packet classes and tool fingerprints from header fields alone.
+//!
+//! Classes follow CAIDA's backscatter definition (see [`PacketClass`]).
+//! Fingerprint rules are evaluated per packet here; whether a *source* carries
+//! a fingerprint (every IPv4 TCP packet matched) is decided in `stats`.
+
+use crate::record::{PacketRecord, FP_ELIGIBLE};
+use darkscope_common::{Fingerprint, PacketClass, Proto};
+
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// The class of a decoded packet.
+pub fn class_of(r: &PacketRecord) -> PacketClass {
+    match r.proto {
+        Proto::Tcp => {
+            let f = r.tcp_flags;
+            if f & (SYN | ACK) == SYN {
+                PacketClass::TcpSyn
+            } else if f & (SYN | ACK) == SYN | ACK || f & RST != 0 {
+                PacketClass::Backscatter
+            } else {
+                PacketClass::TcpOther
+            }
+        }
+        Proto::Udp => PacketClass::Udp,
+        Proto::Icmp => match r.dport {
+            8 => PacketClass::IcmpEcho,
+            0 | 3 | 4 | 5 | 11 | 12 | 14 | 16 | 18 => PacketClass::Backscatter,
+            _ => PacketClass::IcmpOther,
+        },
+        Proto::Icmpv6 => match r.dport {
+            128 => PacketClass::IcmpEcho,
+            1..=4 | 129 => PacketClass::Backscatter,
+            _ => PacketClass::IcmpOther,
+        },
+        Proto::Ip => PacketClass::Other,
+    }
+}
+
+/// Fingerprint rule matches of one packet, with [`FP_ELIGIBLE`] set for IPv4 TCP.
+pub fn fingerprint_bits(r: &PacketRecord) -> u8 {
+    let Some(dst) = r.dst.as_v4() else {
+        return 0;
+    };
+    if r.proto != Proto::Tcp {
+        return 0;
+    }
+    let mut bits = FP_ELIGIBLE;
+    if r.seq == dst {
+        bits |= Fingerprint::Mirai.bit();
+    }
+    if r.ip_id == 54321 {
+        bits |= Fingerprint::Zmap.bit();
+    }
+    if r.ip_id == ((dst ^ r.dport as u32 ^ r.seq) & 0xffff) as u16 {
+        bits |= Fingerprint::Masscan.bit();
+    }
+    bits
+}
+
+/// Sets `class` and `fp` on a decoded record.
+#[inline]
+pub fn classify(r: &mut PacketRecord) {
+    r.class = class_of(r);
+    r.fp = fingerprint_bits(r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use darkscope_common::Addr;
+
+    fn tcp(flags: u8) -> PacketRecord {
+        PacketRecord {
+            proto: Proto::Tcp,
+            tcp_flags: flags,
+            src: Addr::v4(0xc612_0102),
+            dst: Addr::v4(0xc613_0001),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tcp_classes() {
+        assert_eq!(class_of(&tcp(SYN)), PacketClass::TcpSyn);
+        assert_eq!(class_of(&tcp(SYN | 0x40 | 0x80)), PacketClass::TcpSyn); // ECN SYN
+        assert_eq!(class_of(&tcp(SYN | ACK)), PacketClass::Backscatter);
+        assert_eq!(class_of(&tcp(RST)), PacketClass::Backscatter);
+        assert_eq!(class_of(&tcp(RST | ACK)), PacketClass::Backscatter);
+        assert_eq!(class_of(&tcp(ACK)), PacketClass::TcpOther);
+        assert_eq!(class_of(&tcp(0)), PacketClass::TcpOther); // NULL scan
+        assert_eq!(class_of(&tcp(0x29)), PacketClass::TcpOther); // Xmas
+    }
+
+    #[test]
+    fn icmp_classes() {
+        let icmp = |proto, t| PacketRecord {
+            proto,
+            dport: t,
+            ..Default::default()
+        };
+        assert_eq!(class_of(&icmp(Proto::Icmp, 8)), PacketClass::IcmpEcho);
+        assert_eq!(class_of(&icmp(Proto::Icmp, 0)), PacketClass::Backscatter);
+        assert_eq!(class_of(&icmp(Proto::Icmp, 3)), PacketClass::Backscatter);
+        assert_eq!(class_of(&icmp(Proto::Icmp, 13)), PacketClass::IcmpOther);
+        assert_eq!(class_of(&icmp(Proto::Icmpv6, 128)), PacketClass::IcmpEcho);
+        assert_eq!(class_of(&icmp(Proto::Icmpv6, 129)), PacketClass::Backscatter);
+        assert_eq!(class_of(&icmp(Proto::Icmpv6, 1)), PacketClass::Backscatter);
+        assert_eq!(class_of(&icmp(Proto::Icmpv6, 135)), PacketClass::IcmpOther);
+        assert_eq!(class_of(&icmp(Proto::Ip, 47)), PacketClass::Other);
+    }
+
+    #[test]
+    fn fingerprint_rules() {
+        let mut r = tcp(SYN);
+        r.seq = 0xc613_0001; // == dst: Mirai
+        r.ip_id = 1;
+        let b = fingerprint_bits(&r);
+        assert!(b & FP_ELIGIBLE != 0);
+        assert!(b & Fingerprint::Mirai.bit() != 0);
+        assert!(b & Fingerprint::Zmap.bit() == 0);
+
+        let mut z = tcp(SYN);
+        z.ip_id = 54321;
+        z.seq = 7;
+        assert_eq!(fingerprint_bits(&z), FP_ELIGIBLE | Fingerprint::Zmap.bit());
+
+        let mut m = tcp(SYN);
+        m.dport = 445;
+        m.seq = 0xdead_beef;
+        m.ip_id = ((0xc613_0001u32 ^ 445 ^ 0xdead_beef) & 0xffff) as u16;
+        assert_eq!(fingerprint_bits(&m), FP_ELIGIBLE | Fingerprint::Masscan.bit());
+
+        // IPv6 and non-TCP are never eligible.
+        let mut v6 = tcp(SYN);
+        v6.dst = Addr::v6([0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(fingerprint_bits(&v6), 0);
+        let mut u = tcp(0);
+        u.proto = Proto::Udp;
+        assert_eq!(fingerprint_bits(&u), 0);
+    }
+}

@@ -1,0 +1,64 @@
+//! The fixed-size record that one decoded packet becomes. It is `Copy`, holds
+//! no pointers, and travels in recycled batches from the capture thread to the
+//! statistics shards.
+
+use darkscope_common::{Addr, PacketClass, Proto};
+
+/// `PacketRecord::fp` bit: the packet is IPv4 TCP, so fingerprint rules apply.
+pub const FP_ELIGIBLE: u8 = 0x80;
+
+/// One decoded darknet packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketRecord {
+    /// Capture time, µs since the Unix epoch.
+    pub ts: u64,
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// [`darkscope_common::hll::hash_addr`] of `src`, computed once.
+    pub src_hash: u64,
+    /// IP packet length (IPv4 total length; IPv6 payload length + 40).
+    pub ip_len: u32,
+    /// TCP sequence number (0 otherwise).
+    pub seq: u32,
+    /// Source port (0 if none).
+    pub sport: u16,
+    /// Destination port, ICMP type, or IP protocol number (see [`Proto`]).
+    pub dport: u16,
+    /// IPv4 identification (0 for IPv6).
+    pub ip_id: u16,
+    /// For ICMP errors: destination port of the quoted packet.
+    pub quoted_dport: u16,
+    /// Protocol of the port key.
+    pub proto: Proto,
+    /// TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 ...).
+    pub tcp_flags: u8,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// ICMP code (0 otherwise).
+    pub icmp_code: u8,
+    /// For ICMP errors: IP protocol of the quoted packet (0 if none).
+    pub quoted_proto: u8,
+    /// Class, set by [`crate::classify`].
+    pub class: PacketClass,
+    /// Fingerprint rule matches ([`darkscope_common::Fingerprint::bit`]) and [`FP_ELIGIBLE`].
+    pub fp: u8,
+}
+
+impl PacketRecord {
+    /// The port-table key: protocol and port packed into one `u32`.
+    #[inline]
+    pub fn port_key(&self) -> u32 {
+        (self.proto as u32) << 16 | self.dport as u32
+    }
+}
+
+/// Splits a key made by [`PacketRecord::port_key`].
+pub fn split_port_key(k: u32) -> (Proto, u16) {
+    let proto = Proto::ALL
+        .get((k >> 16) as usize)
+        .copied()
+        .unwrap_or(Proto::Ip);
+    (proto, k as u16)
+}
