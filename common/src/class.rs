@@ -6,7 +6,9 @@ use std::fmt;
 
 /// Protocol of a port row. For ICMP the "port" is the ICMP type; for any other
 /// IP protocol (`Ip`) it is the IP protocol number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Proto {
@@ -25,7 +27,13 @@ pub enum Proto {
 
 impl Proto {
     /// Every protocol, in wire order.
-    pub const ALL: [Proto; 5] = [Proto::Tcp, Proto::Udp, Proto::Icmp, Proto::Icmpv6, Proto::Ip];
+    pub const ALL: [Proto; 5] = [
+        Proto::Tcp,
+        Proto::Udp,
+        Proto::Icmp,
+        Proto::Icmpv6,
+        Proto::Ip,
+    ];
 
     /// The wire name.
     pub const fn as_str(self) -> &'static str {
@@ -52,7 +60,9 @@ impl fmt::Display for Proto {
 
 /// What a packet arriving at a darknet most likely is. The darknet never sends,
 /// so anything that looks like a reply is backscatter from spoofed traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum PacketClass {

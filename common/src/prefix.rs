@@ -80,7 +80,9 @@ impl FromStr for Prefix {
         let ip: IpAddr = a
             .parse()
             .map_err(|_| PrefixError::BadAddress(s.to_string()))?;
-        let len: u8 = l.parse().map_err(|_| PrefixError::BadLength(s.to_string()))?;
+        let len: u8 = l
+            .parse()
+            .map_err(|_| PrefixError::BadLength(s.to_string()))?;
         let (v4, bits, fam_len) = match ip {
             IpAddr::V4(_) => (true, 32u32, len as u32 + 96),
             IpAddr::V6(_) => (false, 128u32, len as u32),
@@ -96,12 +98,7 @@ impl FromStr for Prefix {
         let addr = Addr::from(ip).0;
         let net = addr & mask;
         if net != addr {
-            let fixed = Prefix {
-                net,
-                mask,
-                len,
-                v4,
-            };
+            let fixed = Prefix { net, mask, len, v4 };
             return Err(PrefixError::HostBits(s.to_string(), fixed.to_string()));
         }
         Ok(Prefix { net, mask, len, v4 })

@@ -106,7 +106,10 @@ mod tests {
         assert_eq!(class_of(&icmp(Proto::Icmp, 3)), PacketClass::Backscatter);
         assert_eq!(class_of(&icmp(Proto::Icmp, 13)), PacketClass::IcmpOther);
         assert_eq!(class_of(&icmp(Proto::Icmpv6, 128)), PacketClass::IcmpEcho);
-        assert_eq!(class_of(&icmp(Proto::Icmpv6, 129)), PacketClass::Backscatter);
+        assert_eq!(
+            class_of(&icmp(Proto::Icmpv6, 129)),
+            PacketClass::Backscatter
+        );
         assert_eq!(class_of(&icmp(Proto::Icmpv6, 1)), PacketClass::Backscatter);
         assert_eq!(class_of(&icmp(Proto::Icmpv6, 135)), PacketClass::IcmpOther);
         assert_eq!(class_of(&icmp(Proto::Ip, 47)), PacketClass::Other);
@@ -131,7 +134,10 @@ mod tests {
         m.dport = 445;
         m.seq = 0xdead_beef;
         m.ip_id = ((0xc613_0001u32 ^ 445 ^ 0xdead_beef) & 0xffff) as u16;
-        assert_eq!(fingerprint_bits(&m), FP_ELIGIBLE | Fingerprint::Masscan.bit());
+        assert_eq!(
+            fingerprint_bits(&m),
+            FP_ELIGIBLE | Fingerprint::Masscan.bit()
+        );
 
         // IPv6 and non-TCP are never eligible.
         let mut v6 = tcp(SYN);

@@ -19,7 +19,7 @@
 use crate::record::PacketRecord;
 use darkscope_common::{Addr, Proto};
 use etherparse::{
-    err::Layer, EtherType, IpNumber, Icmpv4Slice, Icmpv6Slice, LaxIpPayloadSlice, LaxNetSlice,
+    err::Layer, EtherType, Icmpv4Slice, Icmpv6Slice, IpNumber, LaxIpPayloadSlice, LaxNetSlice,
     LaxSlicedPacket, TcpSlice, TransportSlice, UdpSlice,
 };
 
@@ -243,9 +243,15 @@ fn transport_from_payload(r: PacketRecord, payload: &LaxIpPayloadSlice<'_>) -> D
     let bytes = payload.payload;
     let t = match payload.ip_number {
         IpNumber::TCP => TcpSlice::from_slice(bytes).ok().map(TransportSlice::Tcp),
-        IpNumber::UDP => UdpSlice::from_slice_lax(bytes).ok().map(TransportSlice::Udp),
-        IpNumber::ICMP => Icmpv4Slice::from_slice(bytes).ok().map(TransportSlice::Icmpv4),
-        IpNumber::IPV6_ICMP => Icmpv6Slice::from_slice(bytes).ok().map(TransportSlice::Icmpv6),
+        IpNumber::UDP => UdpSlice::from_slice_lax(bytes)
+            .ok()
+            .map(TransportSlice::Udp),
+        IpNumber::ICMP => Icmpv4Slice::from_slice(bytes)
+            .ok()
+            .map(TransportSlice::Icmpv4),
+        IpNumber::IPV6_ICMP => Icmpv6Slice::from_slice(bytes)
+            .ok()
+            .map(TransportSlice::Icmpv6),
         n => return Decoded::Packet(other_proto(r, n)),
     };
     match t {
@@ -315,7 +321,6 @@ mod tests {
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
-
     fn eth_tcp_syn(seq: u32) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(MAC, MAC)
             .ipv4([198, 18, 1, 2], [198, 19, 0, 7], 255)
@@ -363,7 +368,11 @@ mod tests {
                 etherparse::VlanId::try_new(100).unwrap(),
                 etherparse::VlanId::try_new(200).unwrap(),
             )
-            .ipv6([0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9], 64)
+            .ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+                64,
+            )
             .tcp(1, 22, 0, 1024)
             .syn()
             .write(&mut q, &[])
@@ -457,9 +466,18 @@ mod tests {
             decode(LinkType::Unsupported(147), &eth),
             Decoded::Malformed(Malformed::UnsupportedLink)
         );
-        assert_eq!(decode(LinkType::LinuxSll, &[0; 15]), Decoded::Malformed(Malformed::TruncatedLink));
-        assert_eq!(decode(LinkType::RawIp, &[]), Decoded::Malformed(Malformed::BadIp));
-        assert_eq!(decode(LinkType::Null, &[2, 0]), Decoded::Malformed(Malformed::TruncatedLink));
+        assert_eq!(
+            decode(LinkType::LinuxSll, &[0; 15]),
+            Decoded::Malformed(Malformed::TruncatedLink)
+        );
+        assert_eq!(
+            decode(LinkType::RawIp, &[]),
+            Decoded::Malformed(Malformed::BadIp)
+        );
+        assert_eq!(
+            decode(LinkType::Null, &[2, 0]),
+            Decoded::Malformed(Malformed::TruncatedLink)
+        );
     }
 
     #[test]
@@ -503,7 +521,12 @@ mod tests {
                 buf[13] = if len % 2 == 0 { 0x00 } else { 0xdd };
                 buf[14] = if len % 2 == 0 { 0x45 } else { 0x60 };
             }
-            for link in [LinkType::Ethernet, LinkType::LinuxSll, LinkType::RawIp, LinkType::Null] {
+            for link in [
+                LinkType::Ethernet,
+                LinkType::LinuxSll,
+                LinkType::RawIp,
+                LinkType::Null,
+            ] {
                 let _ = decode(link, &buf);
             }
         }

@@ -1,0 +1,183 @@
+//! `darkscope-sensor`: the thin binary around the sensor library.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use darkscope_sensor::config::Config;
+use darkscope_sensor::export::JsonLines;
+use darkscope_sensor::metrics::{self, Metrics};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Darknet sensor: summarises traffic to unused address blocks, one JSON
+/// summary per window (ports, sources, classes, fingerprints, capture health).
+///
+/// Examples:
+///   darkscope-sensor --read scan.pcap --darknet 198.19.0.0/16 --out summaries.jsonl
+///   darkscope-sensor --interface eth1 --darknet 198.19.0.0/16 --id jp-01 --country JP --out -
+///   darkscope-sensor --config /etc/darkscope/sensor.toml
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// TOML configuration (see deploy/sensor.example.toml); flags override it.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Process a pcap or pcapng file ("-" for stdin) as fast as possible;
+    /// windows are cut by packet timestamps.
+    #[arg(long, short = 'r', conflicts_with = "interface")]
+    read: Option<PathBuf>,
+    /// Capture live on this interface (root or CAP_NET_RAW); windows are cut by the wall clock.
+    #[arg(long, short = 'i')]
+    interface: Option<String>,
+    /// Monitored darknet prefixes, comma-separated (e.g. 198.19.0.0/16,2001:db8:dead::/48).
+    #[arg(long, short = 'd', value_delimiter = ',')]
+    darknet: Vec<String>,
+    /// Sensor id written into every summary.
+    #[arg(long)]
+    id: Option<String>,
+    /// ISO 3166-1 alpha-2 country of the monitored blocks.
+    #[arg(long)]
+    country: Option<String>,
+    /// Window length in seconds [default: 60].
+    #[arg(long, short = 'w')]
+    window: Option<u64>,
+    /// Write summaries here, one JSON per line ("-" for stdout) [default: stdout].
+    #[arg(long, short = 'o')]
+    out: Option<PathBuf>,
+    /// BPF filter for live capture.
+    #[arg(long)]
+    bpf: Option<String>,
+    /// Bytes captured per packet (live) [default: 192].
+    #[arg(long)]
+    snaplen: Option<i32>,
+    /// Kernel capture buffer in MiB (live) [default: 64].
+    #[arg(long)]
+    buffer_mib: Option<i32>,
+    /// Statistics threads [default: cores - 1].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Sources tracked exactly per window [default: 1000000].
+    #[arg(long)]
+    source_cap: Option<usize>,
+    /// Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Never draw a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match real_main() {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("darkscope-sensor: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn real_main() -> Result<i32> {
+    let cli = Cli::parse();
+    let mut cfg = match &cli.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if cli.read.is_some() {
+        cfg.capture.read = cli.read.clone();
+        cfg.capture.interface = None;
+    }
+    if cli.interface.is_some() {
+        cfg.capture.interface = cli.interface.clone();
+        cfg.capture.read = None;
+    }
+    if !cli.darknet.is_empty() {
+        cfg.sensor.darknet = cli.darknet.clone();
+    }
+    macro_rules! set {
+        ($flag:expr => $field:expr) => {
+            if let Some(v) = $flag.clone() {
+                $field = v;
+            }
+        };
+    }
+    set!(cli.id => cfg.sensor.id);
+    set!(cli.country => cfg.sensor.country);
+    set!(cli.window => cfg.pipeline.window_secs);
+    set!(cli.bpf => cfg.capture.bpf);
+    set!(cli.snaplen => cfg.capture.snaplen);
+    set!(cli.buffer_mib => cfg.capture.buffer_mib);
+    set!(cli.shards => cfg.pipeline.shards);
+    set!(cli.source_cap => cfg.pipeline.source_cap);
+    if cli.out.is_some() {
+        cfg.output.out = cli.out.clone();
+    }
+    if cli.metrics_listen.is_some() {
+        cfg.output.metrics_listen = cli.metrics_listen.clone();
+    }
+    let v = cfg.validate()?;
+
+    let out = v.out.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let sink = JsonLines::create(&out)?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &v.metrics_listen {
+        metrics::serve(addr, metrics.clone()).map_err(anyhow::Error::msg)?;
+        log::info!("metrics on http://{addr}/metrics");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handler")?;
+    }
+    let is_file =
+        matches!(&v.source, darkscope_sensor::capture::SourceSpec::File(p) if p.as_os_str() != "-");
+    let progress = (is_file && !cli.no_progress && std::io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    match &v.source {
+        darkscope_sensor::capture::SourceSpec::Live(l) => log::info!(
+            "capturing on {} for darknet {} (window {} s, {} shards)",
+            l.interface,
+            v.pipeline.darknet.to_strings().join(","),
+            v.pipeline.window_us / 1_000_000,
+            v.pipeline.shards
+        ),
+        darkscope_sensor::capture::SourceSpec::File(p) => {
+            log::info!("reading {} ({} shards)", p.display(), v.pipeline.shards)
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let report = darkscope_sensor::run(&v, Box::new(sink), metrics, stop, progress.clone())?;
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    log::info!(
+        "{} frames ({} to the darknet) in {:.2} s ({:.2} Mpps), {} summaries written to {}",
+        report.frames,
+        report.darknet,
+        secs,
+        report.frames as f64 / secs.max(1e-9) / 1e6,
+        report.windows,
+        out.display()
+    );
+    if let Some(e) = report.read_error {
+        if report.frames == 0 {
+            bail!("{e}");
+        }
+        eprintln!(
+            "darkscope-sensor: warning: input ended early ({e}); the {} summaries of what was read were written",
+            report.windows
+        );
+        return Ok(2);
+    }
+    Ok(0)
+}

@@ -1,0 +1,692 @@
+//! Per-window statistics with bounded memory.
+//!
+//! A [`Shard`] owns the state of the sources hashed to it, so it needs no lock.
+//! At a window's close each shard hands over a [`Partial`]; partials merge in
+//! any order (sums, set unions, sketch unions) and the merged partial becomes
+//! the wire [`Summary`].
+//!
+//! Exactness and memory: a shard tracks at most `source_cap` sources and
+//! `pair_budget` exact set entries (per-port destinations, per-source
+//! destinations and ports). Below both, every count is exact (distinct
+//! sources per port are summed across shards, which is exact because a source
+//! lives in one shard only). Past them, new sources are counted into
+//! HyperLogLog sketches and a space-saving heavy-hitter table, and sets that
+//! must grow turn into sketches; totals of packets and bytes stay exact, and
+//! `truncation.exact` turns false.
+
+use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
+use darkscope_common::hll::{hash_addr, Hll};
+use darkscope_common::wire::{
+    CaptureHealth, ClassTotals, FingerprintCounts, HeavySource, PortCount, PortRow, SensorInfo,
+    SourceRow, Summary, Totals, Truncation, Window, SCHEMA,
+};
+use darkscope_common::{Addr, Fingerprint, PacketClass, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// Memory bounds of one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Sources tracked exactly per window.
+    pub source_cap: usize,
+    /// Exact distinct-set entries per window.
+    pub pair_budget: usize,
+    /// Heavy hitters kept among untracked sources.
+    pub heavy: usize,
+}
+
+impl Limits {
+    /// Splits whole-sensor limits across `shards` shards.
+    pub fn per_shard(source_cap: usize, pair_budget: usize, shards: usize) -> Limits {
+        let n = shards.max(1);
+        Limits {
+            source_cap: source_cap.div_ceil(n),
+            pair_budget: pair_budget.div_ceil(n),
+            heavy: 100,
+        }
+    }
+}
+
+/// Top ports listed per source.
+const TOP_PORTS: usize = 5;
+
+#[derive(Debug)]
+struct Budget {
+    used: usize,
+    limit: usize,
+    exhausted: bool,
+}
+
+impl Budget {
+    #[inline]
+    fn take(&mut self) -> bool {
+        if self.used < self.limit {
+            self.used += 1;
+            true
+        } else {
+            self.exhausted = true;
+            false
+        }
+    }
+}
+
+/// A distinct counter: exact while the shard's budget lasts, then a sketch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Distinct {
+    /// Nothing seen.
+    #[default]
+    Empty,
+    /// One element (no allocation: most sources send to one address).
+    One(u64),
+    /// Exact set of element hashes.
+    Set(FxHashSet<u64>),
+    /// Estimated.
+    Sketch(Box<Hll>),
+}
+
+impl Distinct {
+    /// Adds an element hash; true when it was certainly new.
+    #[inline]
+    fn insert(&mut self, h: u64, budget: &mut Budget) -> bool {
+        match self {
+            Distinct::Empty => {
+                if budget.take() {
+                    *self = Distinct::One(h);
+                    true
+                } else {
+                    let mut s = Hll::new();
+                    s.insert_hash(h);
+                    *self = Distinct::Sketch(Box::new(s));
+                    false
+                }
+            }
+            Distinct::One(x) => {
+                if *x == h {
+                    return false;
+                }
+                if budget.take() {
+                    let mut s = FxHashSet::default();
+                    s.insert(*x);
+                    s.insert(h);
+                    *self = Distinct::Set(s);
+                    true
+                } else {
+                    let mut s = Hll::new();
+                    s.insert_hash(*x);
+                    s.insert_hash(h);
+                    budget.used -= 1;
+                    *self = Distinct::Sketch(Box::new(s));
+                    false
+                }
+            }
+            Distinct::Set(s) => {
+                if s.contains(&h) {
+                    return false;
+                }
+                if budget.take() {
+                    s.insert(h);
+                    true
+                } else {
+                    let mut sk = Hll::new();
+                    for &x in s.iter() {
+                        sk.insert_hash(x);
+                    }
+                    sk.insert_hash(h);
+                    budget.used -= s.len();
+                    *self = Distinct::Sketch(Box::new(sk));
+                    false
+                }
+            }
+            Distinct::Sketch(sk) => {
+                sk.insert_hash(h);
+                false
+            }
+        }
+    }
+
+    /// The count (exact unless a sketch).
+    pub fn count(&self) -> u64 {
+        match self {
+            Distinct::Empty => 0,
+            Distinct::One(_) => 1,
+            Distinct::Set(s) => s.len() as u64,
+            Distinct::Sketch(sk) => sk.estimate(),
+        }
+    }
+
+    /// True unless this is a sketch.
+    pub fn is_exact(&self) -> bool {
+        !matches!(self, Distinct::Sketch(_))
+    }
+
+    fn into_sketch(self) -> Hll {
+        match self {
+            Distinct::Empty => Hll::new(),
+            Distinct::One(x) => {
+                let mut s = Hll::new();
+                s.insert_hash(x);
+                s
+            }
+            Distinct::Set(set) => {
+                let mut s = Hll::new();
+                for x in set {
+                    s.insert_hash(x);
+                }
+                s
+            }
+            Distinct::Sketch(s) => *s,
+        }
+    }
+
+    /// Union with `other` (merging is never budgeted: it only runs at window close).
+    pub fn merge(&mut self, other: Distinct) {
+        let mine = std::mem::take(self);
+        *self = match (mine, other) {
+            (Distinct::Empty, o) | (o, Distinct::Empty) => o,
+            (Distinct::Sketch(mut a), b) | (b, Distinct::Sketch(mut a)) => {
+                a.merge(&b.into_sketch());
+                Distinct::Sketch(a)
+            }
+            (Distinct::One(a), Distinct::One(b)) if a == b => Distinct::One(a),
+            (Distinct::One(a), Distinct::One(b)) => Distinct::Set([a, b].into_iter().collect()),
+            (Distinct::Set(mut s), Distinct::One(x)) | (Distinct::One(x), Distinct::Set(mut s)) => {
+                s.insert(x);
+                Distinct::Set(s)
+            }
+            (Distinct::Set(mut a), Distinct::Set(b)) => {
+                if a.len() < b.len() {
+                    let mut b = b;
+                    b.extend(a);
+                    Distinct::Set(b)
+                } else {
+                    a.extend(b);
+                    Distinct::Set(a)
+                }
+            }
+        };
+    }
+}
+
+/// A source's per-port packet counts: the first port inline (most sources hit
+/// one), the rest in a map allocated only for multi-port sources.
+#[derive(Debug, Default)]
+struct SourcePorts {
+    first_key: u32,
+    first_count: u64,
+    rest: Option<Box<FxHashMap<u32, u64>>>,
+}
+
+impl SourcePorts {
+    /// Counts a packet to `key`: `Some(true)` if the pair is new, `Some(false)`
+    /// if known, `None` if new but the budget is out (not recorded).
+    #[inline]
+    fn add(&mut self, key: u32, budget: &mut Budget) -> Option<bool> {
+        if self.first_count == 0 {
+            self.first_key = key;
+            self.first_count = 1;
+            return Some(true);
+        }
+        if self.first_key == key {
+            self.first_count += 1;
+            return Some(false);
+        }
+        let rest = self.rest.get_or_insert_with(Default::default);
+        if let Some(c) = rest.get_mut(&key) {
+            *c += 1;
+            return Some(false);
+        }
+        if budget.take() {
+            rest.insert(key, 1);
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    fn len(&self) -> usize {
+        (self.first_count > 0) as usize + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let first = (self.first_count > 0).then_some((self.first_key, self.first_count));
+        first.into_iter().chain(
+            self.rest
+                .iter()
+                .flat_map(|r| r.iter().map(|(k, v)| (*k, *v))),
+        )
+    }
+}
+
+#[derive(Debug)]
+struct SourceAcc {
+    packets: u64,
+    bytes: u64,
+    first: u64,
+    last: u64,
+    classes: u8,
+    /// AND of fingerprint bits over its IPv4 TCP packets (starts all-ones).
+    fp_and: u8,
+    /// OR of FP_ELIGIBLE: it sent at least one IPv4 TCP packet.
+    fp_seen: u8,
+    ports: SourcePorts,
+    dsts: Distinct,
+}
+
+#[derive(Debug, Default)]
+struct PortAcc {
+    packets: u64,
+    bytes: u64,
+    /// Distinct tracked sources (exact; sources are partitioned by shard).
+    sources: u64,
+    dsts: Distinct,
+    /// Sources whose pair with this port could not be recorded exactly.
+    overflow: Option<Box<Hll>>,
+}
+
+/// Space-saving heavy hitters, pruned in bulk: when the table holds `2k`
+/// entries the lower half is dropped and the largest dropped count becomes the
+/// error floor of newcomers. O(1) amortised per packet.
+#[derive(Debug, Default)]
+struct SpaceSaving {
+    k: usize,
+    map: FxHashMap<Addr, (u64, u64)>,
+    floor: u64,
+}
+
+impl SpaceSaving {
+    fn add(&mut self, a: Addr) {
+        if let Some(e) = self.map.get_mut(&a) {
+            e.0 += 1;
+            return;
+        }
+        if self.map.len() >= 2 * self.k.max(1) {
+            let mut counts: Vec<u64> = self.map.values().map(|e| e.0).collect();
+            let (_, kth, _) = counts.select_nth_unstable_by(self.k.max(1), |a, b| b.cmp(a));
+            let cut = *kth;
+            let mut dropped_max = self.floor;
+            self.map.retain(|_, e| {
+                let keep = e.0 > cut;
+                if !keep {
+                    dropped_max = dropped_max.max(e.0);
+                }
+                keep
+            });
+            self.floor = dropped_max;
+        }
+        self.map.insert(a, (self.floor + 1, self.floor));
+    }
+
+    fn top(&self, n: usize) -> Vec<HeavySource> {
+        let mut v: Vec<_> = self
+            .map
+            .iter()
+            .filter(|(_, e)| e.0 > e.1)
+            .map(|(a, e)| HeavySource {
+                ip: a.to_ip(),
+                packets: e.0,
+                error: e.1,
+            })
+            .collect();
+        sort_heavy(&mut v);
+        v.truncate(n);
+        v
+    }
+}
+
+fn sort_heavy(v: &mut [HeavySource]) {
+    v.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+}
+
+/// One shard's statistics for the current window.
+#[derive(Debug)]
+pub struct Shard {
+    limits: Limits,
+    budget: Budget,
+    classes: [u64; PacketClass::COUNT],
+    packets: u64,
+    bytes: u64,
+    ports: FxHashMap<u32, PortAcc>,
+    sources: FxHashMap<Addr, SourceAcc>,
+    untracked_hll: Hll,
+    untracked_packets: u64,
+    heavy: SpaceSaving,
+}
+
+impl Shard {
+    /// An empty shard.
+    pub fn new(limits: Limits) -> Shard {
+        Shard {
+            limits,
+            budget: Budget {
+                used: 0,
+                limit: limits.pair_budget,
+                exhausted: false,
+            },
+            classes: [0; PacketClass::COUNT],
+            packets: 0,
+            bytes: 0,
+            ports: FxHashMap::default(),
+            sources: FxHashMap::default(),
+            untracked_hll: Hll::new(),
+            untracked_packets: 0,
+            heavy: SpaceSaving {
+                k: limits.heavy,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Accounts one darknet packet.
+    #[inline]
+    pub fn add(&mut self, r: &PacketRecord) {
+        self.classes[r.class.index()] += 1;
+        self.packets += 1;
+        self.bytes += r.ip_len as u64;
+        let key = r.port_key();
+        let port = self.ports.entry(key).or_default();
+        port.packets += 1;
+        port.bytes += r.ip_len as u64;
+        let dst_hash = hash_addr(r.dst);
+        port.dsts.insert(dst_hash, &mut self.budget);
+
+        let n_sources = self.sources.len();
+        let src = match self.sources.get_mut(&r.src) {
+            Some(s) => s,
+            None if n_sources < self.limits.source_cap => {
+                self.sources.entry(r.src).or_insert(SourceAcc {
+                    packets: 0,
+                    bytes: 0,
+                    first: r.ts,
+                    last: r.ts,
+                    classes: 0,
+                    fp_and: 0xff,
+                    fp_seen: 0,
+                    ports: SourcePorts::default(),
+                    dsts: Distinct::Empty,
+                })
+            }
+            None => {
+                self.untracked_packets += 1;
+                self.untracked_hll.insert_hash(r.src_hash);
+                self.heavy.add(r.src);
+                port.overflow
+                    .get_or_insert_with(Default::default)
+                    .insert_hash(r.src_hash);
+                return;
+            }
+        };
+        src.packets += 1;
+        src.bytes += r.ip_len as u64;
+        src.first = src.first.min(r.ts);
+        src.last = src.last.max(r.ts);
+        src.classes |= 1 << r.class.index();
+        if r.fp & FP_ELIGIBLE != 0 {
+            src.fp_and &= r.fp;
+            src.fp_seen = FP_ELIGIBLE;
+        }
+        match src.ports.add(key, &mut self.budget) {
+            Some(true) => port.sources += 1,
+            Some(false) => {}
+            None => port
+                .overflow
+                .get_or_insert_with(Default::default)
+                .insert_hash(r.src_hash),
+        }
+        src.dsts.insert(dst_hash, &mut self.budget);
+    }
+
+    /// Darknet packets accounted in the current window.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Ends the window: returns its partial result and resets the shard.
+    pub fn take_partial(&mut self) -> Partial {
+        let fresh = Shard::new(self.limits);
+        let s = std::mem::replace(self, fresh);
+        s.into_partial()
+    }
+
+    fn into_partial(self) -> Partial {
+        let mut exact = !self.budget.exhausted && self.untracked_packets == 0;
+        let mut ports: FxHashMap<u32, PortPartial> = self
+            .ports
+            .into_iter()
+            .map(|(k, p)| {
+                exact &= p.dsts.is_exact();
+                let sources_exact = p.overflow.is_none();
+                let pp = PortPartial {
+                    packets: p.packets,
+                    bytes: p.bytes,
+                    sources: p.sources,
+                    sources_exact,
+                    sources_hll: p.overflow.map(|b| *b).unwrap_or_default(),
+                    dsts: p.dsts,
+                };
+                (k, pp)
+            })
+            .collect();
+        let untracked_hll = self.untracked_hll;
+        let mut sources_hll = untracked_hll.clone();
+        let mut fingerprints = [0u64; Fingerprint::COUNT];
+        let mut rows = Vec::with_capacity(self.sources.len());
+        for (addr, s) in self.sources {
+            let h = hash_addr(addr);
+            sources_hll.insert_hash(h);
+            let mut top: Vec<(u32, u64)> = Vec::with_capacity(s.ports.len());
+            for (k, c) in s.ports.iter() {
+                if let Some(p) = ports.get_mut(&k) {
+                    p.sources_hll.insert_hash(h);
+                }
+                top.push((k, c));
+            }
+            top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            top.truncate(TOP_PORTS);
+            exact &= s.dsts.is_exact();
+            let fps = if s.fp_seen != 0 { s.fp_and } else { 0 };
+            let fingerprints_of: Vec<Fingerprint> = Fingerprint::ALL
+                .into_iter()
+                .filter(|f| fps & f.bit() != 0)
+                .collect();
+            for f in &fingerprints_of {
+                fingerprints[*f as usize] += 1;
+            }
+            rows.push(SourceRow {
+                ip: addr.to_ip(),
+                packets: s.packets,
+                bytes: s.bytes,
+                ports: s.ports.len() as u64,
+                destinations: s.dsts.count(),
+                top_ports: top
+                    .into_iter()
+                    .map(|(k, c)| {
+                        let (proto, port) = split_port_key(k);
+                        PortCount {
+                            proto,
+                            port,
+                            packets: c,
+                        }
+                    })
+                    .collect(),
+                classes: PacketClass::ALL
+                    .into_iter()
+                    .filter(|c| s.classes & (1 << c.index()) != 0)
+                    .collect(),
+                fingerprints: fingerprints_of,
+                first_seen: Timestamp(s.first),
+                last_seen: Timestamp(s.last),
+            });
+        }
+        Partial {
+            classes: self.classes,
+            packets: self.packets,
+            bytes: self.bytes,
+            ports,
+            sources: rows,
+            fingerprints,
+            sources_hll,
+            untracked_hll,
+            untracked_packets: self.untracked_packets,
+            heavy: self.heavy.top(self.limits.heavy),
+            heavy_k: self.limits.heavy,
+            exact,
+        }
+    }
+}
+
+/// One port's partial result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPartial {
+    packets: u64,
+    bytes: u64,
+    sources: u64,
+    sources_exact: bool,
+    sources_hll: Hll,
+    dsts: Distinct,
+}
+
+/// A shard's (or several merged shards') result for one window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Partial {
+    classes: [u64; PacketClass::COUNT],
+    packets: u64,
+    bytes: u64,
+    ports: FxHashMap<u32, PortPartial>,
+    sources: Vec<SourceRow>,
+    fingerprints: [u64; Fingerprint::COUNT],
+    sources_hll: Hll,
+    untracked_hll: Hll,
+    untracked_packets: u64,
+    heavy: Vec<HeavySource>,
+    heavy_k: usize,
+    exact: bool,
+}
+
+/// Identity of the sensor and window a summary is built for.
+#[derive(Clone, Debug)]
+pub struct SummaryMeta {
+    /// Sensor identity.
+    pub sensor: SensorInfo,
+    /// The window.
+    pub window: Window,
+    /// Capture health over the window.
+    pub capture: CaptureHealth,
+    /// Whole-sensor source cap (for the truncation report).
+    pub source_cap: u64,
+}
+
+impl Partial {
+    /// The neutral element of [`Partial::merge`].
+    pub fn empty() -> Partial {
+        Partial {
+            exact: true,
+            ..Default::default()
+        }
+    }
+
+    /// Darknet packets in this partial.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// Merges `other` into `self`. Commutative and associative: the summary
+    /// does not depend on the order in which shards finish.
+    pub fn merge(&mut self, other: Partial) {
+        for (a, b) in self.classes.iter_mut().zip(other.classes) {
+            *a += b;
+        }
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        for (k, p) in other.ports {
+            match self.ports.get_mut(&k) {
+                None => {
+                    self.ports.insert(k, p);
+                }
+                Some(q) => {
+                    q.packets += p.packets;
+                    q.bytes += p.bytes;
+                    q.sources += p.sources;
+                    q.sources_exact &= p.sources_exact;
+                    q.sources_hll.merge(&p.sources_hll);
+                    q.dsts.merge(p.dsts);
+                }
+            }
+        }
+        self.sources.extend(other.sources);
+        for (a, b) in self.fingerprints.iter_mut().zip(other.fingerprints) {
+            *a += b;
+        }
+        self.sources_hll.merge(&other.sources_hll);
+        self.untracked_hll.merge(&other.untracked_hll);
+        self.untracked_packets += other.untracked_packets;
+        self.heavy.extend(other.heavy);
+        sort_heavy(&mut self.heavy);
+        self.heavy_k = self.heavy_k.max(other.heavy_k);
+        self.heavy.truncate(self.heavy_k);
+        self.exact &= other.exact;
+    }
+
+    /// Builds the wire summary.
+    pub fn into_summary(self, meta: SummaryMeta) -> Summary {
+        let exact = self.exact;
+        let mut ports: Vec<PortRow> = self
+            .ports
+            .into_iter()
+            .map(|(k, p)| {
+                let (proto, port) = split_port_key(k);
+                PortRow {
+                    proto,
+                    port,
+                    packets: p.packets,
+                    bytes: p.bytes,
+                    sources: if p.sources_exact {
+                        p.sources
+                    } else {
+                        p.sources_hll.estimate()
+                    },
+                    destinations: p.dsts.count(),
+                    sources_hll: p.sources_hll,
+                }
+            })
+            .collect();
+        ports.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then(a.proto.cmp(&b.proto))
+                .then(a.port.cmp(&b.port))
+        });
+        let mut sources = self.sources;
+        sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+        let fp = self.fingerprints;
+        Summary {
+            schema: SCHEMA,
+            sensor: meta.sensor,
+            window: meta.window,
+            capture: meta.capture,
+            classes: ClassTotals::from_array(self.classes),
+            fingerprints: FingerprintCounts {
+                mirai: fp[Fingerprint::Mirai as usize],
+                zmap: fp[Fingerprint::Zmap as usize],
+                masscan: fp[Fingerprint::Masscan as usize],
+            },
+            totals: Totals {
+                packets: self.packets,
+                bytes: self.bytes,
+                sources: if self.untracked_packets == 0 {
+                    sources.len() as u64
+                } else {
+                    self.sources_hll.estimate()
+                },
+                sources_hll: self.sources_hll,
+            },
+            truncation: Truncation {
+                exact,
+                source_cap: meta.source_cap,
+                sources_untracked: self.untracked_hll.estimate(),
+                packets_untracked: self.untracked_packets,
+                heavy: self.heavy,
+            },
+            ports,
+            sources,
+        }
+    }
+}

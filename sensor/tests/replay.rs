@@ -1,0 +1,181 @@
+//! Replays the real scanner captures in `testdata/realscan` through the whole
+//! pipeline and compares with their tshark-derived ground truth, exactly.
+
+mod common;
+
+use common::{run_file, testdata};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+const CAPTURES: [&str; 11] = [
+    "masscan",
+    "zmap",
+    "nmap",
+    "nmap6",
+    "spoofed",
+    "synack",
+    "rst",
+    "icmp",
+    "udp",
+    "mirai",
+    "all-small",
+];
+
+fn check(name: &str, shards: usize) {
+    let truth: Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata(&format!("{name}.truth.json"))).unwrap(),
+    )
+    .unwrap();
+    // One window spanning the whole capture (all were recorded within one day).
+    let (sums, report) = run_file(
+        &testdata(&format!("{name}.pcap")),
+        86_400,
+        shards,
+        1_000_000,
+    );
+    assert_eq!(sums.len(), 1, "{name}: one window expected");
+    let s = &sums[0];
+    let total = truth["packets_total"].as_u64().unwrap();
+    let darknet = truth["packets_darknet"].as_u64().unwrap();
+    assert_eq!(report.frames, total, "{name}: frames");
+    assert_eq!(s.capture.received, total, "{name}: received");
+    assert_eq!(s.totals.packets, darknet, "{name}: darknet packets");
+    assert_eq!(
+        s.capture.not_darknet,
+        total - darknet,
+        "{name}: not_darknet"
+    );
+    assert!(
+        s.capture.malformed.is_empty(),
+        "{name}: malformed {:?}",
+        s.capture.malformed
+    );
+    assert!(s.truncation.exact, "{name}: exact");
+
+    // Class totals.
+    let ours = serde_json::to_value(s.classes).unwrap();
+    for (k, v) in ours.as_object().unwrap() {
+        let want = truth["classes"].get(k).and_then(Value::as_u64).unwrap_or(0);
+        assert_eq!(v.as_u64().unwrap(), want, "{name}: class {k}");
+    }
+
+    // Port rows: packets, distinct sources, distinct destinations.
+    let want: BTreeMap<(String, u64), (u64, u64, u64)> = truth["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                (
+                    p["proto"].as_str().unwrap().to_string(),
+                    p["port"].as_u64().unwrap(),
+                ),
+                (
+                    p["packets"].as_u64().unwrap(),
+                    p["sources"].as_u64().unwrap(),
+                    p["destinations"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let got: BTreeMap<(String, u64), (u64, u64, u64)> = s
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                (p.proto.as_str().to_string(), p.port as u64),
+                (p.packets, p.sources, p.destinations),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "{name}: port rows");
+    // The shipped sketches agree with the exact counts at these sizes.
+    for p in &s.ports {
+        let e = p.sources_hll.estimate() as f64;
+        assert!(
+            (e - p.sources as f64).abs() <= 0.02 * p.sources as f64 + 1.0,
+            "{name}: sketch"
+        );
+    }
+
+    // Source rows.
+    let want: BTreeMap<String, u64> = truth["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["ip"].as_str().unwrap().to_string(),
+                r["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let got: BTreeMap<String, u64> = s
+        .sources
+        .iter()
+        .map(|r| (r.ip.to_string(), r.packets))
+        .collect();
+    assert_eq!(got, want, "{name}: source rows");
+    assert_eq!(
+        s.totals.sources,
+        want.len() as u64,
+        "{name}: distinct sources"
+    );
+
+    // Fingerprints: the sources carrying each, and the per-rule counts.
+    let fp_counts = serde_json::to_value(s.fingerprints).unwrap();
+    for fp in ["mirai", "zmap", "masscan"] {
+        let want: BTreeSet<String> = truth["fingerprints"]
+            .get(fp)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default();
+        let got: BTreeSet<String> = s
+            .sources
+            .iter()
+            .filter(|r| r.fingerprints.iter().any(|f| f.as_str() == fp))
+            .map(|r| r.ip.to_string())
+            .collect();
+        assert_eq!(got, want, "{name}: {fp} sources");
+        assert_eq!(
+            fp_counts[fp].as_u64().unwrap(),
+            want.len() as u64,
+            "{name}: {fp} count"
+        );
+    }
+}
+
+#[test]
+fn every_real_capture_matches_tshark_truth_one_shard() {
+    for name in CAPTURES {
+        check(name, 1);
+    }
+}
+
+#[test]
+fn every_real_capture_matches_tshark_truth_four_shards() {
+    for name in CAPTURES {
+        check(name, 4);
+    }
+}
+
+#[test]
+fn windows_partition_the_capture() {
+    // With one-minute windows, the windows' totals add up to the whole.
+    let (sums, _) = run_file(&testdata("all-small.pcap"), 60, 2, 1_000_000);
+    assert!(sums.len() > 1);
+    let packets: u64 = sums.iter().map(|s| s.totals.packets).sum();
+    assert_eq!(packets, 30_346);
+    for w in sums.windows(2) {
+        assert_eq!(w[0].window.end.0 % 60_000_000, 0);
+        assert!(
+            w[0].window.end <= w[1].window.start,
+            "windows in order, disjoint"
+        );
+    }
+    for s in &sums {
+        for r in &s.sources {
+            assert!(r.first_seen >= s.window.start && r.last_seen < s.window.end);
+        }
+    }
+}
