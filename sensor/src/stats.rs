@@ -690,3 +690,178 @@ impl Partial {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::classify;
+    use darkscope_common::Proto;
+    use proptest::prelude::*;
+
+    fn meta() -> SummaryMeta {
+        SummaryMeta {
+            sensor: SensorInfo {
+                id: "t".into(),
+                country: "ZZ".into(),
+                darknet: vec![],
+                monitored_ipv4: 0,
+            },
+            window: Window {
+                start: Timestamp(0),
+                end: Timestamp(60_000_000),
+            },
+            capture: CaptureHealth::default(),
+            source_cap: 1000,
+        }
+    }
+
+    fn record(src: u32, dst: u32, port: u16, proto: u8, flags: u8, ts: u64) -> PacketRecord {
+        let mut r = PacketRecord {
+            ts,
+            src: Addr::v4(src),
+            dst: Addr::v4(0xc613_0000 | dst),
+            ip_len: 40 + port as u32 % 7,
+            seq: if flags & 1 == 1 { 0xc613_0000 | dst } else { 5 },
+            dport: port,
+            proto: Proto::ALL[proto as usize % 4],
+            tcp_flags: flags,
+            ..Default::default()
+        };
+        r.src_hash = hash_addr(r.src);
+        classify(&mut r);
+        r
+    }
+
+    fn records() -> impl Strategy<Value = Vec<PacketRecord>> {
+        proptest::collection::vec(
+            (
+                0u32..40,
+                0u32..60,
+                0u16..12,
+                0u8..4,
+                any::<u8>(),
+                0u64..60_000_000,
+            )
+                .prop_map(|(s, d, p, pr, f, t)| record(s, d, p, pr, f, t)),
+            0..400,
+        )
+    }
+
+    fn shard_partials(rs: &[PacketRecord], n: usize, limits: Limits) -> Vec<Partial> {
+        let mut shards: Vec<Shard> = (0..n).map(|_| Shard::new(limits)).collect();
+        for r in rs {
+            let i = (((r.src_hash >> 32) * n as u64) >> 32) as usize;
+            shards[i].add(r);
+        }
+        shards.iter_mut().map(Shard::take_partial).collect()
+    }
+
+    fn merged(parts: Vec<Partial>) -> Summary {
+        let mut acc = Partial::empty();
+        for p in parts {
+            acc.merge(p);
+        }
+        acc.into_summary(meta())
+    }
+
+    const ROOMY: Limits = Limits {
+        source_cap: 1000,
+        pair_budget: 100_000,
+        heavy: 10,
+    };
+
+    proptest! {
+        #[test]
+        fn merge_order_does_not_matter_and_sharding_changes_nothing(rs in records(), n in 1usize..6, rot in 0usize..6) {
+            let parts = shard_partials(&rs, n, ROOMY);
+            let mut rotated = parts.clone();
+            rotated.rotate_left(rot % n.max(1));
+            let mut reversed = parts.clone();
+            reversed.reverse();
+            let a = merged(parts);
+            prop_assert_eq!(&a, &merged(rotated));
+            prop_assert_eq!(&a, &merged(reversed));
+            // N shards give the same summary as one.
+            let one = merged(shard_partials(&rs, 1, ROOMY));
+            prop_assert_eq!(&a, &one);
+            // Totals are preserved.
+            prop_assert_eq!(a.totals.packets, rs.len() as u64);
+            prop_assert_eq!(a.classes.total(), rs.len() as u64);
+            prop_assert_eq!(a.ports.iter().map(|p| p.packets).sum::<u64>(), rs.len() as u64);
+            prop_assert_eq!(a.sources.iter().map(|s| s.packets).sum::<u64>(), rs.len() as u64);
+            prop_assert!(a.truncation.exact);
+        }
+
+        #[test]
+        fn tight_limits_keep_packet_totals_exact(rs in records(), n in 1usize..4) {
+            let tight = Limits { source_cap: 3, pair_budget: 20, heavy: 2 };
+            let a = merged(shard_partials(&rs, n, tight));
+            prop_assert_eq!(a.totals.packets, rs.len() as u64);
+            prop_assert_eq!(a.ports.iter().map(|p| p.packets).sum::<u64>(), rs.len() as u64);
+            let tracked: u64 = a.sources.iter().map(|s| s.packets).sum();
+            prop_assert_eq!(tracked + a.truncation.packets_untracked, rs.len() as u64);
+            prop_assert!(a.sources.len() <= 3 * n);
+        }
+    }
+
+    #[test]
+    fn exact_distinct_counts_per_port() {
+        let mut s = Shard::new(ROOMY);
+        // 3 sources to port 23 over 4 destinations; one source also to 2323.
+        for (src, dst, port) in [
+            (1, 1, 23),
+            (1, 2, 23),
+            (2, 1, 23),
+            (3, 4, 23),
+            (3, 3, 2323),
+            (3, 3, 23),
+        ] {
+            s.add(&record(src, dst, port, 0, 0x02, 0));
+        }
+        let sum = s.take_partial().into_summary(meta());
+        let p23 = sum.ports.iter().find(|p| p.port == 23).unwrap();
+        assert_eq!((p23.packets, p23.sources, p23.destinations), (5, 3, 4));
+        let src3 = sum
+            .sources
+            .iter()
+            .find(|r| r.ip.to_string() == "0.0.0.3")
+            .unwrap();
+        assert_eq!((src3.packets, src3.ports, src3.destinations), (3, 2, 2));
+        assert_eq!(src3.top_ports[0].port, 23);
+    }
+
+    #[test]
+    fn fingerprint_needs_every_packet() {
+        let mut s = Shard::new(ROOMY);
+        // Source 1: both SYNs have seq == dst (Mirai). Source 2: one of two.
+        s.add(&record(1, 5, 23, 0, 0x03, 0));
+        s.add(&record(1, 6, 23, 0, 0x03, 1));
+        s.add(&record(2, 5, 23, 0, 0x03, 0));
+        s.add(&record(2, 6, 23, 0, 0x02, 1));
+        let sum = s.take_partial().into_summary(meta());
+        assert_eq!(sum.fingerprints.mirai, 1);
+        let one = sum
+            .sources
+            .iter()
+            .find(|r| r.ip.to_string() == "0.0.0.1")
+            .unwrap();
+        assert_eq!(one.fingerprints, vec![Fingerprint::Mirai]);
+    }
+
+    #[test]
+    fn space_saving_finds_the_heavy_hitter() {
+        let mut ss = SpaceSaving {
+            k: 4,
+            ..Default::default()
+        };
+        for i in 0..10_000u32 {
+            ss.add(Addr::v4(i % 500 + 10));
+            if i % 3 == 0 {
+                ss.add(Addr::v4(1));
+            }
+        }
+        let top = ss.top(1);
+        assert_eq!(top[0].ip.to_string(), "0.0.0.1");
+        assert!(top[0].packets - top[0].error <= 3334 && top[0].packets >= 3334);
+    }
+}

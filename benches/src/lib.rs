@@ -1,0 +1,4 @@
+//! Benchmark support: [`gen`], a seeded generator of Internet-background-
+//! radiation-like captures that also writes their ground truth.
+
+pub mod gen;
