@@ -144,10 +144,13 @@ pub struct TruthSource {
     pub packets: u64,
 }
 
+/// Packets, distinct sources and distinct destinations of one port.
+type PortTruth = (u64, HashSet<Addr>, HashSet<Addr>);
+
 #[derive(Default)]
 struct Acc {
     classes: HashMap<&'static str, u64>,
-    ports: HashMap<(Proto, u16), (u64, HashSet<Addr>, HashSet<Addr>)>,
+    ports: HashMap<(Proto, u16), PortTruth>,
     sources: HashMap<Addr, u64>,
     // per source: eligible TCP packets, matches per rule
     fp: HashMap<Addr, (u64, [u64; 3])>,

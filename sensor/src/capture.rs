@@ -3,7 +3,10 @@
 //! Everything downstream works on bytes and records.
 
 use crate::decode::LinkType;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where packets come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +95,10 @@ pub struct Capture {
     link: LinkType,
     /// Size of the input file, for progress (0 if unknown).
     file_size: u64,
+    /// Live only: how long one read waits for a packet.
+    wait: Duration,
+    /// Live only: a duplicate of the capture socket to poll(2) on.
+    poll_fd: Option<OwnedFd>,
 }
 
 fn file_error(path: &Path, e: pcap::Error) -> CaptureError {
@@ -114,6 +121,8 @@ impl Capture {
                     inner: Inner::Offline(cap),
                     link,
                     file_size,
+                    wait: Duration::ZERO,
+                    poll_fd: None,
                 })
             }
             SourceSpec::Live(o) => Self::open_live(o),
@@ -151,10 +160,23 @@ impl Capture {
             })?;
         }
         let link = LinkType::from_dlt(cap.get_datalink().0);
+        // libpcap's read timeout does not make a read return on a quiet link
+        // (on Linux its timer starts with the first packet), and breaking the
+        // read from another thread can lose the packet being read. So: a
+        // non-blocking handle, and poll(2) with our own timeout.
+        let cap = cap
+            .setnonblock()
+            .map_err(|e| CaptureError::Pcap(e.to_string()))?;
+        let poll_fd = cap
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| CaptureError::Pcap(format!("dup capture fd: {e}")))?;
         Ok(Capture {
             inner: Inner::Live(cap),
             link,
             file_size: 0,
+            wait: Duration::from_millis(o.timeout_ms.max(1) as u64),
+            poll_fd: Some(poll_fd),
         })
     }
 
@@ -174,18 +196,30 @@ impl Capture {
     }
 
     /// Reads the next frame.
-    pub fn next(&mut self) -> Result<Next<'_>, CaptureError> {
+    pub fn read_next(&mut self) -> Result<Next<'_>, CaptureError> {
         let r = match &mut self.inner {
             Inner::Offline(c) => c.next_packet(),
             Inner::Live(c) => c.next_packet(),
         };
         match r {
             Ok(p) => {
+                #[allow(clippy::unnecessary_cast)] // time_t and suseconds_t widths vary by platform
                 let ts = p.header.ts.tv_sec as i64 * 1_000_000 + p.header.ts.tv_usec as i64;
                 Ok(Next::Frame(ts.max(0) as u64, p.header.len, p.data))
             }
             Err(pcap::Error::NoMorePackets) => Ok(Next::End),
-            Err(pcap::Error::TimeoutExpired) => Ok(Next::Timeout),
+            Err(pcap::Error::TimeoutExpired) => {
+                // Non-blocking live read found nothing: wait for the socket, at most `wait`.
+                if let Some(fd) = &self.poll_fd {
+                    let ms = self.wait.as_millis().min(u16::MAX as u128) as u16;
+                    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                    match poll(&mut fds, PollTimeout::from(ms)) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(e) => return Err(CaptureError::Pcap(format!("poll: {e}"))),
+                    }
+                }
+                Ok(Next::Timeout)
+            }
             Err(e) => Err(CaptureError::Pcap(e.to_string())),
         }
     }

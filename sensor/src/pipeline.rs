@@ -107,7 +107,7 @@ enum ToShard {
 }
 
 enum ToMerger {
-    Partial(u64, Partial),
+    Partial(u64, Box<Partial>),
     Meta(u64, Box<SummaryMeta>, Instant),
 }
 
@@ -251,7 +251,7 @@ impl CaptureLoop<'_> {
                 self.check_clock(cap, &mut window, wlen)?;
                 check_clock = false;
             }
-            let next = match cap.next() {
+            let next = match cap.read_next() {
                 Ok(n) => n,
                 Err(e) => {
                     log::error!("{e}; stopping input, summarising what was read");
@@ -501,7 +501,7 @@ fn shard_loop(
                 metrics.merge_histogram(Latency::QueueWaitUs, &wait);
                 wait.reset();
                 if merge_tx
-                    .send(ToMerger::Partial(w, shard.take_partial()))
+                    .send(ToMerger::Partial(w, Box::new(shard.take_partial())))
                     .is_err()
                 {
                     return;
@@ -534,7 +534,7 @@ fn merger_loop(
                     got: 0,
                     meta: None,
                 });
-                e.partial.merge(p);
+                e.partial.merge(*p);
                 e.got += 1;
                 w
             }

@@ -1,6 +1,8 @@
 //! The `darkscope-sensor` binary as an operator meets it: outputs, exit codes,
 //! error messages, stdin input and the metrics endpoint.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 mod common;
 
 use common::{testdata, DARKNET};
@@ -171,7 +173,7 @@ fn live_interface_errors_are_explained() {
 #[test]
 fn metrics_endpoint_serves_counters_while_running() {
     // Feed stdin by hand so the sensor is still running while we scrape.
-    let bytes = std::fs::read(testdata("icmp.pcap")).unwrap();
+    let bytes = std::fs::read(testdata("all-small.pcap")).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

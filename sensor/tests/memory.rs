@@ -3,6 +3,8 @@
 //! to sketches within their error, and the truncation is reported.
 //! (Its own test binary, so the peak-RSS reading is this test's alone.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 mod common;
 
 use darkscope_benches::gen::spoofed_flood;

@@ -1,6 +1,8 @@
 //! Replays the real scanner captures in `testdata/realscan` through the whole
 //! pipeline and compares with their tshark-derived ground truth, exactly.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 mod common;
 
 use common::{run_file, testdata};

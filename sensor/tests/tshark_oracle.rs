@@ -2,12 +2,19 @@
 //! protocol case (VLAN, QinQ, IPv6, ICMP errors, GRE, ARP, malformed frames),
 //! the sensor's per-port and per-source counts equal what tshark dissects.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 mod common;
 
 use darkscope_benches::gen::{generate, GenConfig};
 use darkscope_common::{Addr, PrefixSet};
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
+
+/// (protocol name, port)
+type PortKey = (String, u64);
+/// packets, sources, destinations
+type PortSeen = (u64, HashSet<String>, HashSet<String>);
 
 #[test]
 fn generated_mix_matches_tshark_dissection() {
@@ -51,8 +58,7 @@ fn generated_mix_matches_tshark_dissection() {
     let darknet = PrefixSet::parse_list(common::DARKNET).unwrap();
 
     // (proto, port) -> (packets, sources, destinations); source -> packets
-    let mut ports: BTreeMap<(String, u64), (u64, HashSet<String>, HashSet<String>)> =
-        BTreeMap::new();
+    let mut ports: BTreeMap<PortKey, PortSeen> = BTreeMap::new();
     let mut sources: BTreeMap<String, u64> = BTreeMap::new();
     let mut frames = 0u64;
     for line in String::from_utf8(out.stdout).unwrap().lines() {

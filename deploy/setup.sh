@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what darkscope needs on a fresh Debian/Ubuntu machine: libpcap for
+# building and capturing; tshark (the correctness oracle), tcpreplay, tcpdump
+# and iproute2 for the tests. Idempotent; needs root (or sudo).
+set -euo pipefail
+need=()
+command -v pkg-config >/dev/null && pkg-config --exists libpcap 2>/dev/null || need+=(libpcap-dev pkg-config)
+for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2; do
+  command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2; exit 1; }
+echo "setup: ok"
