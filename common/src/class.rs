@@ -159,11 +159,17 @@ impl Fingerprint {
     }
 }
 
-/// A set of fingerprints as bits (see [`Fingerprint::bit`]).
+/// A set of fingerprints as bits (see [`Fingerprint::bit`]); on the wire, a
+/// list of names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FingerprintSet(pub u8);
 
 impl FingerprintSet {
+    /// True when no fingerprint is in the set.
+    pub const fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
     /// True when `f` is in the set.
     #[inline]
     pub const fn has(self, f: Fingerprint) -> bool {
@@ -173,5 +179,59 @@ impl FingerprintSet {
     /// The members, in bit order.
     pub fn iter(self) -> impl Iterator<Item = Fingerprint> {
         Fingerprint::ALL.into_iter().filter(move |f| self.has(*f))
+    }
+}
+
+/// A set of packet classes as bits (`1 << PacketClass::index()`); on the
+/// wire, a list of names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ClassSet(pub u8);
+
+impl ClassSet {
+    /// True when `c` is in the set.
+    #[inline]
+    pub const fn has(self, c: PacketClass) -> bool {
+        self.0 & (1 << c as u8) != 0
+    }
+
+    /// The members, in index order.
+    pub fn iter(self) -> impl Iterator<Item = PacketClass> {
+        PacketClass::ALL.into_iter().filter(move |c| self.has(*c))
+    }
+}
+
+macro_rules! bitset_serde {
+    ($set:ty, $item:ty, $bit:expr) => {
+        impl Serialize for $set {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.iter())
+            }
+        }
+        impl<'de> Deserialize<'de> for $set {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let items = Vec::<$item>::deserialize(d)?;
+                Ok(Self(items.into_iter().fold(0u8, |acc, x| acc | $bit(x))))
+            }
+        }
+    };
+}
+bitset_serde!(FingerprintSet, Fingerprint, |f: Fingerprint| f.bit());
+bitset_serde!(ClassSet, PacketClass, |c: PacketClass| 1u8 << c as u8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_serialise_as_name_lists() {
+        let c = ClassSet(1 << PacketClass::TcpSyn as u8 | 1 << PacketClass::Udp as u8);
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(j, r#"["tcp_syn","udp"]"#);
+        assert_eq!(serde_json::from_str::<ClassSet>(&j).unwrap(), c);
+        let f = FingerprintSet(Fingerprint::Masscan.bit());
+        let j = serde_json::to_string(&f).unwrap();
+        assert_eq!(j, r#"["masscan"]"#);
+        assert_eq!(serde_json::from_str::<FingerprintSet>(&j).unwrap(), f);
+        assert!(serde_json::from_str::<ClassSet>(r#"["nope"]"#).is_err());
     }
 }

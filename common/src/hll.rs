@@ -144,6 +144,28 @@ impl Hll {
         }
     }
 
+    /// Adds many element hashes at once: one sort instead of an ordered
+    /// insertion per element (how summaries build per-port sketches).
+    pub fn extend_hashes(&mut self, hashes: impl IntoIterator<Item = u64>) {
+        if let Repr::Sparse(v) = &mut self.repr {
+            v.extend(hashes.into_iter().map(|h| {
+                let (idx, rho) = split(h);
+                idx << 8 | rho as u32
+            }));
+            // Sort by register, then keep each register's largest value.
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v.dedup_by_key(|e| *e >> 8);
+            v.reverse();
+            if v.len() > SPARSE_MAX {
+                self.densify();
+            }
+        } else {
+            for h in hashes {
+                self.insert_hash(h);
+            }
+        }
+    }
+
     /// Merges `other` into `self` (register-wise max): the sketch of the union.
     pub fn merge(&mut self, other: &Hll) {
         match &other.repr {
@@ -349,6 +371,18 @@ mod tests {
     fn small_counts_are_near_exact() {
         for n in [0u32, 1, 2, 3, 50] {
             assert_eq!(sketch(0..n).estimate(), n as u64, "n={n}");
+        }
+    }
+
+    #[test]
+    fn batch_insert_equals_one_by_one() {
+        for n in [0u32, 1, 9, 900, 3000] {
+            let mut a = sketch(0..n);
+            a.insert(Addr::v4(7));
+            let mut b = Hll::new();
+            b.insert(Addr::v4(7));
+            b.extend_hashes((0..n).map(|i| hash_addr(Addr::v4(i))));
+            assert_eq!(a, b, "n={n}");
         }
     }
 

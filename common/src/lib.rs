@@ -14,7 +14,7 @@ pub mod time;
 pub mod wire;
 
 pub use addr::Addr;
-pub use class::{Fingerprint, FingerprintSet, PacketClass, Proto};
+pub use class::{ClassSet, Fingerprint, FingerprintSet, PacketClass, Proto};
 pub use hll::Hll;
 pub use prefix::{Prefix, PrefixError, PrefixSet};
 pub use time::Timestamp;

@@ -36,19 +36,66 @@ impl Timestamp {
     }
 }
 
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + (m <= 2) as i64, m, d)
+}
+
+impl Timestamp {
+    /// RFC 3339 in UTC into `buf` (`2026-11-21T10:00:00Z`, with `.ffffff`
+    /// when there are microseconds); returns the used length. Hand-rolled
+    /// because summaries format two timestamps per source row.
+    pub fn format_into(self, buf: &mut [u8; 27]) -> usize {
+        fn put(buf: &mut [u8], at: usize, v: u64, width: usize) {
+            let mut v = v;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        }
+        let secs = self.0 / 1_000_000;
+        let micros = self.0 % 1_000_000;
+        let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+        let sod = secs % 86_400;
+        buf[..20].copy_from_slice(b"0000-00-00T00:00:00Z");
+        put(buf, 0, y.clamp(0, 9999) as u64, 4);
+        put(buf, 5, mo as u64, 2);
+        put(buf, 8, d as u64, 2);
+        put(buf, 11, sod / 3600, 2);
+        put(buf, 14, sod / 60 % 60, 2);
+        put(buf, 17, sod % 60, 2);
+        if micros == 0 {
+            return 20;
+        }
+        buf[19] = b'.';
+        put(buf, 20, micros, 6);
+        buf[26] = b'Z';
+        27
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1_000_000 == 0 {
-            humantime::format_rfc3339_seconds(self.to_system()).fmt(f)
-        } else {
-            humantime::format_rfc3339_micros(self.to_system()).fmt(f)
-        }
+        let mut buf = [0u8; 27];
+        let n = self.format_into(&mut buf);
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let mut buf = [0u8; 27];
+        let n = self.format_into(&mut buf);
+        s.serialize_str(std::str::from_utf8(&buf[..n]).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -70,6 +117,28 @@ mod tests {
         assert_eq!(Timestamp::parse_rfc3339(&t.to_string()).unwrap(), t);
         let u = Timestamp(1_700_000_000_123_456);
         assert_eq!(Timestamp::parse_rfc3339(&u.to_string()).unwrap(), u);
+    }
+
+    #[test]
+    fn formatting_agrees_with_humantime() {
+        let mut x = 0x9e37_79b9u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let t = Timestamp(x % 8_000_000_000_000_000); // up to year 2223
+            let want = if t.0 % 1_000_000 == 0 {
+                humantime::format_rfc3339_seconds(t.to_system()).to_string()
+            } else {
+                humantime::format_rfc3339_micros(t.to_system()).to_string()
+            };
+            assert_eq!(t.to_string(), want);
+        }
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp(951_782_400_000_001).to_string(),
+            "2000-02-29T00:00:00.000001Z"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! unless `truncation.exact` is false; the `*_hll` sketches let the
 //! aggregator merge distinct sources across sensors and windows.
 
-use crate::class::{Fingerprint, PacketClass, Proto};
+use crate::class::{ClassSet, FingerprintSet, PacketClass, Proto};
 use crate::hll::Hll;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -205,7 +205,7 @@ pub struct PortRow {
 }
 
 /// A (protocol, port) and a packet count, for a source's top ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortCount {
     /// Protocol.
     pub proto: Proto,
@@ -213,6 +213,57 @@ pub struct PortCount {
     pub port: u16,
     /// Packets this source sent there.
     pub packets: u64,
+}
+
+/// A source's busiest ports, busiest first: a fixed array, so a source row
+/// costs no allocation. On the wire, a list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TopPorts {
+    len: u8,
+    items: [PortCount; TopPorts::CAP],
+}
+
+impl TopPorts {
+    /// Most ports kept.
+    pub const CAP: usize = 5;
+
+    /// Appends `p` if there is room; false otherwise.
+    pub fn push(&mut self, p: PortCount) -> bool {
+        if (self.len as usize) < Self::CAP {
+            self.items[self.len as usize] = p;
+            self.len += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl std::ops::Deref for TopPorts {
+    type Target = [PortCount];
+    fn deref(&self) -> &[PortCount] {
+        &self.items[..self.len as usize]
+    }
+}
+
+impl Serialize for TopPorts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for TopPorts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Vec::<PortCount>::deserialize(d)?;
+        if v.len() > Self::CAP {
+            return Err(serde::de::Error::custom("top_ports lists at most 5 ports"));
+        }
+        let mut t = TopPorts::default();
+        for p in v {
+            t.push(p);
+        }
+        Ok(t)
+    }
 }
 
 /// What one source did in the window.
@@ -228,12 +279,13 @@ pub struct SourceRow {
     pub ports: u64,
     /// Distinct darknet addresses it sent to.
     pub destinations: u64,
-    /// Its busiest ports (at most 5).
-    pub top_ports: Vec<PortCount>,
+    /// Its busiest ports (at most [`TopPorts::CAP`]).
+    pub top_ports: TopPorts,
     /// Classes of its packets.
-    pub classes: Vec<PacketClass>,
-    /// Fingerprints it carries (every IPv4 TCP packet matched).
-    pub fingerprints: Vec<Fingerprint>,
+    pub classes: ClassSet,
+    /// Fingerprints it carries (every IPv4 TCP packet matched); omitted when none.
+    #[serde(default, skip_serializing_if = "FingerprintSet::is_empty")]
+    pub fingerprints: FingerprintSet,
     /// First packet time.
     pub first_seen: Timestamp,
     /// Last packet time.

@@ -302,10 +302,10 @@ impl CaptureLoop<'_> {
                         let _ = self.decode_hist.record(t0.elapsed().as_nanos() as u64);
                     }
                 }
-                Next::Timeout => {
-                    self.flush_all()?;
-                    check_clock = true;
-                }
+                // Nothing to read. Partial batches stay put: they flush when full
+                // or at window close (summaries are per window anyway), so a slow
+                // trickle never turns into many tiny batches that fill the queues.
+                Next::Timeout => check_clock = true,
                 Next::End => break,
             }
         }

@@ -18,9 +18,9 @@ use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
 use darkscope_common::hll::{hash_addr, Hll};
 use darkscope_common::wire::{
     CaptureHealth, ClassTotals, FingerprintCounts, HeavySource, PortCount, PortRow, SensorInfo,
-    SourceRow, Summary, Totals, Truncation, Window, SCHEMA,
+    SourceRow, Summary, TopPorts, Totals, Truncation, Window, SCHEMA,
 };
-use darkscope_common::{Addr, Fingerprint, PacketClass, Timestamp};
+use darkscope_common::{Addr, ClassSet, Fingerprint, FingerprintSet, PacketClass, Timestamp};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Memory bounds of one shard.
@@ -45,9 +45,6 @@ impl Limits {
         }
     }
 }
-
-/// Top ports listed per source.
-const TOP_PORTS: usize = 5;
 
 #[derive(Debug)]
 struct Budget {
@@ -440,8 +437,12 @@ impl Shard {
     }
 
     /// Ends the window: returns its partial result and resets the shard.
+    /// The next window's tables start at this window's sizes: traffic changes
+    /// slowly, and growing a table by rehashing is the dearest way to get there.
     pub fn take_partial(&mut self) -> Partial {
-        let fresh = Shard::new(self.limits);
+        let mut fresh = Shard::new(self.limits);
+        fresh.ports.reserve(self.ports.len());
+        fresh.sources.reserve(self.sources.len());
         let s = std::mem::replace(self, fresh);
         s.into_partial()
     }
@@ -469,26 +470,44 @@ impl Shard {
         let mut sources_hll = untracked_hll.clone();
         let mut fingerprints = [0u64; Fingerprint::COUNT];
         let mut rows = Vec::with_capacity(self.sources.len());
+        // Source hashes per port, turned into each port's sketch in one batch.
+        let mut port_hashes: FxHashMap<u32, Vec<u64>> = FxHashMap::default();
         for (addr, s) in self.sources {
             let h = hash_addr(addr);
             sources_hll.insert_hash(h);
-            let mut top: Vec<(u32, u64)> = Vec::with_capacity(s.ports.len());
+            // Top ports by packets (ties: lower key first), without allocating.
+            let mut top = [(0u32, 0u64); TopPorts::CAP];
+            let mut n_top = 0;
             for (k, c) in s.ports.iter() {
-                if let Some(p) = ports.get_mut(&k) {
-                    p.sources_hll.insert_hash(h);
+                port_hashes.entry(k).or_default().push(h);
+                let better = |a: (u32, u64), b: (u32, u64)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+                if n_top < top.len() {
+                    top[n_top] = (k, c);
+                    n_top += 1;
+                } else if better((k, c), top[n_top - 1]) {
+                    top[n_top - 1] = (k, c);
+                } else {
+                    continue;
                 }
-                top.push((k, c));
+                let mut i = n_top - 1;
+                while i > 0 && better(top[i], top[i - 1]) {
+                    top.swap(i, i - 1);
+                    i -= 1;
+                }
             }
-            top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            top.truncate(TOP_PORTS);
+            let mut top_ports = TopPorts::default();
+            for &(k, c) in &top[..n_top] {
+                let (proto, port) = split_port_key(k);
+                top_ports.push(PortCount {
+                    proto,
+                    port,
+                    packets: c,
+                });
+            }
             exact &= s.dsts.is_exact();
-            let fps = if s.fp_seen != 0 { s.fp_and } else { 0 };
-            let fingerprints_of: Vec<Fingerprint> = Fingerprint::ALL
-                .into_iter()
-                .filter(|f| fps & f.bit() != 0)
-                .collect();
-            for f in &fingerprints_of {
-                fingerprints[*f as usize] += 1;
+            let fps = FingerprintSet(if s.fp_seen != 0 { s.fp_and & 0x07 } else { 0 });
+            for f in fps.iter() {
+                fingerprints[f as usize] += 1;
             }
             rows.push(SourceRow {
                 ip: addr.to_ip(),
@@ -496,25 +515,17 @@ impl Shard {
                 bytes: s.bytes,
                 ports: s.ports.len() as u64,
                 destinations: s.dsts.count(),
-                top_ports: top
-                    .into_iter()
-                    .map(|(k, c)| {
-                        let (proto, port) = split_port_key(k);
-                        PortCount {
-                            proto,
-                            port,
-                            packets: c,
-                        }
-                    })
-                    .collect(),
-                classes: PacketClass::ALL
-                    .into_iter()
-                    .filter(|c| s.classes & (1 << c.index()) != 0)
-                    .collect(),
-                fingerprints: fingerprints_of,
+                top_ports,
+                classes: ClassSet(s.classes),
+                fingerprints: fps,
                 first_seen: Timestamp(s.first),
                 last_seen: Timestamp(s.last),
             });
+        }
+        for (k, hashes) in port_hashes {
+            if let Some(p) = ports.get_mut(&k) {
+                p.sources_hll.extend_hashes(hashes);
+            }
         }
         Partial {
             classes: self.classes,
@@ -845,7 +856,7 @@ mod tests {
             .iter()
             .find(|r| r.ip.to_string() == "0.0.0.1")
             .unwrap();
-        assert_eq!(one.fingerprints, vec![Fingerprint::Mirai]);
+        assert_eq!(one.fingerprints, FingerprintSet(Fingerprint::Mirai.bit()));
     }
 
     #[test]
