@@ -1,4 +1,10 @@
-//! darkscope aggregator: ingest, storage, detection, query API and dashboard.
-//!
-//! Not built yet (see the aggregator issue); the crate exists so the workspace
-//! has its fixed shape and shares `darkscope-common` from the start.
+//! darkscope aggregator: authenticated ingest of sensor summaries
+//! ([`ingest`], [`auth`]), durable storage behind the [`store::Store`] trait
+//! (SQLite by default), and the query API ([`api`]). See ARCHITECTURE.md.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,391 @@
+//! The HTTP API: ingest, queries, metrics, health. [`router`] builds the
+//! whole service from its state so tests can drive it without a socket;
+//! [`serve`] runs it on a listener with graceful shutdown.
+
+use crate::auth;
+use crate::ingest::{self, IngestError};
+use crate::metrics::Metrics;
+use crate::store::{Inserted, PortFilter, Store, StoreError};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use darkscope_common::{Addr, Proto, Timestamp};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared state of the service.
+#[derive(Clone)]
+pub struct AppState {
+    /// The storage backend.
+    pub store: Arc<dyn Store>,
+    /// Largest summary accepted (compressed and decompressed), bytes.
+    pub max_body: usize,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// An error answer: a status and a message, sent as `{"error": "..."}`.
+/// Storage details are logged, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        log::error!("{e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage error; the request can be retried",
+        )
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> ApiError {
+        let status = match e {
+            IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Encoding(_) if e.to_string().starts_with("unsupported") => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs blocking storage work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("worker failed: {e}"),
+        )
+    })?
+}
+
+/// The whole service.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/summaries", post(ingest_summary))
+        .route("/api/v1/ports/top", get(ports_top))
+        .route("/api/v1/ports/{proto}/{port}/series", get(port_series))
+        .route("/api/v1/sources/{ip}", get(source))
+        .route("/api/v1/sensors", get(sensors))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see /api/v1/openapi.json",
+            )
+        })
+        .with_state(state)
+}
+
+async fn ingest_summary(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let t0 = Instant::now();
+    let metrics = st.metrics.clone();
+    let r = ingest_inner(st, headers, body).await;
+    match &r {
+        Ok(_) => metrics.record_ingest(t0.elapsed().as_micros() as u64),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED || e.status == StatusCode::FORBIDDEN => {
+            metrics.unauthorized.fetch_add(1, Relaxed);
+        }
+        Err(e) if e.status.is_client_error() => {
+            metrics.rejected.fetch_add(1, Relaxed);
+        }
+        Err(_) => {
+            metrics.store_errors.fetch_add(1, Relaxed);
+        }
+    }
+    r.into_response()
+}
+
+async fn ingest_inner(st: AppState, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    // Credentials first: an unknown caller never gets us to read its body.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing 'Authorization: Bearer <token>'",
+            )
+        })?;
+    let hash = auth::token_hash(token);
+    let store = st.store.clone();
+    let sensor = blocking(move || Ok(store.sensor_by_token(&hash)?))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))?;
+    if sensor.revoked.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("the token of sensor '{}' was revoked", sensor.id),
+        ));
+    }
+    let limit = st.max_body;
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes"),
+        )
+    })?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let summary = blocking(move || {
+        let bytes = ingest::decode_body(encoding.as_deref(), &raw, limit)?;
+        Ok(ingest::parse(&bytes)?)
+    })
+    .await?;
+    if summary.sensor.id != sensor.id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token belongs to sensor '{}', not '{}'",
+                sensor.id, summary.sensor.id
+            ),
+        ));
+    }
+    let store = st.store.clone();
+    let country = sensor.country.clone();
+    let start = summary.window.start;
+    let id = sensor.id.clone();
+    let inserted = blocking(move || Ok(store.insert_summary(&summary, &country)?)).await?;
+    let body = json!({
+        "sensor": id,
+        "window_start": start,
+        "stored": inserted == Inserted::New,
+        "duplicate": inserted == Inserted::Duplicate,
+    });
+    Ok(match inserted {
+        Inserted::New => {
+            st.metrics.stored.fetch_add(1, Relaxed);
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Inserted::Duplicate => {
+            st.metrics.duplicates.fetch_add(1, Relaxed);
+            (StatusCode::OK, Json(body)).into_response()
+        }
+    })
+}
+
+type Params = Query<HashMap<String, String>>;
+
+fn time_param(q: &HashMap<String, String>, key: &str) -> ApiResult<Option<Timestamp>> {
+    q.get(key)
+        .map(|v| {
+            Timestamp::parse_rfc3339(v).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "'{key}' must be an RFC 3339 time such as 2026-11-21T10:00:00Z, not '{v}'"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// `from`/`to` with defaults: the last 24 hours.
+fn range(q: &HashMap<String, String>) -> ApiResult<(Timestamp, Timestamp)> {
+    let to = time_param(q, "to")?.unwrap_or_else(Timestamp::now);
+    let from = time_param(q, "from")?.unwrap_or(Timestamp(to.0.saturating_sub(86_400_000_000)));
+    if from >= to {
+        return Err(ApiError::bad_request("'from' must be before 'to'"));
+    }
+    if to.0 - from.0 > 400 * 86_400_000_000 {
+        return Err(ApiError::bad_request("a range may span at most 400 days"));
+    }
+    Ok((from, to))
+}
+
+fn limit_param(q: &HashMap<String, String>, default: usize) -> ApiResult<usize> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1-1000, not '{v}'"))),
+    }
+}
+
+fn proto_param(v: &str) -> ApiResult<Proto> {
+    Proto::parse(v).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown protocol '{v}' (tcp, udp, icmp, icmpv6, ip)"
+        ))
+    })
+}
+
+async fn ports_top(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let (from, to) = range(&q)?;
+    let limit = limit_param(&q, 20)?;
+    let filter = PortFilter {
+        from,
+        to,
+        proto: q.get("proto").map(|p| proto_param(p)).transpose()?,
+        sensor: q.get("sensor").cloned(),
+        country: q.get("country").map(|c| c.to_ascii_uppercase()),
+    };
+    let store = st.store.clone();
+    let ports = blocking(move || Ok(store.top_ports(&filter, limit)?)).await?;
+    Ok(Json(json!({ "from": from, "to": to, "ports": ports })).into_response())
+}
+
+async fn port_series(
+    State(st): State<AppState>,
+    Path((proto, port)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let proto = proto_param(&proto)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("port must be 0-65535, not '{port}'")))?;
+    let (from, to) = range(&q)?;
+    let span = to.0 - from.0;
+    let step_us = match q.get("step") {
+        Some(v) => {
+            let d = v
+                .parse::<u64>()
+                .map(std::time::Duration::from_secs)
+                .or_else(|_| humantime::parse_duration(v))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "'step' must be seconds or a duration like 5m, 1h; not '{v}'"
+                    ))
+                })?;
+            (d.as_micros() as u64).max(1_000_000)
+        }
+        // About 300 points, in whole minutes.
+        None => (span / 300).div_ceil(60_000_000).max(1) * 60_000_000,
+    };
+    if span / step_us > 10_000 {
+        return Err(ApiError::bad_request(
+            "too many steps (more than 10000): use a larger 'step'",
+        ));
+    }
+    let store = st.store.clone();
+    let points = blocking(move || Ok(store.port_series(proto, port, from, to, step_us)?)).await?;
+    Ok(Json(json!({
+        "proto": proto, "port": port, "from": from, "to": to,
+        "step_seconds": step_us / 1_000_000, "points": points,
+    }))
+    .into_response())
+}
+
+async fn source(State(st): State<AppState>, Path(ip): Path<String>) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("'{ip}' is not an IP address")))?;
+    let store = st.store.clone();
+    match blocking(move || Ok(store.source(Addr::from(addr))?)).await? {
+        Some(info) => Ok(Json(info).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no observations of {addr}"),
+        )),
+    }
+}
+
+async fn sensors(State(st): State<AppState>) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let store = st.store.clone();
+    let v = blocking(move || Ok(store.sensor_status(Timestamp::now())?)).await?;
+    Ok(Json(json!({ "sensors": v })).into_response())
+}
+
+async fn overview(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let (from, to) = range(&q)?;
+    let store = st.store.clone();
+    let v = blocking(move || Ok(store.overview(from, to)?)).await?;
+    Ok(Json(v).into_response())
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves; deletes
+/// windows older than `retention` every hour.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    retention: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let store = state.store.clone();
+    let janitor = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            let cutoff = Timestamp(
+                Timestamp::now()
+                    .0
+                    .saturating_sub(retention.as_micros() as u64),
+            );
+            match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    log::info!("retention: deleted {n} windows older than {cutoff}")
+                }
+                Ok(Err(e)) => log::warn!("retention failed: {e}"),
+                _ => {}
+            }
+        }
+    });
+    let r = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    janitor.abort();
+    r
+}

@@ -1,0 +1,98 @@
+//! Aggregator configuration: TOML (see `deploy/aggregator.example.toml`) with
+//! defaults for everything, validated at load time.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config '{0}': {1}")]
+    Read(PathBuf, std::io::Error),
+    /// Not valid TOML for this schema.
+    #[error("config '{0}': {1}")]
+    Parse(PathBuf, toml::de::Error),
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole aggregator configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// Largest accepted summary after decompression, MiB.
+    pub max_body_mib: usize,
+    /// Days raw windows are kept before retention deletes them.
+    pub retention_days: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            database: PathBuf::from("darkscope.db"),
+            max_body_mib: 16,
+            retention_days: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen.parse::<SocketAddr>().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "listen '{}' is not HOST:PORT, e.g. 127.0.0.1:8080",
+                self.listen
+            ))
+        })?;
+        if !(1..=1024).contains(&self.max_body_mib) {
+            return Err(ConfigError::Invalid("max_body_mib must be 1-1024".into()));
+        }
+        if !(1..=3650).contains(&self.retention_days) {
+            return Err(ConfigError::Invalid("retention_days must be 1-3650".into()));
+        }
+        Ok(())
+    }
+
+    /// The body limit in bytes.
+    pub fn max_body(&self) -> usize {
+        self.max_body_mib << 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_example_are_valid() {
+        Config::default().validate().unwrap();
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.example.toml");
+        Config::from_file(&p).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let c = Config {
+            listen: "localhost".into(),
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("HOST:PORT"));
+        assert!(toml::from_str::<Config>("listn = 1").is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Turning an upload into a validated [`Summary`]: bounded decompression
+//! (zstd, gzip or none; a body that inflates past the limit is refused, so a
+//! decompression bomb costs at most `limit` bytes), then schema and
+//! consistency checks. Nothing here touches storage.
+
+use darkscope_common::wire::{Summary, SCHEMA};
+use darkscope_common::Timestamp;
+use std::io::Read;
+
+/// Why an upload was refused (each maps to a 4xx).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    /// Larger than the limit after decompression (413).
+    #[error("summary is larger than {0} bytes after decompression")]
+    TooLarge(usize),
+    /// Unknown or corrupt content encoding (400/415).
+    #[error("{0}")]
+    Encoding(String),
+    /// Not JSON, or not a summary (400).
+    #[error("not a valid summary: {0}")]
+    Json(String),
+    /// A schema version this aggregator does not read (400).
+    #[error("unsupported schema version {0} (this aggregator accepts {SCHEMA})")]
+    Schema(u64),
+    /// Well-formed but inconsistent or out of range (400).
+    #[error("invalid summary: {0}")]
+    Invalid(String),
+}
+
+/// Decompresses `body` per its `Content-Encoding`, refusing more than `limit` bytes.
+pub fn decode_body(
+    encoding: Option<&str>,
+    body: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, IngestError> {
+    let enc = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
+    let reader: Box<dyn Read + '_> = match enc.as_str() {
+        "identity" | "" => {
+            if body.len() > limit {
+                return Err(IngestError::TooLarge(limit));
+            }
+            return Ok(body.to_vec());
+        }
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| IngestError::Encoding(format!("bad zstd stream: {e}")))?,
+        ),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(body)),
+        other => {
+            return Err(IngestError::Encoding(format!(
+                "unsupported Content-Encoding '{other}' (use zstd, gzip or none)"
+            )))
+        }
+    };
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::Encoding(format!("corrupt {enc} body: {e}")))?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
+#[derive(serde::Deserialize)]
+struct Head {
+    schema: Option<serde_json::Value>,
+}
+
+/// Parses and checks a summary.
+pub fn parse(bytes: &[u8]) -> Result<Summary, IngestError> {
+    let head: Head = serde_json::from_slice(bytes).map_err(|e| IngestError::Json(e.to_string()))?;
+    match head.schema.as_ref().and_then(|v| v.as_u64()) {
+        Some(v) if v == SCHEMA as u64 => {}
+        Some(v) => return Err(IngestError::Schema(v)),
+        None => {
+            return Err(IngestError::Json(
+                "missing or non-numeric field `schema`".into(),
+            ))
+        }
+    }
+    let s: Summary = serde_json::from_slice(bytes).map_err(|e| IngestError::Json(e.to_string()))?;
+    validate(&s)?;
+    Ok(s)
+}
+
+fn invalid(msg: impl Into<String>) -> IngestError {
+    IngestError::Invalid(msg.into())
+}
+
+/// Consistency and range checks a summary must pass before it is stored.
+pub fn validate(s: &Summary) -> Result<(), IngestError> {
+    let id = &s.sensor.id;
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(invalid(
+            "sensor.id must be 1-64 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    let w = s.window;
+    if w.end <= w.start || w.end.0 - w.start.0 > 86_400_000_000 {
+        return Err(invalid("window must satisfy start < end <= start + 1 day"));
+    }
+    if w.start.0 > Timestamp::now().0 + 86_400_000_000 {
+        return Err(invalid("window starts more than a day in the future"));
+    }
+    if s.ports.len() > 5 * 65_536 {
+        return Err(invalid("too many port rows"));
+    }
+    if s.classes.total() != s.totals.packets {
+        return Err(invalid(format!(
+            "class totals ({}) do not add up to totals.packets ({})",
+            s.classes.total(),
+            s.totals.packets
+        )));
+    }
+    let port_packets: u64 = s.ports.iter().map(|p| p.packets).sum();
+    if port_packets != s.totals.packets {
+        return Err(invalid(format!(
+            "port rows ({port_packets} packets) do not add up to totals.packets ({})",
+            s.totals.packets
+        )));
+    }
+    if let Some(r) = s
+        .sources
+        .iter()
+        .find(|r| r.first_seen > r.last_seen || r.packets == 0)
+    {
+        return Err(invalid(format!("source row {} is inconsistent", r.ip)));
+    }
+    let tracked: u64 = s.sources.iter().map(|r| r.packets).sum();
+    if tracked + s.truncation.packets_untracked != s.totals.packets {
+        return Err(invalid(
+            "source rows and untracked packets do not add up to totals.packets",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn zstd_and_gzip_round_trip_and_bombs_are_refused() {
+        let doc = vec![b'{'; 10_000];
+        let z = zstd::encode_all(&doc[..], 3).unwrap();
+        assert_eq!(decode_body(Some("zstd"), &z, 20_000).unwrap(), doc);
+        let mut g = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        g.write_all(&doc).unwrap();
+        let g = g.finish().unwrap();
+        assert_eq!(decode_body(Some("gzip"), &g, 20_000).unwrap(), doc);
+        // 64 MiB of zeros compress to a few KiB: refused at the limit.
+        let bomb = zstd::encode_all(&vec![0u8; 64 << 20][..], 19).unwrap();
+        assert!(bomb.len() < 100_000);
+        assert_eq!(
+            decode_body(Some("zstd"), &bomb, 1 << 20),
+            Err(IngestError::TooLarge(1 << 20))
+        );
+        assert!(matches!(
+            decode_body(Some("br"), &z, 20_000),
+            Err(IngestError::Encoding(_))
+        ));
+        assert!(matches!(
+            decode_body(Some("zstd"), b"not zstd", 20_000),
+            Err(IngestError::Encoding(_))
+        ));
+        assert_eq!(
+            decode_body(None, &doc, 100),
+            Err(IngestError::TooLarge(100))
+        );
+    }
+
+    #[test]
+    fn schema_version_is_checked_first() {
+        assert_eq!(
+            parse(br#"{"schema": 2, "x": 1}"#),
+            Err(IngestError::Schema(2))
+        );
+        assert!(matches!(parse(br#"{"x": 1}"#), Err(IngestError::Json(_))));
+        assert!(matches!(parse(b"not json"), Err(IngestError::Json(_))));
+        assert!(matches!(
+            parse(br#"{"schema": 1}"#),
+            Err(IngestError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,116 @@
+//! The aggregator's own counters and ingest latency, as Prometheus text.
+
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Counters since start.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Summaries stored.
+    pub stored: AtomicU64,
+    /// Retried summaries acknowledged without storing again.
+    pub duplicates: AtomicU64,
+    /// Uploads refused with a 4xx.
+    pub rejected: AtomicU64,
+    /// Uploads refused for credentials (401/403).
+    pub unauthorized: AtomicU64,
+    /// Storage failures (5xx).
+    pub store_errors: AtomicU64,
+    /// Query requests served.
+    pub queries: AtomicU64,
+    ingest_us: Mutex<Histogram<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            stored: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            store_errors: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            ingest_us: Mutex::new(
+                Histogram::new(3).expect("3 significant digits is a valid histogram precision"),
+            ),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one ingest's latency (receipt to acknowledgement).
+    pub fn record_ingest(&self, us: u64) {
+        if let Ok(mut h) = self.ingest_us.lock() {
+            let _ = h.record(us);
+        }
+    }
+
+    /// Ingest latency quantile in µs.
+    pub fn ingest_quantile_us(&self, q: f64) -> u64 {
+        self.ingest_us
+            .lock()
+            .map(|h| h.value_at_quantile(q))
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "darkscope_aggregator_summaries_stored_total",
+                "Summaries stored.",
+                &self.stored,
+            ),
+            (
+                "darkscope_aggregator_summaries_duplicate_total",
+                "Retried summaries acknowledged without storing again.",
+                &self.duplicates,
+            ),
+            (
+                "darkscope_aggregator_summaries_rejected_total",
+                "Uploads refused as invalid.",
+                &self.rejected,
+            ),
+            (
+                "darkscope_aggregator_unauthorized_total",
+                "Uploads refused for credentials.",
+                &self.unauthorized,
+            ),
+            (
+                "darkscope_aggregator_store_errors_total",
+                "Storage failures.",
+                &self.store_errors,
+            ),
+            (
+                "darkscope_aggregator_queries_total",
+                "Query requests served.",
+                &self.queries,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        if let Ok(h) = self.ingest_us.lock() {
+            let name = "darkscope_aggregator_ingest_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Upload receipt to durable acknowledgement.\n# TYPE {name} summary"
+            );
+            for q in [0.5, 0.9, 0.99] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{quantile=\"{q}\"}} {:e}",
+                    h.value_at_quantile(q) as f64 / 1e6
+                );
+            }
+            let _ = writeln!(out, "{name}_count {}", h.len());
+        }
+        out
+    }
+}

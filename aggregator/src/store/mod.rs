@@ -1,0 +1,225 @@
+//! Storage behind one trait, so backends are interchangeable and one
+//! conformance suite (`tests/store_conformance.rs`) checks them all.
+//!
+//! Methods are synchronous; the HTTP layer calls them on Tokio's blocking
+//! pool. `insert_summary` returns only after the data is durable.
+
+pub mod sqlite;
+
+use darkscope_common::wire::{ClassTotals, PortCount, Summary};
+use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
+use serde::Serialize;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (I/O, corruption, ...).
+    #[error("storage: {0}")]
+    Backend(String),
+    /// A sensor id that is already registered.
+    #[error("sensor '{0}' already exists")]
+    SensorExists(String),
+    /// No such sensor.
+    #[error("no sensor '{0}'")]
+    NoSensor(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// A registered sensor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SensorRecord {
+    /// Sensor id.
+    pub id: String,
+    /// Country of its blocks, as registered.
+    pub country: String,
+    /// Registration time.
+    pub created: Timestamp,
+    /// Revocation time, if revoked.
+    pub revoked: Option<Timestamp>,
+}
+
+/// What `insert_summary` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored now.
+    New,
+    /// This (sensor, window start) was already stored; nothing changed.
+    Duplicate,
+}
+
+/// Which rows a port query covers.
+#[derive(Clone, Debug, Default)]
+pub struct PortFilter {
+    /// Windows starting at or after this.
+    pub from: Timestamp,
+    /// Windows starting before this.
+    pub to: Timestamp,
+    /// Only this protocol.
+    pub proto: Option<Proto>,
+    /// Only this sensor.
+    pub sensor: Option<String>,
+    /// Only sensors registered in this country.
+    pub country: Option<String>,
+}
+
+/// A port ranked over a time range, merged across sensors and windows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortTop {
+    /// Protocol.
+    pub proto: Proto,
+    /// Port / ICMP type / IP protocol.
+    pub port: u16,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Distinct sources (merged sketches; exact when one window contributes).
+    pub sources: u64,
+    /// Distinct darknet destinations: per sensor the largest window's count, summed.
+    pub destinations: u64,
+    /// Share of all packets in the range.
+    pub share: f64,
+}
+
+/// One step of a port's time series.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesPoint {
+    /// Step start.
+    pub time: Timestamp,
+    /// Packets in the step.
+    pub packets: u64,
+    /// Distinct sources in the step, merged across sensors with the sketches.
+    pub sources: u64,
+}
+
+/// Packets of one source on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DayCount {
+    /// The day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// Everything known about one source address.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceInfo {
+    /// The address.
+    pub ip: String,
+    /// First packet seen.
+    pub first_seen: Timestamp,
+    /// Last packet seen.
+    pub last_seen: Timestamp,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Its ports, busiest first (from each window's top ports).
+    pub ports: Vec<PortCount>,
+    /// Packets per day.
+    pub per_day: Vec<DayCount>,
+    /// Sensors that saw it.
+    pub sensors: Vec<String>,
+    /// Fingerprints it carried in any window.
+    pub fingerprints: FingerprintSet,
+    /// Classes of its packets.
+    pub classes: ClassSet,
+    /// Windows it appears in.
+    pub windows: u64,
+}
+
+/// Health of one sensor.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SensorStatus {
+    /// Sensor id.
+    pub id: String,
+    /// Registered country.
+    pub country: String,
+    /// True when its token was revoked.
+    pub revoked: bool,
+    /// End of its newest stored window.
+    pub last_window_end: Option<Timestamp>,
+    /// When that summary arrived.
+    pub last_summary_at: Option<Timestamp>,
+    /// Windows stored.
+    pub windows: u64,
+    /// Frames it received (libpcap) over the stored windows.
+    pub received: u64,
+    /// Kernel + interface + pipeline drops.
+    pub dropped: u64,
+    /// `dropped / received`.
+    pub drop_rate: f64,
+    /// Summaries its spool had to evict.
+    pub spool_evicted: u64,
+    /// Seconds from its newest window's end to now.
+    pub lag_seconds: Option<f64>,
+}
+
+/// A source and its packets, for overviews.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourceBrief {
+    /// The address.
+    pub ip: String,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// Totals over a time range.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Overview {
+    /// Range start.
+    pub from: Timestamp,
+    /// Range end.
+    pub to: Timestamp,
+    /// Darknet packets.
+    pub packets: u64,
+    /// Packets per class.
+    pub classes: ClassTotals,
+    /// Busiest ports by distinct sources.
+    pub top_ports: Vec<PortTop>,
+    /// Busiest sources by packets.
+    pub top_sources: Vec<SourceBrief>,
+    /// Sensors with at least one window in the range.
+    pub active_sensors: u64,
+    /// Windows in the range.
+    pub windows: u64,
+}
+
+/// A storage backend.
+pub trait Store: Send + Sync {
+    /// Registers a sensor with the digest of its token.
+    fn add_sensor(&self, id: &str, country: &str, token_hash: &[u8]) -> Result<(), StoreError>;
+    /// Revokes a sensor's token.
+    fn revoke_sensor(&self, id: &str) -> Result<(), StoreError>;
+    /// All sensors.
+    fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError>;
+    /// The sensor a token digest belongs to.
+    fn sensor_by_token(&self, token_hash: &[u8]) -> Result<Option<SensorRecord>, StoreError>;
+    /// Stores a validated summary durably, once per (sensor id, window start).
+    /// `country` is the sensor's registered country.
+    fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError>;
+    /// Ports over a range, by distinct sources.
+    fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError>;
+    /// A port's packets and distinct sources per step over `[from, to)`.
+    fn port_series(
+        &self,
+        proto: Proto,
+        port: u16,
+        from: Timestamp,
+        to: Timestamp,
+        step_us: u64,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
+    /// Everything about one source.
+    fn source(&self, ip: Addr) -> Result<Option<SourceInfo>, StoreError>;
+    /// Health of every sensor.
+    fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError>;
+    /// Totals over a range.
+    fn overview(&self, from: Timestamp, to: Timestamp) -> Result<Overview, StoreError>;
+    /// Deletes windows that started before `cutoff`; returns how many.
+    fn apply_retention(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
+}
