@@ -37,6 +37,56 @@ pub struct Config {
     pub pipeline: PipelineSection,
     /// Where summaries and metrics go.
     pub output: OutputSection,
+    /// Upload to an aggregator.
+    pub upload: UploadSection,
+}
+
+/// `[upload]`: push each window's summary to an aggregator through a spool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadSection {
+    /// Aggregator base URL, e.g. `https://aggregator.example:8080` (off if unset).
+    pub aggregator: Option<String>,
+    /// File holding this sensor's token (from `darkscope-aggregator sensor add`).
+    pub token_file: Option<PathBuf>,
+    /// Spool directory: summaries wait here until acknowledged.
+    pub spool_dir: PathBuf,
+    /// Spool size cap, MiB; past it the oldest summaries are evicted (and counted).
+    pub spool_mib: u64,
+    /// Per-request timeout, seconds.
+    pub timeout_secs: u64,
+    /// At exit, how long to keep uploading what is spooled, seconds.
+    pub drain_secs: u64,
+}
+
+impl Default for UploadSection {
+    fn default() -> Self {
+        UploadSection {
+            aggregator: None,
+            token_file: None,
+            spool_dir: PathBuf::from("spool"),
+            spool_mib: 1024,
+            timeout_secs: 30,
+            drain_secs: 30,
+        }
+    }
+}
+
+/// Validated upload settings.
+#[derive(Clone, Debug)]
+pub struct UploadSettings {
+    /// Aggregator base URL.
+    pub url: String,
+    /// Token file.
+    pub token_file: PathBuf,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool cap in bytes.
+    pub cap_bytes: u64,
+    /// Per-request timeout.
+    pub timeout: std::time::Duration,
+    /// Drain time at exit.
+    pub drain: std::time::Duration,
 }
 
 /// `[sensor]`.
@@ -142,6 +192,8 @@ pub struct Validated {
     pub out: Option<PathBuf>,
     /// Metrics address.
     pub metrics_listen: Option<String>,
+    /// Upload, if configured.
+    pub upload: Option<UploadSettings>,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -233,7 +285,31 @@ impl Config {
                 ))
             })?;
         }
+        let u = &self.upload;
+        let upload = match (&u.aggregator, &u.token_file) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(invalid("an aggregator needs a token: give --token-file (from `darkscope-aggregator sensor add`)"))
+            }
+            (Some(url), Some(tf)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(format!("aggregator '{url}' must be an http:// or https:// URL")));
+                }
+                if u.spool_mib == 0 || u.timeout_secs == 0 {
+                    return Err(invalid("spool_mib and timeout_secs must be at least 1"));
+                }
+                Some(UploadSettings {
+                    url: url.clone(),
+                    token_file: tf.clone(),
+                    spool_dir: u.spool_dir.clone(),
+                    cap_bytes: u.spool_mib << 20,
+                    timeout: std::time::Duration::from_secs(u.timeout_secs),
+                    drain: std::time::Duration::from_secs(u.drain_secs),
+                })
+            }
+        };
         Ok(Validated {
+            upload,
             source,
             pipeline: PipelineConfig {
                 sensor: SensorInfo {
@@ -303,6 +379,12 @@ mod tests {
         let mut c = base();
         c.pipeline.window_secs = 0;
         assert!(c.validate().is_err());
+        let mut c = base();
+        c.upload.aggregator = Some("http://127.0.0.1:8080".into());
+        assert!(c.validate().unwrap_err().to_string().contains("token"));
+        c.upload.token_file = Some("t".into());
+        c.upload.aggregator = Some("ftp://x".into());
+        assert!(c.validate().unwrap_err().to_string().contains("http"));
         let mut c = base();
         c.sensor.darknet = vec!["10.0.0.0/33".into()];
         assert!(matches!(c.validate(), Err(ConfigError::Prefix(_))));

@@ -76,6 +76,25 @@ impl Sink for JsonLines {
     }
 }
 
+/// Hands each summary to several sinks (e.g. a file and the upload spool).
+pub struct Tee(pub Vec<Box<dyn Sink>>);
+
+impl Sink for Tee {
+    fn emit(&mut self, summary: Summary) -> Result<(), SinkError> {
+        if let Some((last, rest)) = self.0.split_last_mut() {
+            for s in rest {
+                s.emit(summary.clone())?;
+            }
+            last.emit(summary)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.finish())
+    }
+}
+
 /// Keeps summaries in memory (for library users and tests).
 #[derive(Default)]
 pub struct Collect(pub std::sync::Arc<std::sync::Mutex<Vec<Summary>>>);

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod stats;
+pub mod upload;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -3,8 +3,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use darkscope_sensor::config::Config;
-use darkscope_sensor::export::JsonLines;
+use darkscope_sensor::export::{JsonLines, Tee};
 use darkscope_sensor::metrics::{self, Metrics};
+use darkscope_sensor::upload::{Spool, SpoolSink, UploadTarget, Uploader};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -63,6 +64,18 @@ struct Cli {
     /// Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108).
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Push each summary to this aggregator (e.g. http://127.0.0.1:8080), via the spool.
+    #[arg(long)]
+    aggregator: Option<String>,
+    /// File with this sensor's token (from `darkscope-aggregator sensor add`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Spool directory for summaries awaiting upload [default: ./spool].
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// At exit, seconds to keep uploading what is spooled [default: 30].
+    #[arg(long)]
+    drain_secs: Option<u64>,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -117,10 +130,53 @@ fn real_main() -> Result<i32> {
     if cli.metrics_listen.is_some() {
         cfg.output.metrics_listen = cli.metrics_listen.clone();
     }
+    if cli.aggregator.is_some() {
+        cfg.upload.aggregator = cli.aggregator.clone();
+    }
+    if cli.token_file.is_some() {
+        cfg.upload.token_file = cli.token_file.clone();
+    }
+    set!(cli.spool => cfg.upload.spool_dir);
+    set!(cli.drain_secs => cfg.upload.drain_secs);
     let v = cfg.validate()?;
 
-    let out = v.out.clone().unwrap_or_else(|| PathBuf::from("-"));
-    let sink = JsonLines::create(&out)?;
+    let mut sinks: Vec<Box<dyn darkscope_sensor::export::Sink>> = Vec::new();
+    let uploader = match &v.upload {
+        Some(u) => {
+            let token = UploadTarget::token_from_file(&u.token_file)?;
+            let spool = Arc::new(Spool::open(&u.spool_dir, u.cap_bytes)?);
+            let left = spool.pending().len();
+            if left > 0 {
+                log::info!(
+                    "{left} summaries left in {} from an earlier run: uploading them first",
+                    u.spool_dir.display()
+                );
+            }
+            sinks.push(Box::new(SpoolSink(spool.clone())));
+            let target = UploadTarget {
+                url: u.url.clone(),
+                token,
+                timeout: u.timeout,
+            };
+            log::info!("uploading to {} (spool {})", u.url, u.spool_dir.display());
+            Some((
+                Uploader::start(spool, target)?,
+                u.drain,
+                u.spool_dir.clone(),
+            ))
+        }
+        None => None,
+    };
+    // Summaries go to --out, or to stdout when nothing else takes them.
+    let out = match (&v.out, &uploader) {
+        (Some(p), _) => Some(p.clone()),
+        (None, None) => Some(PathBuf::from("-")),
+        (None, Some(_)) => None,
+    };
+    if let Some(p) = &out {
+        sinks.push(Box::new(JsonLines::create(p)?));
+    }
+    let sink = Tee(sinks);
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = &v.metrics_listen {
         metrics::serve(addr, metrics.clone()).map_err(anyhow::Error::msg)?;
@@ -167,8 +223,20 @@ fn real_main() -> Result<i32> {
         secs,
         report.frames as f64 / secs.max(1e-9) / 1e6,
         report.windows,
-        out.display()
+        out.as_deref()
+            .map_or_else(|| "the spool".to_string(), |p| p.display().to_string())
     );
+    if let Some((up, drain, dir)) = uploader {
+        let n = up.uploaded.clone();
+        let left = up.finish(drain);
+        log::info!(
+            "{} summaries uploaded",
+            n.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        if left > 0 {
+            log::warn!("{left} summaries not yet acknowledged; they stay in {} and go out on the next start", dir.display());
+        }
+    }
     if let Some(e) = report.read_error {
         if report.frames == 0 {
             bail!("{e}");

@@ -1,0 +1,500 @@
+//! The sensor→aggregator path with real processes on loopback: a real
+//! aggregator binary on a SQLite file, real sensor binaries replaying the
+//! shared captures and uploading over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const DARKNET: &str = "198.19.0.0/16,2001:db8:dead::/48";
+const ALL_TIME: &str = "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z";
+
+fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/realscan")
+        .join(name)
+}
+
+fn aggregator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_darkscope-aggregator"))
+}
+
+/// The sensor binary beside ours in the target directory (built if missing,
+/// e.g. when only this package's tests run).
+fn sensor_bin() -> PathBuf {
+    let p = aggregator_bin().with_file_name("darkscope-sensor");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "darkscope-sensor",
+                "--bin",
+                "darkscope-sensor",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Aggregator {
+    db: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Aggregator {
+    fn new(dir: &Path) -> Aggregator {
+        Aggregator {
+            db: dir.join("darkscope.db"),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(aggregator_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while reqwest::blocking::get(format!("{}/healthz", self.url())).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "aggregator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    /// Registers a sensor; returns its token file.
+    fn add_sensor(&self, dir: &Path, id: &str) -> PathBuf {
+        let out = Command::new(aggregator_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(["sensor", "add", "--id", id, "--country", "JP"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join(format!("{id}.token"));
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let r = reqwest::blocking::get(format!("{}{path}", self.url())).unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn sensor_cmd(agg: &Aggregator, dir: &Path, id: &str, capture: &str, window: u64) -> Command {
+    let mut c = Command::new(sensor_bin());
+    c.arg("--read")
+        .arg(testdata(capture))
+        .args([
+            "--darknet",
+            DARKNET,
+            "--id",
+            id,
+            "--window",
+            &window.to_string(),
+        ])
+        .args(["--aggregator", &agg.url(), "--token-file"])
+        .arg(dir.join(format!("{id}.token")))
+        .arg("--spool")
+        .arg(dir.join(format!("spool-{id}")))
+        .args(["--drain-secs", "60", "--out"])
+        .arg(dir.join(format!("{id}.jsonl")))
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn truth(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(testdata(&format!("{name}.truth.json"))).unwrap())
+        .unwrap()
+}
+
+/// (proto, port) -> (packets, sources) over the whole stored range.
+fn api_ports(agg: &Aggregator) -> BTreeMap<(String, u64), (u64, u64)> {
+    let v = agg.get(&format!("/api/v1/ports/top?{ALL_TIME}&limit=1000"));
+    v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                (
+                    p["proto"].as_str().unwrap().to_string(),
+                    p["port"].as_u64().unwrap(),
+                ),
+                (
+                    p["packets"].as_u64().unwrap(),
+                    p["sources"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn stored_packets_and_windows(agg: &Aggregator) -> (u64, u64) {
+    let o = agg.get(&format!("/api/v1/overview?{ALL_TIME}"));
+    (
+        o["packets"].as_u64().unwrap(),
+        o["windows"].as_u64().unwrap(),
+    )
+}
+
+fn lines(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count() as u64)
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_sensors_merge_to_the_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let caps = [
+        ("s-masscan", "masscan"),
+        ("s-nmap", "nmap"),
+        ("s-udp", "udp"),
+    ];
+    for (id, _) in caps {
+        agg.add_sensor(dir.path(), id);
+    }
+    agg.start();
+    let mut children: Vec<Child> = caps
+        .iter()
+        .map(|(id, cap)| {
+            sensor_cmd(&agg, dir.path(), id, &format!("{cap}.pcap"), 60)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in &mut children {
+        assert!(c.wait().unwrap().success());
+    }
+    // Merged truth: the captures' scanners are distinct hosts, so per-port
+    // packets and distinct sources add up.
+    let mut want: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
+    for (_, cap) in caps {
+        for p in truth(cap)["ports"].as_array().unwrap() {
+            let e = want
+                .entry((
+                    p["proto"].as_str().unwrap().to_string(),
+                    p["port"].as_u64().unwrap(),
+                ))
+                .or_default();
+            e.0 += p["packets"].as_u64().unwrap();
+            e.1 += p["sources"].as_u64().unwrap();
+        }
+    }
+    assert_eq!(api_ports(&agg), want);
+    // One source, everything known about it.
+    let s = agg.get("/api/v1/sources/198.18.1.2");
+    assert_eq!(s["packets"], 16384);
+    assert_eq!(s["fingerprints"], serde_json::json!(["masscan"]));
+    assert_eq!(s["sensors"], serde_json::json!(["s-masscan"]));
+    // Series of tcp/22: masscan and nmap both hit it, merged with sketches.
+    let series = agg.get(&format!("/api/v1/ports/tcp/22/series?{ALL_TIME}&step=1d"));
+    let pts = series["points"].as_array().unwrap();
+    let packets: u64 = pts.iter().map(|p| p["packets"].as_u64().unwrap()).sum();
+    assert_eq!(packets, 4096 + 256);
+    assert_eq!(
+        pts.iter().map(|p| p["sources"].as_u64().unwrap()).max(),
+        Some(2)
+    );
+    // Sensor health.
+    let sensors = agg.get("/api/v1/sensors");
+    for s in sensors["sensors"].as_array().unwrap() {
+        assert!(s["windows"].as_u64().unwrap() >= 1, "{s}");
+        assert_eq!(s["drop_rate"], 0.0);
+    }
+    let (packets, _) = stored_packets_and_windows(&agg);
+    assert_eq!(packets, 16384 + 4790 + 512);
+}
+
+#[test]
+fn aggregator_kill9_during_uploads_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.add_sensor(dir.path(), "s-all");
+    agg.start();
+    // One-second windows: hundreds of uploads in flight.
+    let mut sensor = sensor_cmd(&agg, dir.path(), "s-all", "all-small.pcap", 1)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    agg.kill9();
+    // The kill landed mid-flow: summaries were still waiting in the spool.
+    let waiting = std::fs::read_dir(dir.path().join("spool-s-all"))
+        .unwrap()
+        .count();
+    assert!(waiting > 1, "kill came too late to test anything");
+    std::thread::sleep(Duration::from_millis(1500));
+    agg.start();
+    assert!(sensor.wait().unwrap().success());
+    let produced = lines(&dir.path().join("s-all.jsonl"));
+    assert!(produced > 50);
+    assert_eq!(stored_packets_and_windows(&agg), (30_346, produced));
+    assert!(std::fs::read_dir(dir.path().join("spool-s-all/rejected"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn sensor_kill9_mid_upload_then_rerun_stores_each_window_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.add_sensor(dir.path(), "s-all");
+    agg.start();
+    let mut first = sensor_cmd(&agg, dir.path(), "s-all", "all-small.pcap", 1)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (_, stored_by_first) = stored_packets_and_windows(&agg);
+    // The rerun finds the spool of the first run and re-reads the capture:
+    // retried windows are acknowledged without being stored twice.
+    assert!(sensor_cmd(&agg, dir.path(), "s-all", "all-small.pcap", 1)
+        .status()
+        .unwrap()
+        .success());
+    let produced = lines(&dir.path().join("s-all.jsonl"));
+    assert!(
+        stored_by_first < produced,
+        "the first run was killed before it finished"
+    );
+    assert_eq!(stored_packets_and_windows(&agg), (30_346, produced));
+}
+
+#[test]
+fn aggregator_outage_then_everything_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.add_sensor(dir.path(), "s-out");
+    // The aggregator is down while the sensor captures and spools.
+    let mut sensor = sensor_cmd(&agg, dir.path(), "s-out", "all-small.pcap", 60)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let spooled = std::fs::read_dir(dir.path().join("spool-s-out"))
+        .unwrap()
+        .count();
+    assert!(spooled > 1, "summaries wait in the spool");
+    agg.start();
+    assert!(sensor.wait().unwrap().success());
+    let produced = lines(&dir.path().join("s-out.jsonl"));
+    assert_eq!(stored_packets_and_windows(&agg), (30_346, produced));
+}
+
+fn post(agg: &Aggregator, token: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let client = reqwest::blocking::Client::new();
+    let mut rq = client
+        .post(format!("{}/api/v1/summaries", agg.url()))
+        .bearer_auth(token)
+        .body(body);
+    if let Some(e) = encoding {
+        rq = rq.header("Content-Encoding", e);
+    }
+    let r = rq.send().unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().unwrap();
+    (status, v["error"].as_str().unwrap_or("").to_string())
+}
+
+#[test]
+fn bad_input_gets_clear_4xx_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let tok_a = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-a")).unwrap();
+    let tok_b = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-b")).unwrap();
+    let tok_a = tok_a.trim();
+    agg.start();
+    // A real summary of s-a, stored once.
+    let st = Command::new(sensor_bin())
+        .arg("--read")
+        .arg(testdata("zmap.pcap"))
+        .args([
+            "--darknet",
+            DARKNET,
+            "--id",
+            "s-a",
+            "--window",
+            "86400",
+            "--out",
+        ])
+        .arg(dir.path().join("a.jsonl"))
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let good = std::fs::read_to_string(dir.path().join("a.jsonl")).unwrap();
+    let good = good.lines().next().unwrap().as_bytes().to_vec();
+    assert_eq!(post(&agg, tok_a, None, good.clone()).0, 201);
+    let before = stored_packets_and_windows(&agg);
+    assert_eq!(before, (3000, 1));
+    assert_eq!(
+        post(&agg, tok_a, None, good.clone()).0,
+        200,
+        "retry is idempotent"
+    );
+
+    let mut v: Value = serde_json::from_slice(&good).unwrap();
+    // (case, Content-Encoding, body, expected status, expected message)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "malformed",
+            None,
+            b"{not json".to_vec(),
+            400,
+            "not a valid summary",
+        ),
+        (
+            "schema",
+            None,
+            {
+                v["schema"] = 99.into();
+                let b = serde_json::to_vec(&v).unwrap();
+                v["schema"] = 1.into();
+                b
+            },
+            400,
+            "unsupported schema version 99",
+        ),
+        (
+            "inconsistent",
+            None,
+            {
+                v["totals"]["packets"] = 5.into();
+                let b = serde_json::to_vec(&v).unwrap();
+                v["totals"]["packets"] = 3000.into();
+                b
+            },
+            400,
+            "do not add up",
+        ),
+        ("oversized", None, vec![b' '; 17 << 20], 413, "larger than"),
+        (
+            "zstd bomb",
+            Some("zstd"),
+            zstd::encode_all(&vec![b' '; 64 << 20][..], 19).unwrap(),
+            413,
+            "larger than",
+        ),
+        (
+            "bad encoding",
+            Some("br"),
+            good.clone(),
+            415,
+            "unsupported Content-Encoding",
+        ),
+    ];
+    for (name, enc, body, status, msg) in cases {
+        let (s, e) = post(&agg, tok_a, enc, body);
+        assert_eq!(s, status, "{name}: {e}");
+        assert!(e.contains(msg), "{name}: '{e}' lacks '{msg}'");
+    }
+    // Credentials: unknown token, another sensor's token, a revoked token.
+    let (s, e) = post(&agg, "dst_not-a-token", None, good.clone());
+    assert_eq!((s, e.as_str()), (401, "unknown token"));
+    let (s, e) = post(&agg, tok_b.trim(), None, good.clone());
+    assert_eq!(s, 403, "{e}");
+    assert!(e.contains("belongs to sensor 's-b'"), "{e}");
+    let st = Command::new(aggregator_bin())
+        .arg("--database")
+        .arg(&agg.db)
+        .args(["sensor", "revoke", "s-a"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let (s, e) = post(&agg, tok_a, None, good);
+    assert_eq!(s, 401, "{e}");
+    assert!(e.contains("revoked"), "{e}");
+    // Nothing that was stored changed; the server is still fine.
+    assert_eq!(stored_packets_and_windows(&agg), before);
+    let m = reqwest::blocking::get(format!("{}/metrics", agg.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.contains("darkscope_aggregator_summaries_rejected_total 6"),
+        "{m}"
+    );
+}
+
+#[test]
+fn bad_query_parameters_get_400_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.start();
+    for (path, msg) in [
+        ("/api/v1/ports/top?from=yesterday", "RFC 3339"),
+        ("/api/v1/ports/top?limit=0", "limit"),
+        (
+            "/api/v1/ports/top?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            "before",
+        ),
+        ("/api/v1/ports/sctp/80/series", "unknown protocol"),
+        ("/api/v1/ports/tcp/99999/series", "0-65535"),
+        (
+            "/api/v1/ports/tcp/80/series?step=1s&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
+            "too many steps",
+        ),
+        ("/api/v1/sources/not-an-ip", "not an IP"),
+    ] {
+        let r = reqwest::blocking::get(format!("{}{path}", agg.url())).unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let v: Value = r.json().unwrap();
+        assert!(v["error"].as_str().unwrap().contains(msg), "{path}: {v}");
+    }
+    let r = reqwest::blocking::get(format!("{}/api/v1/sources/192.0.2.1", agg.url())).unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let spec = agg.get("/api/v1/openapi.json");
+    assert_eq!(spec["openapi"], "3.0.3");
+}

@@ -1,0 +1,234 @@
+//! One conformance suite for every `Store` backend: what the API relies on,
+//! checked against the trait. SQLite runs here; other backends add a line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use darkscope_aggregator::store::sqlite::SqliteStore;
+use darkscope_aggregator::store::{Inserted, PortFilter, Store, StoreError};
+use darkscope_common::hll::Hll;
+use darkscope_common::wire::*;
+use darkscope_common::{
+    Addr, ClassSet, Fingerprint, FingerprintSet, PacketClass, Proto, Timestamp,
+};
+
+const MIN: u64 = 60_000_000;
+const T0: u64 = 1_763_683_200_000_000; // 2025-11-21T00:00:00Z
+
+/// A summary of `sensor` for window `w` (minutes after T0): each source in
+/// `srcs` sends `n` TCP SYNs to port 23.
+fn summary(sensor: &str, w: u64, srcs: &[u32], n: u64) -> Summary {
+    let start = T0 + w * MIN;
+    let mut hll = Hll::new();
+    let sources: Vec<SourceRow> = srcs
+        .iter()
+        .map(|&s| {
+            hll.insert(Addr::v4(s));
+            let mut top = TopPorts::default();
+            top.push(PortCount {
+                proto: Proto::Tcp,
+                port: 23,
+                packets: n,
+            });
+            SourceRow {
+                ip: Addr::v4(s).to_ip(),
+                packets: n,
+                bytes: 40 * n,
+                ports: 1,
+                destinations: 1,
+                top_ports: top,
+                classes: ClassSet(1 << PacketClass::TcpSyn as u8),
+                fingerprints: FingerprintSet(if s == 7 { Fingerprint::Mirai.bit() } else { 0 }),
+                first_seen: Timestamp(start + 1),
+                last_seen: Timestamp(start + 2),
+            }
+        })
+        .collect();
+    let packets = n * srcs.len() as u64;
+    Summary {
+        schema: SCHEMA,
+        sensor: SensorInfo {
+            id: sensor.into(),
+            country: "JP".into(),
+            darknet: vec![],
+            monitored_ipv4: 256,
+        },
+        window: Window {
+            start: Timestamp(start),
+            end: Timestamp(start + MIN),
+        },
+        capture: CaptureHealth {
+            received: packets + 10,
+            kernel_dropped: 1,
+            ..Default::default()
+        },
+        classes: ClassTotals {
+            tcp_syn: packets,
+            ..Default::default()
+        },
+        fingerprints: Default::default(),
+        totals: Totals {
+            packets,
+            bytes: 40 * packets,
+            sources: srcs.len() as u64,
+            sources_hll: hll.clone(),
+        },
+        truncation: Truncation {
+            exact: true,
+            ..Default::default()
+        },
+        ports: vec![PortRow {
+            proto: Proto::Tcp,
+            port: 23,
+            packets,
+            bytes: 40 * packets,
+            sources: srcs.len() as u64,
+            destinations: 1,
+            sources_hll: hll,
+        }],
+        sources,
+    }
+}
+
+fn conformance(store: &dyn Store) {
+    // Sensors.
+    store.add_sensor("a", "JP", b"hash-a").unwrap();
+    store.add_sensor("b", "DE", b"hash-b").unwrap();
+    assert!(matches!(
+        store.add_sensor("a", "JP", b"other"),
+        Err(StoreError::SensorExists(_))
+    ));
+    assert_eq!(store.sensor_by_token(b"hash-b").unwrap().unwrap().id, "b");
+    assert!(store.sensor_by_token(b"nope").unwrap().is_none());
+    assert!(matches!(
+        store.revoke_sensor("zz"),
+        Err(StoreError::NoSensor(_))
+    ));
+
+    // Idempotent inserts.
+    assert_eq!(
+        store
+            .insert_summary(&summary("a", 0, &[1, 2, 7], 2), "JP")
+            .unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store
+            .insert_summary(&summary("a", 0, &[1, 2, 7], 2), "JP")
+            .unwrap(),
+        Inserted::Duplicate
+    );
+    assert_eq!(
+        store
+            .insert_summary(&summary("a", 1, &[2, 3], 1), "JP")
+            .unwrap(),
+        Inserted::New
+    );
+    assert_eq!(
+        store
+            .insert_summary(&summary("b", 0, &[3, 4], 5), "DE")
+            .unwrap(),
+        Inserted::New
+    );
+
+    // Top ports merge distinct sources across sensors and windows (1,2,3,4,7).
+    let all = PortFilter {
+        from: Timestamp(T0),
+        to: Timestamp(T0 + 10 * MIN),
+        ..Default::default()
+    };
+    let top = store.top_ports(&all, 10).unwrap();
+    assert_eq!(top.len(), 1);
+    assert_eq!((top[0].packets, top[0].sources), (6 + 2 + 10, 5));
+    assert!((top[0].share - 1.0).abs() < 1e-9);
+    let de = PortFilter {
+        country: Some("DE".into()),
+        ..all.clone()
+    };
+    assert_eq!(store.top_ports(&de, 10).unwrap()[0].packets, 10);
+    let only_a = PortFilter {
+        sensor: Some("a".into()),
+        ..all.clone()
+    };
+    assert_eq!(store.top_ports(&only_a, 10).unwrap()[0].sources, 4);
+    let udp = PortFilter {
+        proto: Some(Proto::Udp),
+        ..all.clone()
+    };
+    assert!(store.top_ports(&udp, 10).unwrap().is_empty());
+
+    // Series: one point per minute, sources merged across sensors in a step.
+    let s = store
+        .port_series(Proto::Tcp, 23, Timestamp(T0), Timestamp(T0 + 3 * MIN), MIN)
+        .unwrap();
+    let got: Vec<(u64, u64)> = s.iter().map(|p| (p.packets, p.sources)).collect();
+    assert_eq!(got, vec![(16, 5), (2, 2), (0, 0)]);
+
+    // A source.
+    let src = store.source(Addr::v4(2)).unwrap().unwrap();
+    assert_eq!((src.packets, src.windows), (3, 2));
+    assert_eq!(src.ports[0].port, 23);
+    assert_eq!(src.per_day.len(), 1);
+    assert_eq!(
+        store.source(Addr::v4(7)).unwrap().unwrap().fingerprints,
+        FingerprintSet(Fingerprint::Mirai.bit())
+    );
+    assert!(store.source(Addr::v4(99)).unwrap().is_none());
+
+    // Sensor health.
+    let st = store.sensor_status(Timestamp(T0 + 3 * MIN)).unwrap();
+    let a = st.iter().find(|s| s.id == "a").unwrap();
+    assert_eq!(a.windows, 2);
+    assert_eq!(a.dropped, 2);
+    assert_eq!(a.last_window_end, Some(Timestamp(T0 + 2 * MIN)));
+    assert_eq!(a.lag_seconds, Some(60.0));
+
+    // Overview.
+    let o = store
+        .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN))
+        .unwrap();
+    assert_eq!((o.packets, o.active_sensors, o.windows), (18, 2, 3));
+    assert_eq!(o.classes.tcp_syn, 18);
+    assert_eq!(o.top_sources[0].ip, "0.0.0.3");
+
+    // Revocation is visible; retention deletes old windows only.
+    store.revoke_sensor("a").unwrap();
+    assert!(store
+        .sensor_by_token(b"hash-a")
+        .unwrap()
+        .unwrap()
+        .revoked
+        .is_some());
+    assert_eq!(store.apply_retention(Timestamp(T0 + MIN)).unwrap(), 2);
+    assert_eq!(
+        store
+            .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN))
+            .unwrap()
+            .windows,
+        1
+    );
+    assert!(store.source(Addr::v4(1)).unwrap().is_none());
+}
+
+#[test]
+fn sqlite_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+    conformance(&store);
+}
+
+#[test]
+fn sqlite_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.add_sensor("a", "JP", b"h").unwrap();
+        s.insert_summary(&summary("a", 0, &[1], 1), "JP").unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.insert_summary(&summary("a", 0, &[1], 1), "JP").unwrap(),
+        Inserted::Duplicate
+    );
+    assert_eq!(s.sensors().unwrap().len(), 1);
+}

@@ -1,0 +1,418 @@
+//! Getting summaries to the aggregator without losing any: every summary is
+//! first written to a spool directory (atomic write + fsync), then uploaded
+//! in window order by a background thread, and deleted only after a 2xx.
+//!
+//! - Network errors, timeouts, 5xx, 408 and 429 are retried with exponential
+//!   backoff and full jitter (0.5 s doubling to 60 s).
+//! - 401/403 (a credential problem, not a data problem) are retried at the
+//!   longest backoff and logged: moving every summary aside because a token
+//!   was mistyped would strand them all.
+//! - Any other 4xx means the aggregator will never accept that summary: it is
+//!   moved to `rejected/` with the aggregator's reason beside it.
+//! - The spool has a size cap; when full, the oldest summaries are evicted and
+//!   counted, and the next summary reports the count (`capture.spool_evicted`).
+//! - A restarted sensor finds its spool and resumes uploading.
+
+use crate::export::{Sink, SinkError};
+use darkscope_common::Summary;
+use rand::Rng;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why the spool or uploader could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Spool directory problems.
+    #[error("spool '{0}': {1}")]
+    Spool(PathBuf, std::io::Error),
+    /// The token file is missing or empty.
+    #[error("token file '{0}': {1}")]
+    Token(PathBuf, String),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Client(String),
+}
+
+/// The on-disk queue of summaries waiting for upload.
+pub struct Spool {
+    dir: PathBuf,
+    cap_bytes: u64,
+    evicted: AtomicU64,
+    /// Bumped on every push; the uploader waits on it.
+    signal: (Mutex<u64>, Condvar),
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Spool {
+    /// Opens (creating) a spool in `dir`, holding at most `cap_bytes`.
+    pub fn open(dir: &Path, cap_bytes: u64) -> Result<Spool, UploadError> {
+        let err = |e| UploadError::Spool(dir.to_path_buf(), e);
+        fs::create_dir_all(dir.join("rejected")).map_err(err)?;
+        // Leftovers of a write interrupted by a crash are incomplete: drop them.
+        for e in fs::read_dir(dir).map_err(err)?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            cap_bytes,
+            evicted: AtomicU64::new(0),
+            signal: (Mutex::new(0), Condvar::new()),
+        })
+    }
+
+    /// Summaries waiting, oldest window first.
+    pub fn pending(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "zst"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Writes a summary durably (zstd JSON, temp file, fsync, rename, fsync dir),
+    /// then evicts the oldest summaries while the spool is over its cap.
+    pub fn push(&self, s: &Summary) -> std::io::Result<PathBuf> {
+        let json = serde_json::to_vec(s)?;
+        let body = zstd::encode_all(&json[..], 3)?;
+        let name = format!("{:020}-{}.json.zst", s.window.start.0, s.sensor.id);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        self.enforce_cap();
+        let (m, cv) = &self.signal;
+        if let Ok(mut n) = m.lock() {
+            *n += 1;
+        }
+        cv.notify_all();
+        Ok(path)
+    }
+
+    fn enforce_cap(&self) {
+        let files = self.pending();
+        let mut sizes: Vec<(PathBuf, u64)> = files
+            .into_iter()
+            .map(|p| {
+                let n = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                (p, n)
+            })
+            .collect();
+        let mut total: u64 = sizes.iter().map(|x| x.1).sum();
+        // Never evict the newest summary: it is the one just written.
+        while total > self.cap_bytes && sizes.len() > 1 {
+            let (p, n) = sizes.remove(0);
+            if fs::remove_file(&p).is_ok() {
+                self.evicted.fetch_add(1, Relaxed);
+                log::warn!(
+                    "spool over {} bytes: evicted {}",
+                    self.cap_bytes,
+                    p.display()
+                );
+            }
+            total -= n;
+        }
+    }
+
+    /// Evictions since the last call (reported in the next summary).
+    pub fn take_evicted(&self) -> u64 {
+        self.evicted.swap(0, Relaxed)
+    }
+
+    fn wait_for_push(&self, seen: u64, timeout: Duration) -> u64 {
+        let (m, cv) = &self.signal;
+        let Ok(g) = m.lock() else { return seen };
+        match cv.wait_timeout_while(g, timeout, |n| *n == seen) {
+            Ok((g, _)) => *g,
+            Err(_) => seen,
+        }
+    }
+
+    fn reject(&self, path: &Path, reason: &str) {
+        let Some(name) = path.file_name() else { return };
+        let target = self.dir.join("rejected").join(name);
+        if fs::rename(path, &target).is_ok() {
+            let _ = fs::write(target.with_extension("reason.txt"), reason);
+        }
+    }
+}
+
+/// The sink that spools each summary (and stamps the eviction count into it).
+pub struct SpoolSink(pub Arc<Spool>);
+
+impl Sink for SpoolSink {
+    fn emit(&mut self, mut s: Summary) -> Result<(), SinkError> {
+        s.capture.spool_evicted += self.0.take_evicted();
+        self.0.push(&s).map(|_| ()).map_err(|source| SinkError::Io {
+            path: self.0.dir.clone(),
+            source,
+        })
+    }
+}
+
+/// Where and how to upload.
+#[derive(Clone, Debug)]
+pub struct UploadTarget {
+    /// Aggregator base URL, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// Bearer token (never logged).
+    pub token: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl UploadTarget {
+    /// Reads the token from `path` (first line, trimmed).
+    pub fn token_from_file(path: &Path) -> Result<String, UploadError> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| UploadError::Token(path.to_path_buf(), e.to_string()))?;
+        let t = text.lines().next().unwrap_or("").trim().to_string();
+        if t.is_empty() {
+            return Err(UploadError::Token(path.to_path_buf(), "empty".into()));
+        }
+        Ok(t)
+    }
+}
+
+/// What one upload attempt came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Retry(String),
+    Credentials(String),
+    Reject(String),
+}
+
+/// The background uploader thread.
+pub struct Uploader {
+    spool: Arc<Spool>,
+    done: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Summaries acknowledged by the aggregator.
+    pub uploaded: Arc<AtomicU64>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+impl Uploader {
+    /// Starts uploading everything in `spool` (including what a previous run left).
+    pub fn start(spool: Arc<Spool>, target: UploadTarget) -> Result<Uploader, UploadError> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(target.timeout)
+            .user_agent(concat!("darkscope-sensor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UploadError::Client(e.to_string()))?;
+        let done = Arc::new(AtomicBool::new(false));
+        let uploaded = Arc::new(AtomicU64::new(0));
+        let (sp, dn, up) = (spool.clone(), done.clone(), uploaded.clone());
+        let handle = std::thread::Builder::new()
+            .name("uploader".into())
+            .spawn(move || upload_loop(&sp, &client, &target, &dn, &up))
+            .map_err(|e| UploadError::Client(e.to_string()))?;
+        Ok(Uploader {
+            spool,
+            done,
+            handle: Some(handle),
+            uploaded,
+        })
+    }
+
+    /// Waits until the spool is empty or `grace` has passed, then stops the
+    /// thread. Returns the number of summaries still spooled (kept for the next run).
+    pub fn finish(mut self, grace: Duration) -> usize {
+        let deadline = Instant::now() + grace;
+        while !self.spool.pending().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.done.store(true, Relaxed);
+        {
+            let (m, cv) = &self.spool.signal;
+            if let Ok(mut n) = m.lock() {
+                *n += 1;
+            }
+            cv.notify_all();
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.spool.pending().len()
+    }
+}
+
+fn attempt(client: &reqwest::blocking::Client, t: &UploadTarget, body: Vec<u8>) -> Outcome {
+    let url = format!("{}/api/v1/summaries", t.url.trim_end_matches('/'));
+    let r = client
+        .post(url)
+        .bearer_auth(&t.token)
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "zstd")
+        .body(body)
+        .send();
+    match r {
+        Err(e) => Outcome::Retry(format!("network: {e}")),
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_success() {
+                return Outcome::Done;
+            }
+            let text = resp.text().unwrap_or_default();
+            let reason = format!("{status}: {}", text.trim());
+            match status.as_u16() {
+                401 | 403 => Outcome::Credentials(reason),
+                408 | 429 => Outcome::Retry(reason),
+                400..=499 => Outcome::Reject(reason),
+                _ => Outcome::Retry(reason),
+            }
+        }
+    }
+}
+
+fn upload_loop(
+    spool: &Spool,
+    client: &reqwest::blocking::Client,
+    t: &UploadTarget,
+    done: &AtomicBool,
+    uploaded: &AtomicU64,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut seen = 0u64;
+    while !done.load(Relaxed) {
+        let files = spool.pending();
+        if files.is_empty() {
+            seen = spool.wait_for_push(seen, Duration::from_secs(1));
+            continue;
+        }
+        let mut wait = None;
+        for f in files {
+            if done.load(Relaxed) {
+                return;
+            }
+            let Ok(body) = fs::read(&f) else {
+                continue; // evicted meanwhile
+            };
+            match attempt(client, t, body) {
+                Outcome::Done => {
+                    let _ = fs::remove_file(&f);
+                    uploaded.fetch_add(1, Relaxed);
+                    backoff = BACKOFF_MIN;
+                }
+                Outcome::Reject(reason) => {
+                    log::error!(
+                        "aggregator rejected {}: {reason}; moved to rejected/",
+                        f.display()
+                    );
+                    spool.reject(&f, &reason);
+                }
+                Outcome::Credentials(reason) => {
+                    log::error!("aggregator refused the sensor's credentials ({reason}); check --token-file; retrying");
+                    wait = Some(BACKOFF_MAX);
+                    break;
+                }
+                Outcome::Retry(reason) => {
+                    log::warn!("upload failed ({reason}); retrying in about {backoff:?}");
+                    wait = Some(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    break;
+                }
+            }
+        }
+        if let Some(w) = wait {
+            // Full jitter, so that many sensors do not retry in step.
+            let w = w.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+            let until = Instant::now() + w;
+            while Instant::now() < until && !done.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(50).min(w));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use darkscope_common::wire::*;
+    use darkscope_common::Timestamp;
+
+    fn summary(start: u64) -> Summary {
+        Summary {
+            schema: SCHEMA,
+            sensor: SensorInfo {
+                id: "t-1".into(),
+                country: "ZZ".into(),
+                darknet: vec![],
+                monitored_ipv4: 0,
+            },
+            window: Window {
+                start: Timestamp(start),
+                end: Timestamp(start + 60_000_000),
+            },
+            capture: Default::default(),
+            classes: Default::default(),
+            fingerprints: Default::default(),
+            totals: Default::default(),
+            truncation: Default::default(),
+            ports: vec![],
+            sources: vec![],
+        }
+    }
+
+    #[test]
+    fn spool_orders_by_window_and_evicts_oldest_past_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Spool::open(dir.path(), 1_000_000).unwrap();
+        for w in [3u64, 1, 2] {
+            sp.push(&summary(w * 60_000_000)).unwrap();
+        }
+        let names: Vec<String> = sp
+            .pending()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(names[0].starts_with("00000000000060000000-t-1"));
+        assert_eq!(names.len(), 3);
+        // A tiny cap keeps only the newest write.
+        let small = Spool::open(dir.path(), 10).unwrap();
+        small.push(&summary(4 * 60_000_000)).unwrap();
+        assert_eq!(small.pending().len(), 1);
+        assert_eq!(small.take_evicted(), 3);
+        assert_eq!(small.take_evicted(), 0);
+    }
+
+    #[test]
+    fn interrupted_writes_are_discarded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("x.json.zst.tmp"), b"half").unwrap();
+        let sp = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(sp.pending().is_empty());
+        assert!(!dir.path().join("x.json.zst.tmp").exists());
+    }
+
+    #[test]
+    fn empty_token_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        fs::write(&p, "\n").unwrap();
+        assert!(UploadTarget::token_from_file(&p).is_err());
+        fs::write(&p, "dst_abc\n").unwrap();
+        assert_eq!(UploadTarget::token_from_file(&p).unwrap(), "dst_abc");
+    }
+}
