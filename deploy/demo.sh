@@ -1,28 +1,58 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: builds darkscope, runs the sensor over the
-# real scanner captures in testdata/realscan, writes one summary per minute
-# per capture, and prints what it saw.
+# The main job on embedded defaults: builds darkscope, starts the aggregator
+# on SQLite (127.0.0.1:8080, demo-out/darkscope.db), registers a sensor,
+# replays the real scanner captures in testdata/realscan through the sensor
+# into it over HTTP, prints what it stored and where to look, and keeps the
+# aggregator running until Ctrl-C (DEMO_EXIT=1: stop after printing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
-cargo build --release -q -p darkscope-sensor
-out=${DEMO_OUT:-demo-out}
-mkdir -p "$out"
-./target/release/darkscope-sensor --read testdata/realscan/all-small.pcap \
-  --darknet 198.19.0.0/16,2001:db8:dead::/48 --id demo-1 --country JP \
-  --window 60 --out "$out/summaries.jsonl"
-python3 - "$out/summaries.jsonl" <<'PY'
-import json, sys, collections
-ports, classes, fps, n = collections.Counter(), collections.Counter(), collections.Counter(), 0
-for line in open(sys.argv[1]):
-    s = json.loads(line); n += 1
-    for p in s["ports"]: ports[(p["proto"], p["port"])] += p["packets"]
-    for k, v in s["classes"].items(): classes[k] += v
-    for r in s["sources"]:
-        for f in r["fingerprints"]: fps[(f, r["ip"])] = 1
-print(f"\n{n} window summaries in {sys.argv[1]}")
-print("classes:", ", ".join(f"{k}={v}" for k, v in classes.most_common() if v))
-print("top ports:", ", ".join(f"{p}/{q}={v}" for (p, q), v in ports.most_common(8)))
-print("fingerprinted sources:", ", ".join(sorted(f"{f}:{ip}" for f, ip in fps)))
+echo "demo: building (release)…"
+cargo build --release -q -p darkscope-sensor -p darkscope-aggregator
+OUT=${DEMO_OUT:-demo-out}
+LISTEN=${DEMO_LISTEN:-127.0.0.1:8080}
+URL="http://$LISTEN"
+mkdir -p "$OUT"
+AGG=./target/release/darkscope-aggregator
+SENSOR=./target/release/darkscope-sensor
+DB="$OUT/darkscope.db"
+
+if [ ! -s "$OUT/demo-1.token" ]; then
+  $AGG --database "$DB" sensor add --id demo-1 --country JP > "$OUT/demo-1.token"
+fi
+$AGG --database "$DB" serve --listen "$LISTEN" > "$OUT/aggregator.log" 2>&1 &
+AGG_PID=$!
+trap 'kill $AGG_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "$URL/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -sf "$URL/healthz" >/dev/null || { echo "demo: aggregator did not start; see $OUT/aggregator.log"; cat "$OUT/aggregator.log"; exit 1; }
+
+echo "demo: sensor demo-1 replays testdata/realscan/all-small.pcap (masscan, zmap, nmap, hping3) into $URL"
+$SENSOR --read testdata/realscan/all-small.pcap --darknet 198.19.0.0/16,2001:db8:dead::/48 \
+  --id demo-1 --country JP --window 60 --out "$OUT/summaries.jsonl" \
+  --aggregator "$URL" --token-file "$OUT/demo-1.token" --spool "$OUT/spool"
+
+RANGE="from=2026-11-21T00:00:00Z&to=2026-11-23T00:00:00Z"
+python3 - "$URL" "$RANGE" <<'PY'
+import json, sys, urllib.request
+url, rng = sys.argv[1], sys.argv[2]
+get = lambda p: json.load(urllib.request.urlopen(url + p))
+o = get(f"/api/v1/overview?{rng}")
+print(f"\nstored: {o['windows']} windows, {o['packets']} packets from {o['active_sensors']} sensor(s)")
+print("classes:", ", ".join(f"{k}={v}" for k, v in o["classes"].items() if v))
+print("top ports by distinct sources:", ", ".join(f"{p['proto']}/{p['port']} ({p['sources']} src, {p['packets']} pkts)" for p in o["top_ports"][:6]))
+print("top sources:", ", ".join(f"{s['ip']} ({s['packets']})" for s in o["top_sources"][:5]))
 PY
-echo "The aggregator (API, dashboard) is not built yet; summaries are JSON lines in $out/."
+cat <<MSG
+
+Where to look (aggregator at $URL):
+  $URL/api/v1/overview?$RANGE
+  $URL/api/v1/ports/top?$RANGE
+  $URL/api/v1/ports/tcp/23/series?$RANGE&step=1h
+  $URL/api/v1/sources/198.18.1.2
+  $URL/api/v1/sensors
+  $URL/api/v1/openapi.json      $URL/metrics
+(The dashboard arrives with its own issue.)
+MSG
+if [ "${DEMO_EXIT:-0}" = "1" ]; then exit 0; fi
+echo "Aggregator running; Ctrl-C to stop."
+wait $AGG_PID
