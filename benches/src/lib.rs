@@ -2,3 +2,4 @@
 //! radiation-like captures that also writes their ground truth.
 
 pub mod gen;
+pub mod synth;

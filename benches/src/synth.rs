@@ -1,0 +1,94 @@
+//! Synthetic but valid summaries for aggregator benchmarks: `sources` source
+//! rows and `ports` port rows, every total consistent, sketches filled.
+
+use darkscope_common::hll::Hll;
+use darkscope_common::wire::*;
+use darkscope_common::{Addr, ClassSet, PacketClass, Proto, Timestamp};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// A summary of `sensor` for the window starting at `start` (µs).
+pub fn summary(sensor: &str, start: u64, sources: usize, ports: usize, seed: u64) -> Summary {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let ports = ports.max(1);
+    let mut port_rows: Vec<PortRow> = (0..ports)
+        .map(|i| PortRow {
+            proto: Proto::Tcp,
+            port: i as u16,
+            packets: 0,
+            bytes: 0,
+            sources: 0,
+            destinations: 1,
+            sources_hll: Hll::new(),
+        })
+        .collect();
+    let mut all = Hll::new();
+    let mut packets = 0;
+    let rows: Vec<SourceRow> = (0..sources)
+        .map(|_| {
+            let a = Addr::v4(rng.gen());
+            let n: u64 = rng.gen_range(1..20);
+            let p = &mut port_rows[rng.gen_range(0..ports)];
+            p.packets += n;
+            p.bytes += 40 * n;
+            p.sources += 1;
+            p.sources_hll.insert(a);
+            all.insert(a);
+            packets += n;
+            let mut top = TopPorts::default();
+            top.push(PortCount {
+                proto: Proto::Tcp,
+                port: p.port,
+                packets: n,
+            });
+            SourceRow {
+                ip: a.to_ip(),
+                packets: n,
+                bytes: 40 * n,
+                ports: 1,
+                destinations: n.min(3),
+                top_ports: top,
+                classes: ClassSet(1 << PacketClass::TcpSyn as u8),
+                fingerprints: Default::default(),
+                first_seen: Timestamp(start + 1_000),
+                last_seen: Timestamp(start + 50_000_000),
+            }
+        })
+        .collect();
+    port_rows.retain(|p| p.packets > 0);
+    Summary {
+        schema: SCHEMA,
+        sensor: SensorInfo {
+            id: sensor.to_string(),
+            country: "JP".into(),
+            darknet: vec!["198.19.0.0/16".into()],
+            monitored_ipv4: 65536,
+        },
+        window: Window {
+            start: Timestamp(start),
+            end: Timestamp(start + 60_000_000),
+        },
+        capture: CaptureHealth {
+            received: packets,
+            ..Default::default()
+        },
+        classes: ClassTotals {
+            tcp_syn: packets,
+            ..Default::default()
+        },
+        fingerprints: Default::default(),
+        totals: Totals {
+            packets,
+            bytes: 40 * packets,
+            sources: sources as u64,
+            sources_hll: all,
+        },
+        truncation: Truncation {
+            exact: true,
+            source_cap: 1_000_000,
+            ..Default::default()
+        },
+        ports: port_rows,
+        sources: rows,
+    }
+}
