@@ -355,32 +355,49 @@ async fn metrics(State(st): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Serves `router(state)` on `listener` until `shutdown` resolves; deletes
-/// windows older than `retention` every hour.
+/// How long stored data is kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    /// Raw per-window rows.
+    pub raw: std::time::Duration,
+    /// Hourly roll-ups.
+    pub rollups: std::time::Duration,
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves. In the
+/// background: roll-ups every minute, retention every hour.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    retention: std::time::Duration,
+    retention: Retention,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
     let janitor = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut minutes = 0u64;
         loop {
             tick.tick().await;
-            let store = store.clone();
-            let cutoff = Timestamp(
-                Timestamp::now()
-                    .0
-                    .saturating_sub(retention.as_micros() as u64),
-            );
-            match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    log::info!("retention: deleted {n} windows older than {cutoff}")
-                }
-                Ok(Err(e)) => log::warn!("retention failed: {e}"),
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.rollup(Timestamp::now())).await {
+                Ok(Ok(n)) if n > 0 => log::info!("roll-up: built {n} hours"),
+                Ok(Err(e)) => log::warn!("roll-up failed: {e}"),
                 _ => {}
             }
+            if minutes % 60 == 0 {
+                let s = store.clone();
+                let now = Timestamp::now().0;
+                let raw = Timestamp(now.saturating_sub(retention.raw.as_micros() as u64));
+                let rolled = Timestamp(now.saturating_sub(retention.rollups.as_micros() as u64));
+                match tokio::task::spawn_blocking(move || s.apply_retention(raw, rolled)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        log::info!("retention: deleted {n} windows older than {raw}")
+                    }
+                    Ok(Err(e)) => log::warn!("retention failed: {e}"),
+                    _ => {}
+                }
+            }
+            minutes += 1;
         }
     });
     let r = axum::serve(listener, router(state))

@@ -31,6 +31,8 @@ pub struct Config {
     pub max_body_mib: usize,
     /// Days raw windows are kept before retention deletes them.
     pub retention_days: u64,
+    /// Days hourly roll-ups are kept.
+    pub rollup_retention_days: u64,
 }
 
 impl Default for Config {
@@ -40,6 +42,7 @@ impl Default for Config {
             database: PathBuf::from("darkscope.db"),
             max_body_mib: 16,
             retention_days: 30,
+            rollup_retention_days: 400,
         }
     }
 }
@@ -66,7 +69,20 @@ impl Config {
         if !(1..=3650).contains(&self.retention_days) {
             return Err(ConfigError::Invalid("retention_days must be 1-3650".into()));
         }
+        if !(self.retention_days..=3650).contains(&self.rollup_retention_days) {
+            return Err(ConfigError::Invalid(
+                "rollup_retention_days must be at least retention_days and at most 3650".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Retention periods for the server.
+    pub fn retention(&self) -> crate::api::Retention {
+        crate::api::Retention {
+            raw: std::time::Duration::from_secs(self.retention_days * 86_400),
+            rollups: std::time::Duration::from_secs(self.rollup_retention_days * 86_400),
+        }
     }
 
     /// The body limit in bytes.

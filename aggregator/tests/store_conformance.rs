@@ -190,6 +190,25 @@ fn conformance(store: &dyn Store) {
     assert_eq!(o.classes.tcp_syn, 18);
     assert_eq!(o.top_sources[0].ip, "0.0.0.3");
 
+    // Roll-ups: nothing before the hour (plus grace) is over; then the same
+    // answers from the roll-up; a late window dirties its hour and is seen
+    // at once, and again after the rebuild.
+    let before = store.source(Addr::v4(2)).unwrap().unwrap();
+    assert_eq!(store.rollup(Timestamp(T0 + 30 * MIN)).unwrap(), 0);
+    assert_eq!(store.rollup(Timestamp(T0 + 66 * MIN)).unwrap(), 1);
+    assert_eq!(store.source(Addr::v4(2)).unwrap().unwrap(), before);
+    assert_eq!(
+        store
+            .insert_summary(&summary("b", 5, &[2], 4), "DE")
+            .unwrap(),
+        Inserted::New
+    );
+    let late = store.source(Addr::v4(2)).unwrap().unwrap();
+    assert_eq!((late.packets, late.windows), (7, 3));
+    assert_eq!(late.sensors, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(store.rollup(Timestamp(T0 + 67 * MIN)).unwrap(), 1);
+    assert_eq!(store.source(Addr::v4(2)).unwrap().unwrap(), late);
+
     // Revocation is visible; retention deletes old windows only.
     store.revoke_sensor("a").unwrap();
     assert!(store
@@ -198,14 +217,21 @@ fn conformance(store: &dyn Store) {
         .unwrap()
         .revoked
         .is_some());
-    assert_eq!(store.apply_retention(Timestamp(T0 + MIN)).unwrap(), 2);
     assert_eq!(
         store
-            .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN))
-            .unwrap()
-            .windows,
-        1
+            .apply_retention(Timestamp(T0 + MIN), Timestamp(0))
+            .unwrap(),
+        2
     );
+    let o = store
+        .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN))
+        .unwrap();
+    assert_eq!(o.windows, 2);
+    // Raw rows of the first minute are gone; the roll-up still knows the hour.
+    assert_eq!(store.source(Addr::v4(1)).unwrap().unwrap().packets, 2);
+    store
+        .apply_retention(Timestamp(T0 + MIN), Timestamp(T0 + 120 * MIN))
+        .unwrap();
     assert!(store.source(Addr::v4(1)).unwrap().is_none());
 }
 

@@ -221,8 +221,8 @@ impl Hll {
         (alpha_inf * m * m / z).round() as u64
     }
 
-    /// Bytes of the wire form before base64.
-    fn to_bytes(&self) -> Vec<u8> {
+    /// The wire form's bytes before base64 (for binary storage).
+    pub fn to_bytes(&self) -> Vec<u8> {
         match &self.repr {
             Repr::Sparse(v) if v.is_empty() => Vec::new(),
             Repr::Sparse(v) => {
@@ -253,6 +253,11 @@ impl Hll {
         let b = base64::engine::general_purpose::STANDARD
             .decode(s)
             .map_err(|_| HllError::Base64)?;
+        Hll::from_bytes(&b)
+    }
+
+    /// Parses the bytes made by [`Hll::to_bytes`], validating every register.
+    pub fn from_bytes(b: &[u8]) -> Result<Hll, HllError> {
         let Some((&tag, body)) = b.split_first() else {
             return Ok(Hll::new());
         };

@@ -161,8 +161,7 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
             log::info!("shutting down");
         };
-        let retention = std::time::Duration::from_secs(cfg.retention_days * 86_400);
-        api::serve(listener, state, retention, shutdown).await?;
+        api::serve(listener, state, cfg.retention(), shutdown).await?;
         Ok(())
     })
 }

@@ -220,6 +220,15 @@ pub trait Store: Send + Sync {
     fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError>;
     /// Totals over a range.
     fn overview(&self, from: Timestamp, to: Timestamp) -> Result<Overview, StoreError>;
-    /// Deletes windows that started before `cutoff`; returns how many.
-    fn apply_retention(&self, cutoff: Timestamp) -> Result<u64, StoreError>;
+    /// Deletes raw windows that started before `cutoff`; returns how many.
+    /// Roll-ups older than `rollup_cutoff` go too.
+    fn apply_retention(
+        &self,
+        cutoff: Timestamp,
+        rollup_cutoff: Timestamp,
+    ) -> Result<u64, StoreError>;
+    /// Builds hourly roll-ups for every hour that ended before `now` minus a
+    /// grace period, and rebuilds hours that late windows changed. Returns
+    /// the number of hours (re)built.
+    fn rollup(&self, now: Timestamp) -> Result<u64, StoreError>;
 }

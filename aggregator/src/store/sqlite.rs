@@ -1,10 +1,21 @@
 //! The embedded default backend: one SQLite file in WAL mode.
 //!
-//! Durability: `synchronous=FULL`, one transaction per summary; a summary is
-//! acknowledged only after its commit returns. One writer connection and one
-//! reader connection (WAL lets reads proceed while a write commits).
-//! Addresses are stored as 16-byte big-endian blobs (IPv4 mapped), sketches
-//! in their wire form's bytes.
+//! - Durability: `synchronous=FULL`; a summary is acknowledged only after the
+//!   transaction holding it has committed.
+//! - Group commit: summaries are encoded on the caller's thread, then one
+//!   writer thread inserts whatever has queued up (up to 64) in a single
+//!   transaction: one fsync per batch instead of one per summary.
+//! - Layout: raw rows are clustered by time (`start, sensor, ...`), so a
+//!   summary's rows are appended together instead of dirtying a B-tree leaf
+//!   per source address. Source lookups use the hourly roll-up
+//!   `source_hours`, keyed (hour, address, sensor): one index seek per hour,
+//!   built in bulk once the hour is over. A window arriving for an hour that
+//!   was already rolled up marks the hour dirty; the next roll-up rebuilds it
+//!   and until then lookups read that hour's raw rows.
+//! - Roll-ups and inserts run on the same writer thread, so no late window
+//!   can slip between a roll-up's read and its watermark.
+//! - Addresses are 16-byte big-endian blobs (IPv4 mapped); sketches are their
+//!   wire bytes.
 
 use super::{
     DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord, SensorStatus, SeriesPoint,
@@ -16,7 +27,7 @@ use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{mpsc, Mutex, MutexGuard};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,19 +54,55 @@ CREATE TABLE IF NOT EXISTS port_rows (
   PRIMARY KEY (start, sensor, proto, port)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS port_rows_port ON port_rows(proto, port, start);
 CREATE TABLE IF NOT EXISTS source_rows (
-  ip BLOB NOT NULL, start INTEGER NOT NULL, sensor TEXT NOT NULL,
+  start INTEGER NOT NULL, sensor TEXT NOT NULL, ip BLOB NOT NULL,
   packets INTEGER NOT NULL, bytes INTEGER NOT NULL, ports INTEGER NOT NULL,
   destinations INTEGER NOT NULL, classes INTEGER NOT NULL, fingerprints INTEGER NOT NULL,
   first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
-  PRIMARY KEY (ip, start, sensor)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS source_rows_start ON source_rows(start);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '1');
+  PRIMARY KEY (start, sensor, ip)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_hours (
+  hour INTEGER NOT NULL, ip BLOB NOT NULL, sensor TEXT NOT NULL,
+  packets INTEGER NOT NULL, bytes INTEGER NOT NULL, windows INTEGER NOT NULL,
+  classes INTEGER NOT NULL, fingerprints INTEGER NOT NULL,
+  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
+  PRIMARY KEY (hour, ip, sensor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_hours (hour INTEGER PRIMARY KEY, dirty INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
+
+const HOUR: i64 = 3_600_000_000;
+/// Late windows are expected this long after an hour ends before it is rolled up.
+const ROLLUP_GRACE: i64 = 5 * 60_000_000;
+/// Most summaries committed in one transaction.
+const BATCH_MAX: usize = 64;
 
 /// SQLite store.
 pub struct SqliteStore {
+    /// Administrative writes (sensors, retention).
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
+    jobs: Mutex<mpsc::SyncSender<Job>>,
+}
+
+/// A summary turned into rows, ready for the writer thread.
+struct Encoded {
+    sensor: String,
+    country: String,
+    start: i64,
+    end: i64,
+    window: [i64; 22],
+    exact: bool,
+    sources_hll: Vec<u8>,
+    ports: Vec<([i64; 6], Vec<u8>)>,
+    sources: Vec<([u8; 16], [i64; 8], String)>,
+}
+
+/// Where the writer thread answers an insert.
+type InsertReply = mpsc::SyncSender<Result<Inserted, StoreError>>;
+
+enum Job {
+    Insert(Box<Encoded>, InsertReply),
+    Rollup(Timestamp, mpsc::SyncSender<Result<u64, StoreError>>),
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -91,16 +138,8 @@ fn blob_ip(b: &[u8]) -> Addr {
     Addr(u128::from_be_bytes(a))
 }
 
-fn hll_bytes(h: &Hll) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(h.to_wire())
-        .unwrap_or_default()
-}
-
 fn bytes_hll(b: &[u8]) -> Hll {
-    use base64::Engine;
-    Hll::from_wire(&base64::engine::general_purpose::STANDARD.encode(b)).unwrap_or_default()
+    Hll::from_bytes(b).unwrap_or_default()
 }
 
 fn ts(v: i64) -> Timestamp {
@@ -116,12 +155,386 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let writer = open(path)?;
         writer.execute_batch(SCHEMA)?;
+        let version: String =
+            writer.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })?;
+        if version != "2" {
+            return Err(StoreError::Backend(format!(
+                "{} has storage schema {version}; this build reads schema 2 (move the old file aside)",
+                path.display()
+            )));
+        }
         let reader = open(path)?;
+        let ingest = open(path)?;
+        let (tx, rx) = mpsc::sync_channel::<Job>(256);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(ingest, rx))
+            .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
+            jobs: Mutex::new(tx),
         })
     }
+
+    fn submit(&self, job: Job) -> Result<(), StoreError> {
+        let tx = self.jobs.lock().map_err(|_| gone())?.clone();
+        tx.send(job).map_err(|_| gone())
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Backend("the SQLite writer thread stopped".into())
+}
+
+fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
+    let h = &s.capture;
+    let k = &s.classes;
+    let n = |v: u64| v as i64;
+    let window = [
+        n(s.totals.packets),
+        n(s.totals.bytes),
+        n(s.totals.sources),
+        n(h.received),
+        n(h.kernel_dropped),
+        n(h.if_dropped),
+        n(h.pipeline_dropped),
+        n(h.malformed.values().sum::<u64>()),
+        n(h.non_ip),
+        n(h.not_darknet),
+        n(h.spool_evicted),
+        n(k.tcp_syn),
+        n(k.backscatter),
+        n(k.udp),
+        n(k.icmp_echo),
+        n(k.icmp_other),
+        n(k.tcp_other),
+        n(k.other),
+        n(s.fingerprints.mirai),
+        n(s.fingerprints.zmap),
+        n(s.fingerprints.masscan),
+        0,
+    ];
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                [
+                    p.proto as i64,
+                    p.port as i64,
+                    n(p.packets),
+                    n(p.bytes),
+                    n(p.sources),
+                    n(p.destinations),
+                ],
+                p.sources_hll.to_bytes(),
+            )
+        })
+        .collect();
+    let mut sources = Vec::with_capacity(s.sources.len());
+    for r in &s.sources {
+        let top =
+            serde_json::to_string(&r.top_ports).map_err(|e| StoreError::Backend(e.to_string()))?;
+        sources.push((
+            ip_blob(Addr::from(r.ip)),
+            [
+                n(r.packets),
+                n(r.bytes),
+                n(r.ports),
+                n(r.destinations),
+                r.classes.0 as i64,
+                r.fingerprints.0 as i64,
+                n(r.first_seen.0),
+                n(r.last_seen.0),
+            ],
+            top,
+        ));
+    }
+    Ok(Encoded {
+        sensor: s.sensor.id.clone(),
+        country: country.to_string(),
+        start: s.window.start.0 as i64,
+        end: s.window.end.0 as i64,
+        window,
+        exact: s.truncation.exact,
+        sources_hll: s.totals.sources_hll.to_bytes(),
+        ports,
+        sources,
+    })
+}
+
+fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut inserts = Vec::new();
+        let mut rollups = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Insert(e, reply) => inserts.push((e, reply)),
+                Job::Rollup(now, reply) => rollups.push((now, reply)),
+            }
+            if inserts.len() < BATCH_MAX {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !inserts.is_empty() {
+            match write_batch(&mut c, &inserts) {
+                Ok(results) => {
+                    for ((_, reply), r) in inserts.iter().zip(results) {
+                        let _ = reply.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    log::error!("storing {} summaries failed: {e}", inserts.len());
+                    for (_, reply) in &inserts {
+                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                    }
+                }
+            }
+        }
+        for (now, reply) in rollups {
+            let _ = reply.send(rollup_now(&mut c, now));
+        }
+    }
+}
+
+fn write_batch(
+    c: &mut Connection,
+    jobs: &[(Box<Encoded>, InsertReply)],
+) -> Result<Vec<Inserted>, StoreError> {
+    let tx = c.transaction()?;
+    let rolled_until: i64 = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rolled_until'",
+            [],
+            |r| r.get::<_, String>(0),
+        )?
+        .parse()
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(jobs.len());
+    {
+        let mut ws = tx.prepare_cached(
+            "INSERT OR IGNORE INTO windows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28)",
+        )?;
+        let mut ps =
+            tx.prepare_cached("INSERT INTO port_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")?;
+        let mut ss = tx.prepare_cached(
+            "INSERT INTO source_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+        )?;
+        let mut dirty =
+            tx.prepare_cached("INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 1)")?;
+        let now = Timestamp::now().0 as i64;
+        for (e, _) in jobs {
+            let w = &e.window;
+            let n = ws.execute(params![
+                e.sensor,
+                e.start,
+                e.end,
+                now,
+                e.country,
+                w[0],
+                w[1],
+                w[2],
+                e.exact,
+                w[3],
+                w[4],
+                w[5],
+                w[6],
+                w[7],
+                w[8],
+                w[9],
+                w[10],
+                w[11],
+                w[12],
+                w[13],
+                w[14],
+                w[15],
+                w[16],
+                w[17],
+                w[18],
+                w[19],
+                w[20],
+                e.sources_hll,
+            ])?;
+            if n == 0 {
+                out.push(Inserted::Duplicate);
+                continue;
+            }
+            for (v, hll) in &e.ports {
+                ps.execute(params![
+                    e.start, e.sensor, e.country, v[0], v[1], v[2], v[3], v[4], v[5], hll
+                ])?;
+            }
+            for (ip, v, top) in &e.sources {
+                ss.execute(params![
+                    e.start,
+                    e.sensor,
+                    &ip[..],
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[3],
+                    v[4],
+                    v[5],
+                    v[6],
+                    v[7],
+                    top
+                ])?;
+            }
+            if e.start < rolled_until {
+                dirty.execute([e.start - e.start.rem_euclid(HOUR)])?;
+            }
+            out.push(Inserted::New);
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// Per (address, sensor) of one hour.
+struct HourAcc {
+    packets: i64,
+    bytes: i64,
+    windows: i64,
+    classes: i64,
+    fingerprints: i64,
+    first: i64,
+    last: i64,
+    ports: FxHashMap<(Proto, u16), u64>,
+}
+
+fn top_json(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> String {
+    let mut v: Vec<PortCount> = ports
+        .iter()
+        .map(|(&(proto, port), &packets)| PortCount {
+            proto,
+            port,
+            packets,
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(a.proto.cmp(&b.proto))
+            .then(a.port.cmp(&b.port))
+    });
+    v.truncate(n);
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+}
+
+fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
+    let cutoff = {
+        let t = now.0 as i64 - ROLLUP_GRACE;
+        t - t.rem_euclid(HOUR)
+    };
+    let rolled_until: i64 = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rolled_until'",
+            [],
+            |r| r.get::<_, String>(0),
+        )?
+        .parse()
+        .unwrap_or(0);
+    let mut hours: Vec<i64> = {
+        let mut st = c.prepare(
+            "SELECT DISTINCT start - start % ?3 FROM windows WHERE start >= ?1 AND start < ?2",
+        )?;
+        let v = st.query_map(params![rolled_until, cutoff, HOUR], |r| r.get(0))?;
+        v.collect::<Result<_, _>>()?
+    };
+    {
+        let mut st = c.prepare("SELECT hour FROM rollup_hours WHERE dirty = 1")?;
+        for h in st.query_map([], |r| r.get(0))? {
+            hours.push(h?);
+        }
+    }
+    hours.sort_unstable();
+    hours.dedup();
+    for &h in &hours {
+        let tx = c.transaction()?;
+        let mut acc: std::collections::BTreeMap<([u8; 16], String), HourAcc> = Default::default();
+        {
+            let mut st = tx.prepare_cached(
+                "SELECT ip, sensor, packets, bytes, classes, fingerprints, first_seen, last_seen, top_ports
+                 FROM source_rows WHERE start >= ?1 AND start < ?2",
+            )?;
+            let rows = st.query_map(params![h, h + HOUR], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, String>(8)?,
+                ))
+            })?;
+            for r in rows {
+                let (ip, sensor, packets, bytes, classes, fps, first, last, top) = r?;
+                let key = (ip_blob(blob_ip(&ip)), sensor);
+                let a = acc.entry(key).or_insert_with(|| HourAcc {
+                    packets: 0,
+                    bytes: 0,
+                    windows: 0,
+                    classes: 0,
+                    fingerprints: 0,
+                    first: i64::MAX,
+                    last: 0,
+                    ports: FxHashMap::default(),
+                });
+                a.packets += packets;
+                a.bytes += bytes;
+                a.windows += 1;
+                a.classes |= classes;
+                a.fingerprints |= fps;
+                a.first = a.first.min(first);
+                a.last = a.last.max(last);
+                if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(&top) {
+                    for p in tp {
+                        *a.ports.entry((p.proto, p.port)).or_default() += p.packets;
+                    }
+                }
+            }
+        }
+        tx.execute("DELETE FROM source_hours WHERE hour = ?1", [h])?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO source_hours VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+            )?;
+            for ((ip, sensor), a) in &acc {
+                ins.execute(params![
+                    h,
+                    &ip[..],
+                    sensor,
+                    a.packets,
+                    a.bytes,
+                    a.windows,
+                    a.classes,
+                    a.fingerprints,
+                    a.first,
+                    a.last,
+                    top_json(&a.ports, 20),
+                ])?;
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 0)",
+            [h],
+        )?;
+        tx.commit()?;
+    }
+    if cutoff > rolled_until {
+        c.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'rolled_until'",
+            [cutoff.to_string()],
+        )?;
+    }
+    Ok(hours.len() as u64)
 }
 
 /// Folds port rows into per-port totals (shared by top ports and overview).
@@ -248,69 +661,16 @@ impl Store for SqliteStore {
     }
 
     fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
-        let mut c = lock(&self.writer);
-        let tx = c.transaction()?;
-        let start = s.window.start.0 as i64;
-        let id = s.sensor.id.as_str();
-        let h = &s.capture;
-        let k = &s.classes;
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO windows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28)",
-            params![
-                id, start, s.window.end.0 as i64, Timestamp::now().0 as i64, country,
-                s.totals.packets as i64, s.totals.bytes as i64, s.totals.sources as i64, s.truncation.exact,
-                h.received as i64, h.kernel_dropped as i64, h.if_dropped as i64, h.pipeline_dropped as i64,
-                h.malformed.values().sum::<u64>() as i64, h.non_ip as i64, h.not_darknet as i64, h.spool_evicted as i64,
-                k.tcp_syn as i64, k.backscatter as i64, k.udp as i64, k.icmp_echo as i64, k.icmp_other as i64,
-                k.tcp_other as i64, k.other as i64,
-                s.fingerprints.mirai as i64, s.fingerprints.zmap as i64, s.fingerprints.masscan as i64,
-                hll_bytes(&s.totals.sources_hll),
-            ],
-        )?;
-        if n == 0 {
-            return Ok(Inserted::Duplicate);
-        }
-        {
-            let mut ps =
-                tx.prepare_cached("INSERT INTO port_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")?;
-            for p in &s.ports {
-                ps.execute(params![
-                    start,
-                    id,
-                    country,
-                    p.proto as i64,
-                    p.port as i64,
-                    p.packets as i64,
-                    p.bytes as i64,
-                    p.sources as i64,
-                    p.destinations as i64,
-                    hll_bytes(&p.sources_hll),
-                ])?;
-            }
-            let mut ss = tx.prepare_cached(
-                "INSERT INTO source_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-            )?;
-            for r in &s.sources {
-                let top = serde_json::to_string(&r.top_ports)
-                    .map_err(|e| StoreError::Backend(e.to_string()))?;
-                ss.execute(params![
-                    &ip_blob(Addr::from(r.ip))[..],
-                    start,
-                    id,
-                    r.packets as i64,
-                    r.bytes as i64,
-                    r.ports as i64,
-                    r.destinations as i64,
-                    r.classes.0 as i64,
-                    r.fingerprints.0 as i64,
-                    r.first_seen.0 as i64,
-                    r.last_seen.0 as i64,
-                    top,
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(Inserted::New)
+        let enc = encode(s, country)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Job::Insert(Box::new(enc), tx))?;
+        rx.recv().map_err(|_| gone())?
+    }
+
+    fn rollup(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Job::Rollup(now, tx))?;
+        rx.recv().map_err(|_| gone())?
     }
 
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
@@ -392,78 +752,155 @@ impl Store for SqliteStore {
 
     fn source(&self, ip: Addr) -> Result<Option<SourceInfo>, StoreError> {
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached(
-            "SELECT start, sensor, packets, bytes, classes, fingerprints, first_seen, last_seen, top_ports
-             FROM source_rows WHERE ip = ?1 ORDER BY start",
-        )?;
-        let rows = st.query_map([&ip_blob(ip)[..]], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, String>(8)?,
-            ))
-        })?;
-        let mut info: Option<SourceInfo> = None;
+        let blob = ip_blob(ip);
+        // (hour or window start, sensor, packets, bytes, windows, classes, fps, first, last, top)
+        type Row = (i64, String, i64, i64, i64, i64, i64, i64, i64, String);
+        let mut rows: Vec<Row> = Vec::new();
+        let rolled_until: i64 = c
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'rolled_until'",
+                [],
+                |r| r.get::<_, String>(0),
+            )?
+            .parse()
+            .unwrap_or(0);
+        // Rolled-up hours: one seek each.
+        let done: Vec<i64> = c
+            .prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 0 AND hour < ?1")?
+            .query_map([rolled_until], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        {
+            let mut st = c.prepare_cached(
+                "SELECT hour, sensor, packets, bytes, windows, classes, fingerprints, first_seen, last_seen, top_ports
+                 FROM source_hours WHERE hour = ?1 AND ip = ?2",
+            )?;
+            for h in &done {
+                for r in st.query_map(params![h, &blob[..]], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                    ))
+                })? {
+                    rows.push(r?);
+                }
+            }
+        }
+        // Everything else from raw rows, one seek per (window, sensor): the
+        // windows not rolled up yet, and those of hours a late window dirtied.
+        let mut windows: Vec<(i64, String)> = Vec::new();
+        {
+            let mut st = c.prepare_cached(
+                "SELECT start, sensor FROM windows WHERE start >= ?1 AND start < ?2",
+            )?;
+            let mut ranges = vec![(rolled_until, i64::MAX)];
+            let dirty: Vec<i64> = c
+                .prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 1")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ranges.extend(
+                dirty
+                    .into_iter()
+                    .filter(|h| *h < rolled_until)
+                    .map(|h| (h, h + HOUR)),
+            );
+            for (a, b) in ranges {
+                for w in st.query_map(params![a, b], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })? {
+                    windows.push(w?);
+                }
+            }
+        }
+        {
+            let mut st = c.prepare_cached(
+                "SELECT packets, bytes, classes, fingerprints, first_seen, last_seen, top_ports
+                 FROM source_rows WHERE start = ?1 AND sensor = ?2 AND ip = ?3",
+            )?;
+            for (start, sensor) in windows {
+                let r = st
+                    .query_row(params![start, sensor, &blob[..]], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                        ))
+                    })
+                    .optional()?;
+                if let Some((p, b, cl, fp, f, l, top)) = r {
+                    rows.push((start, sensor, p, b, 1, cl, fp, f, l, top));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut i = SourceInfo {
+            ip: ip.to_string(),
+            first_seen: Timestamp(u64::MAX),
+            last_seen: Timestamp(0),
+            packets: 0,
+            bytes: 0,
+            ports: Vec::new(),
+            per_day: Vec::new(),
+            sensors: Vec::new(),
+            fingerprints: FingerprintSet::default(),
+            classes: ClassSet::default(),
+            windows: 0,
+        };
         let mut ports: FxHashMap<(Proto, u16), u64> = FxHashMap::default();
         let mut days: std::collections::BTreeMap<String, u64> = Default::default();
-        for r in rows {
-            let (start, sensor, packets, bytes, classes, fps, first, last, top) = r?;
-            let i = info.get_or_insert_with(|| SourceInfo {
-                ip: ip.to_string(),
-                first_seen: ts(first),
-                last_seen: ts(last),
-                packets: 0,
-                bytes: 0,
-                ports: Vec::new(),
-                per_day: Vec::new(),
-                sensors: Vec::new(),
-                fingerprints: FingerprintSet::default(),
-                classes: ClassSet::default(),
-                windows: 0,
-            });
+        for (t, sensor, packets, bytes, windows, classes, fps, first, last, top) in rows {
             i.first_seen = i.first_seen.min(ts(first));
             i.last_seen = i.last_seen.max(ts(last));
             i.packets += packets as u64;
             i.bytes += bytes as u64;
+            i.windows += windows as u64;
             i.classes.0 |= classes as u8;
             i.fingerprints.0 |= fps as u8;
-            i.windows += 1;
             if !i.sensors.contains(&sensor) {
                 i.sensors.push(sensor);
             }
-            let day = ts(start).to_string()[..10].to_string();
-            *days.entry(day).or_default() += packets as u64;
+            *days.entry(ts(t).to_string()[..10].to_string()).or_default() += packets as u64;
             if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(&top) {
                 for p in tp {
                     *ports.entry((p.proto, p.port)).or_default() += p.packets;
                 }
             }
         }
-        Ok(info.map(|mut i| {
-            let mut v: Vec<PortCount> = ports
-                .into_iter()
-                .map(|((proto, port), packets)| PortCount {
-                    proto,
-                    port,
-                    packets,
-                })
-                .collect();
-            v.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.port.cmp(&b.port)));
-            v.truncate(20);
-            i.ports = v;
-            i.sensors.sort();
-            i.per_day = days
-                .into_iter()
-                .map(|(day, packets)| DayCount { day, packets })
-                .collect();
-            i
-        }))
+        let mut v: Vec<PortCount> = ports
+            .into_iter()
+            .map(|((proto, port), packets)| PortCount {
+                proto,
+                port,
+                packets,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then(a.proto.cmp(&b.proto))
+                .then(a.port.cmp(&b.port))
+        });
+        v.truncate(20);
+        i.ports = v;
+        i.sensors.sort();
+        i.per_day = days
+            .into_iter()
+            .map(|(day, packets)| DayCount { day, packets })
+            .collect();
+        Ok(Some(i))
     }
 
     fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError> {
@@ -551,13 +988,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn apply_retention(&self, cutoff: Timestamp) -> Result<u64, StoreError> {
+    fn apply_retention(
+        &self,
+        cutoff: Timestamp,
+        rollup_cutoff: Timestamp,
+    ) -> Result<u64, StoreError> {
         let mut c = lock(&self.writer);
         let tx = c.transaction()?;
         let cut = cutoff.0 as i64;
         let n = tx.execute("DELETE FROM windows WHERE start < ?1", [cut])?;
         tx.execute("DELETE FROM port_rows WHERE start < ?1", [cut])?;
         tx.execute("DELETE FROM source_rows WHERE start < ?1", [cut])?;
+        let rcut = rollup_cutoff.0 as i64;
+        tx.execute("DELETE FROM source_hours WHERE hour < ?1", [rcut])?;
+        tx.execute("DELETE FROM rollup_hours WHERE hour < ?1", [rcut])?;
         tx.commit()?;
         Ok(n as u64)
     }
