@@ -65,12 +65,23 @@ CREATE TABLE IF NOT EXISTS source_hours (
   classes INTEGER NOT NULL, fingerprints INTEGER NOT NULL,
   first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
   PRIMARY KEY (hour, ip, sensor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS port_hours (
+  hour INTEGER NOT NULL, sensor TEXT NOT NULL, country TEXT NOT NULL,
+  proto INTEGER NOT NULL, port INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  sources INTEGER NOT NULL, destinations INTEGER NOT NULL, hll BLOB NOT NULL, windows INTEGER NOT NULL,
+  PRIMARY KEY (hour, proto, port, sensor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS port_days (
+  day INTEGER NOT NULL, sensor TEXT NOT NULL, country TEXT NOT NULL,
+  proto INTEGER NOT NULL, port INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+  sources INTEGER NOT NULL, destinations INTEGER NOT NULL, hll BLOB NOT NULL, windows INTEGER NOT NULL,
+  PRIMARY KEY (day, proto, port, sensor)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollup_hours (hour INTEGER PRIMARY KEY, dirty INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
 const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
 /// Late windows are expected this long after an hour ends before it is rolled up.
 const ROLLUP_GRACE: i64 = 5 * 60_000_000;
 /// Most summaries committed in one transaction.
@@ -425,6 +436,166 @@ fn top_json(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> String {
     serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
 }
 
+/// Rebuilds the `to` roll-up rows of period `[at, at + len)` from `from`
+/// (port rows or hourly rows): per (sensor, proto, port) packets and bytes
+/// add up, destinations keep the largest window's count, sketches merge, and
+/// `sources` stays exact when the period holds a single window.
+fn roll_ports(
+    tx: &rusqlite::Transaction<'_>,
+    from: &str,
+    time_col: &str,
+    to: &str,
+    at: i64,
+    len: i64,
+) -> Result<(), StoreError> {
+    struct Acc {
+        country: String,
+        packets: i64,
+        bytes: i64,
+        sources: i64,
+        dsts: i64,
+        hll: Hll,
+        windows: i64,
+    }
+    let windows_col = if from == "port_rows" { "1" } else { "windows" };
+    let mut acc: FxHashMap<(String, i64, i64), Acc> = FxHashMap::default();
+    {
+        let mut st = tx.prepare_cached(&format!(
+            "SELECT sensor, country, proto, port, packets, bytes, sources, destinations, hll, {windows_col}
+             FROM {from} WHERE {time_col} >= ?1 AND {time_col} < ?2"
+        ))?;
+        let rows = st.query_map(params![at, at + len], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Vec<u8>>(8)?,
+                r.get::<_, i64>(9)?,
+            ))
+        })?;
+        for r in rows {
+            let (sensor, country, proto, port, packets, bytes, sources, dsts, hll, windows) = r?;
+            let a = acc.entry((sensor, proto, port)).or_insert_with(|| Acc {
+                country,
+                packets: 0,
+                bytes: 0,
+                sources: 0,
+                dsts: 0,
+                hll: Hll::new(),
+                windows: 0,
+            });
+            a.packets += packets;
+            a.bytes += bytes;
+            a.sources = sources;
+            a.dsts = a.dsts.max(dsts);
+            a.hll.merge(&bytes_hll(&hll));
+            a.windows += windows;
+        }
+    }
+    tx.execute(
+        &format!(
+            "DELETE FROM {to} WHERE {} = ?1",
+            if to == "port_days" { "day" } else { "hour" }
+        ),
+        [at],
+    )?;
+    let mut ins = tx.prepare_cached(&format!(
+        "INSERT INTO {to} VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+    ))?;
+    for ((sensor, proto, port), a) in acc {
+        let sources = if a.windows == 1 {
+            a.sources
+        } else {
+            a.hll.estimate() as i64
+        };
+        ins.execute(params![
+            at,
+            sensor,
+            a.country,
+            proto,
+            port,
+            a.packets,
+            a.bytes,
+            sources,
+            a.dsts,
+            a.hll.to_bytes(),
+            a.windows
+        ])?;
+    }
+    Ok(())
+}
+
+/// How finely a stretch of time is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Gran {
+    /// Per-window rows.
+    Raw,
+    /// Hourly roll-ups.
+    Hour,
+    /// Daily roll-ups.
+    Day,
+}
+
+/// Splits `[from, to)` into stretches read from the coarsest table that is
+/// complete and clean for them: daily rows for whole days before the roll-up
+/// watermark without a dirty hour, hourly rows for other whole rolled-up
+/// clean hours, raw rows for the rest (partial hours at the edges, dirty
+/// hours, everything after the watermark). `max` caps the coarseness.
+pub fn plan(
+    from: i64,
+    to: i64,
+    rolled_until: i64,
+    dirty: &[i64],
+    max: Gran,
+) -> Vec<(Gran, i64, i64)> {
+    let mut out: Vec<(Gran, i64, i64)> = Vec::new();
+    let mut push = |g: Gran, a: i64, b: i64| {
+        if a >= b {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.0 == g && last.2 == a => last.2 = b,
+            _ => out.push((g, a, b)),
+        }
+    };
+    let ceil = |t: i64, u: i64| t + (u - t.rem_euclid(u)) % u;
+    let h0 = ceil(from, HOUR);
+    let h1 = to.min(rolled_until);
+    let h1 = h1 - h1.rem_euclid(HOUR);
+    if max == Gran::Raw || h0 >= h1 {
+        push(Gran::Raw, from, to);
+        return out;
+    }
+    push(Gran::Raw, from, h0);
+    let is_dirty = |h: i64| dirty.contains(&h);
+    let mut h = h0;
+    while h < h1 {
+        let day_end = h + DAY;
+        let whole_day = max == Gran::Day
+            && h.rem_euclid(DAY) == 0
+            && day_end <= h1
+            && !(0..24).any(|i| is_dirty(h + i * HOUR));
+        if whole_day {
+            push(Gran::Day, h, day_end);
+            h = day_end;
+        } else {
+            push(
+                if is_dirty(h) { Gran::Raw } else { Gran::Hour },
+                h,
+                h + HOUR,
+            );
+            h += HOUR;
+        }
+    }
+    push(Gran::Raw, h1, to);
+    out
+}
+
 fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
     let cutoff = {
         let t = now.0 as i64 - ROLLUP_GRACE;
@@ -522,6 +693,9 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
                 ])?;
             }
         }
+        roll_ports(&tx, "port_rows", "start", "port_hours", h, HOUR)?;
+        let day = h - h.rem_euclid(DAY);
+        roll_ports(&tx, "port_hours", "hour", "port_days", day, DAY)?;
         tx.execute(
             "INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 0)",
             [h],
@@ -538,8 +712,12 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
 }
 
 /// Folds port rows into per-port totals (shared by top ports and overview).
+/// A port row from any granularity: proto, port, packets, bytes, sources,
+/// destinations, sketch, sensor, windows it covers.
+type PortRowTuple = (i64, i64, i64, i64, i64, i64, Vec<u8>, String, i64);
+
 fn fold_ports(
-    rows: impl Iterator<Item = rusqlite::Result<(i64, i64, i64, i64, i64, i64, Vec<u8>, String)>>,
+    rows: impl Iterator<Item = rusqlite::Result<PortRowTuple>>,
 ) -> Result<(Vec<PortTop>, u64), StoreError> {
     struct Acc {
         packets: u64,
@@ -552,7 +730,7 @@ fn fold_ports(
     let mut by: FxHashMap<(i64, i64), Acc> = FxHashMap::default();
     let mut total = 0u64;
     for r in rows {
-        let (proto, port, packets, bytes, sources, dsts, hll, sensor) = r?;
+        let (proto, port, packets, bytes, sources, dsts, hll, sensor, windows) = r?;
         total += packets as u64;
         let a = by.entry((proto, port)).or_insert_with(|| Acc {
             packets: 0,
@@ -565,7 +743,7 @@ fn fold_ports(
         a.packets += packets as u64;
         a.bytes += bytes as u64;
         a.sources_one = sources as u64;
-        a.rows += 1;
+        a.rows += windows as u64;
         a.hll.merge(&bytes_hll(&hll));
         let d = a.dst_by_sensor.entry(sensor).or_insert(0);
         *d = (*d).max(dsts as u64);
@@ -591,6 +769,37 @@ fn fold_ports(
         })
         .collect();
     Ok((v, total))
+}
+
+/// Table, time column and windows-count expression of a granularity.
+fn table_of(g: Gran) -> (&'static str, &'static str, &'static str) {
+    match g {
+        Gran::Raw => ("port_rows", "start", "1"),
+        Gran::Hour => ("port_hours", "hour", "windows"),
+        Gran::Day => ("port_days", "day", "windows"),
+    }
+}
+
+/// [`plan`] with the watermark and dirty hours read from the database.
+fn plan_for(
+    c: &Connection,
+    from: i64,
+    to: i64,
+    max: Gran,
+) -> Result<Vec<(Gran, i64, i64)>, StoreError> {
+    let rolled_until: i64 = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'rolled_until'",
+            [],
+            |r| r.get::<_, String>(0),
+        )?
+        .parse()
+        .unwrap_or(0);
+    let dirty: Vec<i64> = c
+        .prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 1")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(plan(from, to, rolled_until, &dirty, max))
 }
 
 fn rank(v: &mut Vec<PortTop>, limit: usize) {
@@ -675,33 +884,36 @@ impl Store for SqliteStore {
 
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached(
-            "SELECT proto, port, packets, bytes, sources, destinations, hll, sensor FROM port_rows
-             WHERE start >= ?1 AND start < ?2
-               AND (?3 IS NULL OR proto = ?3) AND (?4 IS NULL OR sensor = ?4) AND (?5 IS NULL OR country = ?5)",
-        )?;
-        let rows = st.query_map(
-            params![
-                f.from.0 as i64,
-                f.to.0 as i64,
-                f.proto.map(|p| p as i64),
-                f.sensor,
-                f.country
-            ],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            },
-        )?;
-        let (mut v, _) = fold_ports(rows)?;
+        let segments = plan_for(&c, f.from.0 as i64, f.to.0 as i64, Gran::Day)?;
+        let mut rows = Vec::new();
+        for (g, a, b) in segments {
+            let (table, col, windows) = table_of(g);
+            let mut st = c.prepare_cached(&format!(
+                "SELECT proto, port, packets, bytes, sources, destinations, hll, sensor, {windows} FROM {table}
+                 WHERE {col} >= ?1 AND {col} < ?2
+                   AND (?3 IS NULL OR proto = ?3) AND (?4 IS NULL OR sensor = ?4) AND (?5 IS NULL OR country = ?5)"
+            ))?;
+            let it = st.query_map(
+                params![a, b, f.proto.map(|p| p as i64), f.sensor, f.country],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
+                },
+            )?;
+            for r in it {
+                rows.push(r?);
+            }
+        }
+        let (mut v, _) = fold_ports(rows.into_iter().map(Ok))?;
         rank(&mut v, limit);
         Ok(v)
     }
@@ -714,36 +926,45 @@ impl Store for SqliteStore {
         to: Timestamp,
         step_us: u64,
     ) -> Result<Vec<SeriesPoint>, StoreError> {
-        let step = step_us.max(1);
-        let n = (to.0.saturating_sub(from.0)).div_ceil(step) as usize;
+        let step = step_us.max(1) as i64;
+        let (f, t) = (from.0 as i64, to.0 as i64);
+        let n = ((t - f).max(0) as u64).div_ceil(step as u64) as usize;
         let mut packets = vec![0u64; n];
         let mut sketches: Vec<Hll> = vec![Hll::new(); n];
+        // Roll-up rows can only feed steps they fit in whole.
+        let max = if step % DAY == 0 && f.rem_euclid(DAY) == 0 {
+            Gran::Day
+        } else if step % HOUR == 0 && f.rem_euclid(HOUR) == 0 {
+            Gran::Hour
+        } else {
+            Gran::Raw
+        };
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached(
-            "SELECT start, packets, hll FROM port_rows
-             WHERE proto = ?1 AND port = ?2 AND start >= ?3 AND start < ?4",
-        )?;
-        let rows = st.query_map(
-            params![proto as i64, port as i64, from.0 as i64, to.0 as i64],
-            |r| {
+        for (g, a, b) in plan_for(&c, f, t, max)? {
+            let (table, col, _) = table_of(g);
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {col}, packets, hll FROM {table}
+                 WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4"
+            ))?;
+            let rows = st.query_map(params![proto as i64, port as i64, a, b], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Vec<u8>>(2)?,
                 ))
-            },
-        )?;
-        for r in rows {
-            let (start, p, hll) = r?;
-            let i = ((start as u64 - from.0) / step) as usize;
-            if i < n {
-                packets[i] += p as u64;
-                sketches[i].merge(&bytes_hll(&hll));
+            })?;
+            for r in rows {
+                let (start, p, hll) = r?;
+                let i = ((start - f) / step) as usize;
+                if i < n {
+                    packets[i] += p as u64;
+                    sketches[i].merge(&bytes_hll(&hll));
+                }
             }
         }
         Ok((0..n)
             .map(|i| SeriesPoint {
-                time: Timestamp(from.0 + i as u64 * step),
+                time: Timestamp((f + i as i64 * step) as u64),
                 packets: packets[i],
                 sources: sketches[i].estimate(),
             })
@@ -1002,7 +1223,64 @@ impl Store for SqliteStore {
         let rcut = rollup_cutoff.0 as i64;
         tx.execute("DELETE FROM source_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM rollup_hours WHERE hour < ?1", [rcut])?;
+        tx.execute("DELETE FROM port_hours WHERE hour < ?1", [rcut])?;
+        tx.execute(
+            "DELETE FROM port_days WHERE day < ?1",
+            [rcut - rcut.rem_euclid(DAY)],
+        )?;
         tx.commit()?;
         Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_763_683_200_000_000; // a UTC midnight
+
+    #[test]
+    fn plan_uses_the_coarsest_clean_table() {
+        let rolled = T + 2 * DAY + 3 * HOUR;
+        // 23:30 the day before → 2 days + 5 h later: raw edge, day, day, hours, raw tail.
+        let p = plan(
+            T - 30 * 60_000_000,
+            T + 2 * DAY + 5 * HOUR,
+            rolled,
+            &[],
+            Gran::Day,
+        );
+        assert_eq!(
+            p,
+            vec![
+                (Gran::Raw, T - 30 * 60_000_000, T),
+                (Gran::Day, T, T + 2 * DAY),
+                (Gran::Hour, T + 2 * DAY, T + 2 * DAY + 3 * HOUR),
+                (Gran::Raw, T + 2 * DAY + 3 * HOUR, T + 2 * DAY + 5 * HOUR),
+            ]
+        );
+        // A dirty hour breaks its day into hours and is read raw.
+        let p = plan(T, T + DAY, rolled, &[T + 5 * HOUR], Gran::Day);
+        assert_eq!(
+            p,
+            vec![
+                (Gran::Hour, T, T + 5 * HOUR),
+                (Gran::Raw, T + 5 * HOUR, T + 6 * HOUR),
+                (Gran::Hour, T + 6 * HOUR, T + DAY),
+            ]
+        );
+        // Capped at hours; nothing rolled up; raw only.
+        assert_eq!(
+            plan(T, T + DAY, rolled, &[], Gran::Hour),
+            vec![(Gran::Hour, T, T + DAY)]
+        );
+        assert_eq!(
+            plan(T, T + DAY, 0, &[], Gran::Day),
+            vec![(Gran::Raw, T, T + DAY)]
+        );
+        assert_eq!(
+            plan(T, T + DAY, rolled, &[], Gran::Raw),
+            vec![(Gran::Raw, T, T + DAY)]
+        );
     }
 }
