@@ -253,9 +253,14 @@ fn port_answers(store: &dyn Store) -> String {
         out += &format!("{:?}\n", store.top_ports(&f, 100).unwrap());
         let fb = PortFilter {
             sensor: Some("b".into()),
-            ..f
+            ..f.clone()
         };
         out += &format!("{:?}\n", store.top_ports(&fb, 100).unwrap());
+        let fc = PortFilter {
+            country: Some("DE".into()),
+            ..f
+        };
+        out += &format!("{:?}\n", store.top_ports(&fc, 100).unwrap());
     }
     for step in [20 * MIN, h, 24 * h] {
         let s = store

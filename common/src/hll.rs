@@ -170,8 +170,38 @@ impl Hll {
     pub fn merge(&mut self, other: &Hll) {
         match &other.repr {
             Repr::Sparse(v) => {
-                for e in v {
-                    self.set_max(e >> 8, (e & 0xff) as u8);
+                if let Repr::Sparse(mine) = &mut self.repr {
+                    // Both sorted by register: one linear merge.
+                    let mut out = Vec::with_capacity(mine.len() + v.len());
+                    let (mut i, mut j) = (0, 0);
+                    while i < mine.len() && j < v.len() {
+                        let (a, b) = (mine[i], v[j]);
+                        match (a >> 8).cmp(&(b >> 8)) {
+                            std::cmp::Ordering::Less => {
+                                out.push(a);
+                                i += 1;
+                            }
+                            std::cmp::Ordering::Greater => {
+                                out.push(b);
+                                j += 1;
+                            }
+                            std::cmp::Ordering::Equal => {
+                                out.push(a.max(b));
+                                i += 1;
+                                j += 1;
+                            }
+                        }
+                    }
+                    out.extend_from_slice(&mine[i..]);
+                    out.extend_from_slice(&v[j..]);
+                    *mine = out;
+                    if mine.len() > SPARSE_MAX {
+                        self.densify();
+                    }
+                } else {
+                    for e in v {
+                        self.set_max(e >> 8, (e & 0xff) as u8);
+                    }
                 }
             }
             Repr::Dense(o) => {
@@ -273,18 +303,26 @@ impl Hll {
                 if body.len() % 3 != 0 || body.len() / 3 > SPARSE_MAX {
                     return Err(HllError::Malformed("bad sparse length"));
                 }
-                let mut h = Hll::new();
+                let mut v = Vec::with_capacity(body.len() / 3);
                 for ch in body.chunks_exact(3) {
                     let idx = u16::from_be_bytes([ch[0], ch[1]]) as u32;
                     if idx as usize >= M {
                         return Err(HllError::Malformed("register index out of range"));
                     }
-                    let v = check(ch[2])?;
-                    if v > 0 {
-                        h.set_max(idx, v);
+                    let r = check(ch[2])?;
+                    if r > 0 {
+                        v.push(idx << 8 | r as u32);
                     }
                 }
-                Ok(h)
+                // Written sorted; anything else is put in order (largest value wins).
+                if !v.windows(2).all(|w| w[0] >> 8 < w[1] >> 8) {
+                    v.sort_unstable_by(|a, b| b.cmp(a));
+                    v.dedup_by_key(|e| *e >> 8);
+                    v.reverse();
+                }
+                Ok(Hll {
+                    repr: Repr::Sparse(v),
+                })
             }
             TAG_DENSE => {
                 if body.len() != M {
@@ -389,6 +427,21 @@ mod tests {
             b.extend_hashes((0..n).map(|i| hash_addr(Addr::v4(i))));
             assert_eq!(a, b, "n={n}");
         }
+    }
+
+    #[test]
+    fn sparse_merge_and_unsorted_wire_form() {
+        let mut a = sketch(0..300);
+        let b = sketch(200..700);
+        a.merge(&b);
+        assert_eq!(a, sketch(0..700));
+        // Unsorted, duplicated sparse entries decode to the same sketch.
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let x = Hll::from_wire(&b64(&[TAG_SPARSE, 0, 9, 2, 0, 3, 1, 0, 9, 5])).unwrap();
+        let mut y = Hll::new();
+        y.set_max(3, 1);
+        y.set_max(9, 5);
+        assert_eq!(x, y);
     }
 
     #[test]

@@ -80,7 +80,9 @@ pub struct PortTop {
     pub bytes: u64,
     /// Distinct sources (merged sketches; exact when one window contributes).
     pub sources: u64,
-    /// Distinct darknet destinations: per sensor the largest window's count, summed.
+    /// Distinct darknet destinations: the largest count one sensor saw in one
+    /// window (a lower bound on the whole range; it merges the same way at
+    /// every roll-up level).
     pub destinations: u64,
     /// Share of all packets in the range.
     pub share: f64,

@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS port_days (
   proto INTEGER NOT NULL, port INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
   sources INTEGER NOT NULL, destinations INTEGER NOT NULL, hll BLOB NOT NULL, windows INTEGER NOT NULL,
   PRIMARY KEY (day, proto, port, sensor)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS port_hours_port ON port_hours(proto, port, sensor, hour);
+CREATE INDEX IF NOT EXISTS port_days_port ON port_days(proto, port, sensor, day);
 CREATE TABLE IF NOT EXISTS rollup_hours (hour INTEGER PRIMARY KEY, dirty INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
@@ -417,7 +419,17 @@ struct HourAcc {
     ports: FxHashMap<(Proto, u16), u64>,
 }
 
-fn top_json(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> String {
+/// Adds a stored top-ports list (JSON) into a per-port tally.
+fn tally_top(ports: &mut FxHashMap<(Proto, u16), u64>, json: &str) {
+    if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(json) {
+        for p in tp {
+            *ports.entry((p.proto, p.port)).or_default() += p.packets;
+        }
+    }
+}
+
+/// The `n` busiest ports of a tally, busiest first.
+fn busiest(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> Vec<PortCount> {
     let mut v: Vec<PortCount> = ports
         .iter()
         .map(|(&(proto, port), &packets)| PortCount {
@@ -433,7 +445,7 @@ fn top_json(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> String {
             .then(a.port.cmp(&b.port))
     });
     v.truncate(n);
-    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+    v
 }
 
 /// Rebuilds the `to` roll-up rows of period `[at, at + len)` from `from`
@@ -462,7 +474,7 @@ fn roll_ports(
     {
         let mut st = tx.prepare_cached(&format!(
             "SELECT sensor, country, proto, port, packets, bytes, sources, destinations, hll, {windows_col}
-             FROM {from} WHERE {time_col} >= ?1 AND {time_col} < ?2"
+             FROM {from} WHERE {time_col} >= ?1 AND {time_col} < ?2 AND sensor NOT LIKE '*%'"
         ))?;
         let rows = st.query_map(params![at, at + len], |r| {
             Ok((
@@ -497,6 +509,33 @@ fn roll_ports(
             a.windows += windows;
         }
     }
+    // Pre-merged rows across all sensors ("*") and per country ("*JP"), so
+    // unfiltered and country queries read one row per port and period.
+    // Sensor ids cannot start with '*'.
+    let mut merged: FxHashMap<(String, i64, i64), Acc> = FxHashMap::default();
+    for ((_, proto, port), a) in &acc {
+        for (key, country) in [
+            ("*".to_string(), "*".to_string()),
+            (format!("*{}", a.country), a.country.clone()),
+        ] {
+            let m = merged.entry((key, *proto, *port)).or_insert_with(|| Acc {
+                country,
+                packets: 0,
+                bytes: 0,
+                sources: 0,
+                dsts: 0,
+                hll: Hll::new(),
+                windows: 0,
+            });
+            m.packets += a.packets;
+            m.bytes += a.bytes;
+            m.sources = a.sources;
+            m.dsts = m.dsts.max(a.dsts);
+            m.hll.merge(&a.hll);
+            m.windows += a.windows;
+        }
+    }
+    acc.extend(merged);
     tx.execute(
         &format!(
             "DELETE FROM {to} WHERE {} = ?1",
@@ -665,11 +704,7 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
                 a.fingerprints |= fps;
                 a.first = a.first.min(first);
                 a.last = a.last.max(last);
-                if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(&top) {
-                    for p in tp {
-                        *a.ports.entry((p.proto, p.port)).or_default() += p.packets;
-                    }
-                }
+                tally_top(&mut a.ports, &top);
             }
         }
         tx.execute("DELETE FROM source_hours WHERE hour = ?1", [h])?;
@@ -689,7 +724,7 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
                     a.fingerprints,
                     a.first,
                     a.last,
-                    top_json(&a.ports, 20),
+                    serde_json::to_string(&busiest(&a.ports, 20)).unwrap_or_else(|_| "[]".into()),
                 ])?;
             }
         }
@@ -725,12 +760,12 @@ fn fold_ports(
         sources_one: u64,
         rows: u64,
         hll: Hll,
-        dst_by_sensor: FxHashMap<String, u64>,
+        dsts: u64,
     }
     let mut by: FxHashMap<(i64, i64), Acc> = FxHashMap::default();
     let mut total = 0u64;
     for r in rows {
-        let (proto, port, packets, bytes, sources, dsts, hll, sensor, windows) = r?;
+        let (proto, port, packets, bytes, sources, dsts, hll, _sensor, windows) = r?;
         total += packets as u64;
         let a = by.entry((proto, port)).or_insert_with(|| Acc {
             packets: 0,
@@ -738,15 +773,14 @@ fn fold_ports(
             sources_one: 0,
             rows: 0,
             hll: Hll::new(),
-            dst_by_sensor: FxHashMap::default(),
+            dsts: 0,
         });
         a.packets += packets as u64;
         a.bytes += bytes as u64;
         a.sources_one = sources as u64;
         a.rows += windows as u64;
         a.hll.merge(&bytes_hll(&hll));
-        let d = a.dst_by_sensor.entry(sensor).or_insert(0);
-        *d = (*d).max(dsts as u64);
+        a.dsts = a.dsts.max(dsts as u64);
     }
     let v = by
         .into_iter()
@@ -760,7 +794,7 @@ fn fold_ports(
             } else {
                 a.hll.estimate()
             },
-            destinations: a.dst_by_sensor.values().sum(),
+            destinations: a.dsts,
             share: if total == 0 {
                 0.0
             } else {
@@ -885,16 +919,32 @@ impl Store for SqliteStore {
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
         let c = lock(&self.reader);
         let segments = plan_for(&c, f.from.0 as i64, f.to.0 as i64, Gran::Day)?;
+        // Roll-ups hold per-sensor rows and pre-merged "*" / "*CC" rows.
+        let rolled_key = match (&f.sensor, &f.country) {
+            (Some(s), _) => s.clone(),
+            (None, Some(cc)) => format!("*{cc}"),
+            (None, None) => "*".to_string(),
+        };
         let mut rows = Vec::new();
         for (g, a, b) in segments {
             let (table, col, windows) = table_of(g);
+            let sensor_pred = if g == Gran::Raw {
+                "(?4 IS NULL OR sensor = ?4)"
+            } else {
+                "sensor = ?4"
+            };
             let mut st = c.prepare_cached(&format!(
                 "SELECT proto, port, packets, bytes, sources, destinations, hll, sensor, {windows} FROM {table}
                  WHERE {col} >= ?1 AND {col} < ?2
-                   AND (?3 IS NULL OR proto = ?3) AND (?4 IS NULL OR sensor = ?4) AND (?5 IS NULL OR country = ?5)"
+                   AND (?3 IS NULL OR proto = ?3) AND {sensor_pred} AND (?5 IS NULL OR country = ?5)"
             ))?;
+            let sensor = if g == Gran::Raw {
+                f.sensor.clone()
+            } else {
+                Some(rolled_key.clone())
+            };
             let it = st.query_map(
-                params![a, b, f.proto.map(|p| p as i64), f.sensor, f.country],
+                params![a, b, f.proto.map(|p| p as i64), sensor, f.country],
                 |r| {
                     Ok((
                         r.get(0)?,
@@ -942,9 +992,14 @@ impl Store for SqliteStore {
         let c = lock(&self.reader);
         for (g, a, b) in plan_for(&c, f, t, max)? {
             let (table, col, _) = table_of(g);
+            let only_merged = if g == Gran::Raw {
+                ""
+            } else {
+                "AND sensor = '*'"
+            };
             let mut st = c.prepare_cached(&format!(
                 "SELECT {col}, packets, hll FROM {table}
-                 WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4"
+                 WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4 {only_merged}"
             ))?;
             let rows = st.query_map(params![proto as i64, port as i64, a, b], |r| {
                 Ok((
@@ -1094,28 +1149,9 @@ impl Store for SqliteStore {
                 i.sensors.push(sensor);
             }
             *days.entry(ts(t).to_string()[..10].to_string()).or_default() += packets as u64;
-            if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(&top) {
-                for p in tp {
-                    *ports.entry((p.proto, p.port)).or_default() += p.packets;
-                }
-            }
+            tally_top(&mut ports, &top);
         }
-        let mut v: Vec<PortCount> = ports
-            .into_iter()
-            .map(|((proto, port), packets)| PortCount {
-                proto,
-                port,
-                packets,
-            })
-            .collect();
-        v.sort_by(|a, b| {
-            b.packets
-                .cmp(&a.packets)
-                .then(a.proto.cmp(&b.proto))
-                .then(a.port.cmp(&b.port))
-        });
-        v.truncate(20);
-        i.ports = v;
+        i.ports = busiest(&ports, 20);
         i.sensors.sort();
         i.per_day = days
             .into_iter()

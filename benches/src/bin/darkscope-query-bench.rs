@@ -1,0 +1,125 @@
+//! `darkscope-query-bench`: fills a SQLite store with `--days` of summaries
+//! from `--sensors` sensors, rolls up, then times `ports/top` and `series`
+//! queries over the whole span (store calls, as the API handlers make them).
+
+use anyhow::Result;
+use clap::Parser;
+use darkscope_aggregator::store::sqlite::SqliteStore;
+use darkscope_aggregator::store::{PortFilter, Store};
+use darkscope_benches::synth;
+use darkscope_common::{Proto, Timestamp};
+use hdrhistogram::Histogram;
+use std::time::Instant;
+
+/// Query latency over a long span.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Database file (filled unless it already holds data).
+    #[arg(long)]
+    db: std::path::PathBuf,
+    /// Days of data.
+    #[arg(long, default_value_t = 30)]
+    days: u64,
+    /// Sensors.
+    #[arg(long, default_value_t = 50)]
+    sensors: usize,
+    /// Window length in minutes.
+    #[arg(long, default_value_t = 10)]
+    window_min: u64,
+    /// Port rows per summary.
+    #[arg(long, default_value_t = 50)]
+    ports: usize,
+    /// Source rows per summary.
+    #[arg(long, default_value_t = 10)]
+    sources: usize,
+    /// Queries of each kind to time.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+}
+
+const T0: u64 = 1_763_683_200_000_000; // 2025-11-21T00:00:00Z
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let store = SqliteStore::open(&cli.db)?;
+    let windows = cli.days * 24 * 60 / cli.window_min;
+    let wlen = cli.window_min * 60_000_000;
+    // An existing database from an earlier run is reused as it is.
+    let reuse = !store.sensors()?.is_empty();
+    if reuse {
+        eprintln!("reusing the data in {}", cli.db.display());
+    }
+    for s in (0..cli.sensors).filter(|_| !reuse) {
+        store.add_sensor(&format!("q-{s:02}"), "JP", format!("h{s}").as_bytes())?;
+    }
+    let t = Instant::now();
+    // Several inserting threads, like concurrent uploads (group commit).
+    std::thread::scope(|sc| {
+        for part in (0..8u64).filter(|_| !reuse) {
+            let store = &store;
+            let cli = &cli;
+            sc.spawn(move || {
+                for w in (part..windows).step_by(8) {
+                    for s in 0..cli.sensors {
+                        let sum = synth::summary(
+                            &format!("q-{s:02}"),
+                            T0 + w * wlen,
+                            cli.sources,
+                            cli.ports,
+                            w * 1000 + s as u64,
+                        );
+                        let mut sum = sum;
+                        sum.window.end = darkscope_common::Timestamp(T0 + (w + 1) * wlen);
+                        store.insert_summary(&sum, "JP").expect("insert");
+                    }
+                }
+            });
+        }
+    });
+    let n = windows * cli.sensors as u64;
+    eprintln!(
+        "inserted {n} summaries in {:.1?} ({:.0}/s)",
+        t.elapsed(),
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let hours = store.rollup(Timestamp(T0 + cli.days * 86_400_000_000 + 3_600_000_000))?;
+    eprintln!("rolled up {hours} hours in {:.1?}", t.elapsed());
+    let span = PortFilter {
+        from: Timestamp(T0),
+        to: Timestamp(T0 + cli.days * 86_400_000_000),
+        ..Default::default()
+    };
+    let mut top = Histogram::<u64>::new(3)?;
+    let mut series = Histogram::<u64>::new(3)?;
+    for i in 0..cli.queries {
+        let t = Instant::now();
+        let r = store.top_ports(&span, 20)?;
+        top.record(t.elapsed().as_micros() as u64)?;
+        assert!(!r.is_empty());
+        let t = Instant::now();
+        let s = store.port_series(
+            Proto::Tcp,
+            (i % cli.ports) as u16,
+            span.from,
+            span.to,
+            3_600_000_000,
+        )?;
+        series.record(t.elapsed().as_micros() as u64)?;
+        assert_eq!(s.len() as u64, cli.days * 24);
+    }
+    for (name, h) in [
+        ("ports/top over the whole span", &top),
+        ("series of one port, 1 h steps, whole span", &series),
+    ] {
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
