@@ -5,6 +5,7 @@
 //! pool. `insert_summary` returns only after the data is durable.
 
 pub mod sqlite;
+pub mod srcrec;
 
 use darkscope_common::wire::{ClassTotals, PortCount, Summary};
 use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};

@@ -7,7 +7,9 @@
 //!   transaction: one fsync per batch instead of one per summary.
 //! - Layout: raw rows are clustered by time (`start, sensor, ...`), so a
 //!   summary's rows are appended together instead of dirtying a B-tree leaf
-//!   per source address. Source lookups use the hourly roll-up
+//!   per source address; a window's source rows are one blob of fixed-size
+//!   records sorted by address ([`super::srcrec`]), found by binary search
+//!   through incremental blob I/O. Source lookups use the hourly roll-up
 //!   `source_hours`, keyed (hour, address, sensor): one index seek per hour,
 //!   built in bulk once the hour is over. A window arriving for an hour that
 //!   was already rolled up marks the hour dirty; the next roll-up rebuilds it
@@ -17,6 +19,7 @@
 //! - Addresses are 16-byte big-endian blobs (IPv4 mapped); sketches are their
 //!   wire bytes.
 
+use super::srcrec;
 use super::{
     DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord, SensorStatus, SeriesPoint,
     SourceBrief, SourceInfo, Store, StoreError,
@@ -53,12 +56,9 @@ CREATE TABLE IF NOT EXISTS port_rows (
   sources INTEGER NOT NULL, destinations INTEGER NOT NULL, hll BLOB NOT NULL,
   PRIMARY KEY (start, sensor, proto, port)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS port_rows_port ON port_rows(proto, port, start);
-CREATE TABLE IF NOT EXISTS source_rows (
-  start INTEGER NOT NULL, sensor TEXT NOT NULL, ip BLOB NOT NULL,
-  packets INTEGER NOT NULL, bytes INTEGER NOT NULL, ports INTEGER NOT NULL,
-  destinations INTEGER NOT NULL, classes INTEGER NOT NULL, fingerprints INTEGER NOT NULL,
-  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
-  PRIMARY KEY (start, sensor, ip)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS source_blobs (
+  start INTEGER NOT NULL, sensor TEXT NOT NULL, rows BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS source_blobs_key ON source_blobs(start, sensor);
 CREATE TABLE IF NOT EXISTS source_hours (
   hour INTEGER NOT NULL, ip BLOB NOT NULL, sensor TEXT NOT NULL,
   packets INTEGER NOT NULL, bytes INTEGER NOT NULL, windows INTEGER NOT NULL,
@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS port_days (
 CREATE INDEX IF NOT EXISTS port_hours_port ON port_hours(proto, port, sensor, hour);
 CREATE INDEX IF NOT EXISTS port_days_port ON port_days(proto, port, sensor, day);
 CREATE TABLE IF NOT EXISTS rollup_hours (hour INTEGER PRIMARY KEY, dirty INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '2');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '3');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
@@ -107,7 +107,8 @@ struct Encoded {
     exact: bool,
     sources_hll: Vec<u8>,
     ports: Vec<([i64; 6], Vec<u8>)>,
-    sources: Vec<([u8; 16], [i64; 8], String)>,
+    /// Source rows, [`srcrec`] blob.
+    sources: Vec<u8>,
 }
 
 /// Where the writer thread answers an insert.
@@ -124,9 +125,8 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     c.busy_timeout(std::time::Duration::from_secs(10))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
-    // The default 2 MiB page cache makes every random-key insert into
-    // source_rows a read() of a page; 256 MiB of cache and memory-mapped reads
-    // keep the hot B-tree pages in memory.
+    // A 256 MiB page cache and memory-mapped reads keep the hot B-tree pages
+    // (roll-ups, indexes) in memory.
     c.pragma_update(None, "cache_size", -262_144)?;
     c.pragma_update(None, "mmap_size", 1i64 << 30)?;
     c.pragma_update(None, "temp_store", "MEMORY")?;
@@ -172,9 +172,9 @@ impl SqliteStore {
             writer.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
             })?;
-        if version != "2" {
+        if version != "3" {
             return Err(StoreError::Backend(format!(
-                "{} has storage schema {version}; this build reads schema 2 (move the old file aside)",
+                "{} has storage schema {version}; this build reads schema 3 (move the old file aside)",
                 path.display()
             )));
         }
@@ -247,25 +247,7 @@ fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
             )
         })
         .collect();
-    let mut sources = Vec::with_capacity(s.sources.len());
-    for r in &s.sources {
-        let top =
-            serde_json::to_string(&r.top_ports).map_err(|e| StoreError::Backend(e.to_string()))?;
-        sources.push((
-            ip_blob(Addr::from(r.ip)),
-            [
-                n(r.packets),
-                n(r.bytes),
-                n(r.ports),
-                n(r.destinations),
-                r.classes.0 as i64,
-                r.fingerprints.0 as i64,
-                n(r.first_seen.0),
-                n(r.last_seen.0),
-            ],
-            top,
-        ));
-    }
+    let sources = srcrec::encode(&s.sources);
     Ok(Encoded {
         sensor: s.sensor.id.clone(),
         country: country.to_string(),
@@ -334,9 +316,7 @@ fn write_batch(
         )?;
         let mut ps =
             tx.prepare_cached("INSERT INTO port_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")?;
-        let mut ss = tx.prepare_cached(
-            "INSERT INTO source_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
-        )?;
+        let mut ss = tx.prepare_cached("INSERT INTO source_blobs VALUES (?1, ?2, ?3)")?;
         let mut dirty =
             tx.prepare_cached("INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 1)")?;
         let now = Timestamp::now().0 as i64;
@@ -381,22 +361,7 @@ fn write_batch(
                     e.start, e.sensor, e.country, v[0], v[1], v[2], v[3], v[4], v[5], hll
                 ])?;
             }
-            for (ip, v, top) in &e.sources {
-                ss.execute(params![
-                    e.start,
-                    e.sensor,
-                    &ip[..],
-                    v[0],
-                    v[1],
-                    v[2],
-                    v[3],
-                    v[4],
-                    v[5],
-                    v[6],
-                    v[7],
-                    top
-                ])?;
-            }
+            ss.execute(params![e.start, e.sensor, e.sources])?;
             if e.start < rolled_until {
                 dirty.execute([e.start - e.start.rem_euclid(HOUR)])?;
             }
@@ -668,43 +633,37 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
         let mut acc: std::collections::BTreeMap<([u8; 16], String), HourAcc> = Default::default();
         {
             let mut st = tx.prepare_cached(
-                "SELECT ip, sensor, packets, bytes, classes, fingerprints, first_seen, last_seen, top_ports
-                 FROM source_rows WHERE start >= ?1 AND start < ?2",
+                "SELECT sensor, rows FROM source_blobs WHERE start >= ?1 AND start < ?2",
             )?;
-            let rows = st.query_map(params![h, h + HOUR], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
+            let blobs = st.query_map(params![h, h + HOUR], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
             })?;
-            for r in rows {
-                let (ip, sensor, packets, bytes, classes, fps, first, last, top) = r?;
-                let key = (ip_blob(blob_ip(&ip)), sensor);
-                let a = acc.entry(key).or_insert_with(|| HourAcc {
-                    packets: 0,
-                    bytes: 0,
-                    windows: 0,
-                    classes: 0,
-                    fingerprints: 0,
-                    first: i64::MAX,
-                    last: 0,
-                    ports: FxHashMap::default(),
-                });
-                a.packets += packets;
-                a.bytes += bytes;
-                a.windows += 1;
-                a.classes |= classes;
-                a.fingerprints |= fps;
-                a.first = a.first.min(first);
-                a.last = a.last.max(last);
-                tally_top(&mut a.ports, &top);
+            for b in blobs {
+                let (sensor, blob) = b?;
+                for rec in srcrec::decode(&blob) {
+                    let a = acc
+                        .entry((rec.ip, sensor.clone()))
+                        .or_insert_with(|| HourAcc {
+                            packets: 0,
+                            bytes: 0,
+                            windows: 0,
+                            classes: 0,
+                            fingerprints: 0,
+                            first: i64::MAX,
+                            last: 0,
+                            ports: FxHashMap::default(),
+                        });
+                    a.packets += rec.packets as i64;
+                    a.bytes += rec.bytes as i64;
+                    a.windows += 1;
+                    a.classes |= rec.classes as i64;
+                    a.fingerprints |= rec.fingerprints as i64;
+                    a.first = a.first.min(rec.first as i64);
+                    a.last = a.last.max(rec.last as i64);
+                    for p in rec.top_ports() {
+                        *a.ports.entry((p.proto, p.port)).or_default() += p.packets;
+                    }
+                }
             }
         }
         tx.execute("DELETE FROM source_hours WHERE hour = ?1", [h])?;
@@ -1097,25 +1056,38 @@ impl Store for SqliteStore {
         }
         {
             let mut st = c.prepare_cached(
-                "SELECT packets, bytes, classes, fingerprints, first_seen, last_seen, top_ports
-                 FROM source_rows WHERE start = ?1 AND sensor = ?2 AND ip = ?3",
+                "SELECT rowid FROM source_blobs WHERE start = ?1 AND sensor = ?2",
             )?;
             for (start, sensor) in windows {
-                let r = st
-                    .query_row(params![start, sensor, &blob[..]], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                        ))
-                    })
-                    .optional()?;
-                if let Some((p, b, cl, fp, f, l, top)) = r {
-                    rows.push((start, sensor, p, b, 1, cl, fp, f, l, top));
+                let Some(rowid) = st
+                    .query_row(params![start, sensor], |r| r.get::<_, i64>(0))
+                    .optional()?
+                else {
+                    continue;
+                };
+                // Binary search through incremental blob I/O: ~10 record reads.
+                let b = c.blob_open(rusqlite::MAIN_DB, "source_blobs", "rows", rowid, true)?;
+                let n = b.len() / srcrec::REC;
+                let mut buf = [0u8; srcrec::REC];
+                let found = srcrec::find(n, blob, |i| {
+                    b.read_at_exact(&mut buf, i * srcrec::REC).ok()?;
+                    srcrec::SourceRec::read(&buf)
+                });
+                if let Some(r) = found {
+                    let top = serde_json::to_string(&r.top_ports().collect::<Vec<_>>())
+                        .unwrap_or_else(|_| "[]".into());
+                    rows.push((
+                        start,
+                        sensor,
+                        r.packets as i64,
+                        r.bytes as i64,
+                        1,
+                        r.classes as i64,
+                        r.fingerprints as i64,
+                        r.first as i64,
+                        r.last as i64,
+                        top,
+                    ));
                 }
             }
         }
@@ -1221,18 +1193,40 @@ impl Store for SqliteStore {
                 ))
             },
         )?;
-        let mut st = c.prepare_cached(
-            "SELECT ip, SUM(packets) AS n FROM source_rows WHERE start >= ?1 AND start < ?2
-             GROUP BY ip ORDER BY n DESC, ip LIMIT 10",
-        )?;
-        let top_sources = st
-            .query_map(params![from.0 as i64, to.0 as i64], |r| {
-                Ok(SourceBrief {
-                    ip: blob_ip(&r.get::<_, Vec<u8>>(0)?).to_string(),
-                    packets: r.get::<_, i64>(1)? as u64,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        // Top sources: hourly roll-ups for whole clean hours, raw blobs for the rest.
+        let mut by_ip: FxHashMap<[u8; 16], u64> = FxHashMap::default();
+        for (g, a, b) in plan_for(&c, from.0 as i64, to.0 as i64, Gran::Hour)? {
+            if g == Gran::Raw {
+                let mut st = c.prepare_cached(
+                    "SELECT rows FROM source_blobs WHERE start >= ?1 AND start < ?2",
+                )?;
+                for blob in st.query_map(params![a, b], |r| r.get::<_, Vec<u8>>(0))? {
+                    for rec in srcrec::decode(&blob?) {
+                        *by_ip.entry(rec.ip).or_default() += rec.packets;
+                    }
+                }
+            } else {
+                let mut st = c.prepare_cached(
+                    "SELECT ip, SUM(packets) FROM source_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY ip",
+                )?;
+                for r in st.query_map(params![a, b], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+                })? {
+                    let (ip, n) = r?;
+                    *by_ip.entry(ip_blob(blob_ip(&ip))).or_default() += n as u64;
+                }
+            }
+        }
+        let mut top: Vec<([u8; 16], u64)> = by_ip.into_iter().collect();
+        top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let top_sources = top
+            .into_iter()
+            .take(10)
+            .map(|(ip, packets)| SourceBrief {
+                ip: blob_ip(&ip).to_string(),
+                packets,
+            })
+            .collect();
         Ok(Overview {
             from,
             to,
@@ -1255,7 +1249,7 @@ impl Store for SqliteStore {
         let cut = cutoff.0 as i64;
         let n = tx.execute("DELETE FROM windows WHERE start < ?1", [cut])?;
         tx.execute("DELETE FROM port_rows WHERE start < ?1", [cut])?;
-        tx.execute("DELETE FROM source_rows WHERE start < ?1", [cut])?;
+        tx.execute("DELETE FROM source_blobs WHERE start < ?1", [cut])?;
         let rcut = rollup_cutoff.0 as i64;
         tx.execute("DELETE FROM source_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM rollup_hours WHERE hour < ?1", [rcut])?;
