@@ -301,14 +301,7 @@ fn write_batch(
     jobs: &[(Box<Encoded>, InsertReply)],
 ) -> Result<Vec<Inserted>, StoreError> {
     let tx = c.transaction()?;
-    let rolled_until: i64 = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'rolled_until'",
-            [],
-            |r| r.get::<_, String>(0),
-        )?
-        .parse()
-        .unwrap_or(0);
+    let rolled_until = rolled_until(&tx)?;
     let mut out = Vec::with_capacity(jobs.len());
     {
         let mut ws = tx.prepare_cached(
@@ -605,14 +598,7 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
         let t = now.0 as i64 - ROLLUP_GRACE;
         t - t.rem_euclid(HOUR)
     };
-    let rolled_until: i64 = c
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'rolled_until'",
-            [],
-            |r| r.get::<_, String>(0),
-        )?
-        .parse()
-        .unwrap_or(0);
+    let rolled_until = rolled_until(c)?;
     let mut hours: Vec<i64> = {
         let mut st = c.prepare(
             "SELECT DISTINCT start - start % ?3 FROM windows WHERE start >= ?1 AND start < ?2",
@@ -620,12 +606,7 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
         let v = st.query_map(params![rolled_until, cutoff, HOUR], |r| r.get(0))?;
         v.collect::<Result<_, _>>()?
     };
-    {
-        let mut st = c.prepare("SELECT hour FROM rollup_hours WHERE dirty = 1")?;
-        for h in st.query_map([], |r| r.get(0))? {
-            hours.push(h?);
-        }
-    }
+    hours.extend(dirty_hours(c)?);
     hours.sort_unstable();
     hours.dedup();
     for &h in &hours {
@@ -773,6 +754,25 @@ fn table_of(g: Gran) -> (&'static str, &'static str, &'static str) {
     }
 }
 
+/// The roll-up watermark: hours before it have been rolled up.
+fn rolled_until(c: &Connection) -> Result<i64, StoreError> {
+    let v: String = c.query_row(
+        "SELECT value FROM meta WHERE key = 'rolled_until'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+/// Hours whose roll-up a late window made stale.
+fn dirty_hours(c: &Connection) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 1")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    )
+}
+
 /// [`plan`] with the watermark and dirty hours read from the database.
 fn plan_for(
     c: &Connection,
@@ -780,18 +780,8 @@ fn plan_for(
     to: i64,
     max: Gran,
 ) -> Result<Vec<(Gran, i64, i64)>, StoreError> {
-    let rolled_until: i64 = c
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'rolled_until'",
-            [],
-            |r| r.get::<_, String>(0),
-        )?
-        .parse()
-        .unwrap_or(0);
-    let dirty: Vec<i64> = c
-        .prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 1")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let rolled_until = rolled_until(c)?;
+    let dirty = dirty_hours(c)?;
     Ok(plan(from, to, rolled_until, &dirty, max))
 }
 
@@ -991,14 +981,7 @@ impl Store for SqliteStore {
         // (hour or window start, sensor, packets, bytes, windows, classes, fps, first, last, top)
         type Row = (i64, String, i64, i64, i64, i64, i64, i64, i64, String);
         let mut rows: Vec<Row> = Vec::new();
-        let rolled_until: i64 = c
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'rolled_until'",
-                [],
-                |r| r.get::<_, String>(0),
-            )?
-            .parse()
-            .unwrap_or(0);
+        let rolled_until = rolled_until(&c)?;
         // Rolled-up hours: one seek each.
         let done: Vec<i64> = c
             .prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 0 AND hour < ?1")?
@@ -1036,10 +1019,7 @@ impl Store for SqliteStore {
                 "SELECT start, sensor FROM windows WHERE start >= ?1 AND start < ?2",
             )?;
             let mut ranges = vec![(rolled_until, i64::MAX)];
-            let dirty: Vec<i64> = c
-                .prepare_cached("SELECT hour FROM rollup_hours WHERE dirty = 1")?
-                .query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let dirty = dirty_hours(&c)?;
             ranges.extend(
                 dirty
                     .into_iter()
