@@ -2,8 +2,9 @@
 # The main job on embedded defaults: builds darkscope, starts the aggregator
 # on SQLite (127.0.0.1:8080, demo-out/darkscope.db), registers a sensor,
 # replays the real scanner captures in testdata/realscan through the sensor
-# into it over HTTP, prints what it stored and where to look, and keeps the
-# aggregator running until Ctrl-C (DEMO_EXIT=1: stop after printing).
+# into it over HTTP, prints what it stored and where to look (the analysts'
+# console in a browser, the JSON API), and keeps the aggregator running until
+# Ctrl-C (DEMO_EXIT=1: stop after printing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
@@ -45,13 +46,14 @@ PY
 cat <<MSG
 
 Where to look (aggregator at $URL):
+  Console:  $URL/#/overview?$RANGE
+  API:
   $URL/api/v1/overview?$RANGE
   $URL/api/v1/ports/top?$RANGE
   $URL/api/v1/ports/tcp/23/series?$RANGE&step=1h
   $URL/api/v1/sources/198.18.1.2
   $URL/api/v1/sensors
   $URL/api/v1/openapi.json      $URL/metrics
-(The dashboard arrives with its own issue.)
 MSG
 if [ "${DEMO_EXIT:-0}" = "1" ]; then exit 0; fi
 echo "Aggregator running; Ctrl-C to stop."

@@ -5,7 +5,7 @@
 set -euo pipefail
 need=()
 command -v pkg-config >/dev/null && pkg-config --exists libpcap 2>/dev/null || need+=(libpcap-dev pkg-config)
-for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2; do
+for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2 chromium:chromium; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

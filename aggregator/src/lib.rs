@@ -1,10 +1,12 @@
 //! darkscope aggregator: authenticated ingest of sensor summaries
 //! ([`ingest`], [`auth`]), durable storage behind the [`store::Store`] trait
-//! (SQLite by default), and the query API ([`api`]). See ARCHITECTURE.md.
+//! (SQLite by default), the query API ([`api`]) and the analysts' console
+//! ([`dashboard`]). See ARCHITECTURE.md.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
 pub mod store;

@@ -1,0 +1,216 @@
+// darkscope analysts' console: a hash-routed page over the JSON query API.
+// Every view's state lives in the URL (#/page/args?from=..&to=..), so a link
+// reopens the same view. No request leaves this aggregator (CSP 'self').
+"use strict";
+
+const $ = (sel, el = document) => el.querySelector(sel);
+const fmt = (n) => (n === undefined || n === null ? "–" : Number(n).toLocaleString("en-US"));
+const pct = (x) => (100 * x).toFixed(1) + " %";
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const HOUR = 3600e3;
+const PRESETS = { "1h": HOUR, "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
+
+async function api(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+  return body;
+}
+
+// Parses "#/port/tcp/23?from=...&to=..." into {page, args, q}.
+function parseHash() {
+  const h = location.hash.replace(/^#\/?/, "") || "overview";
+  const [path, query] = h.split("?");
+  const parts = path.split("/").map(decodeURIComponent);
+  return { page: parts[0] || "overview", args: parts.slice(1), q: new URLSearchParams(query || "") };
+}
+
+function go(page, args, q) {
+  const path = [page, ...args.map(encodeURIComponent)].join("/");
+  const qs = q.toString();
+  location.hash = "#/" + path + (qs ? "?" + qs : "");
+}
+
+// The time range: explicit from/to in the URL, else a preset ending at the
+// newest data (so replayed captures are in view), else now.
+let newest = null;
+async function range(q) {
+  if (q.get("from") && q.get("to")) return { from: q.get("from"), to: q.get("to"), preset: "custom" };
+  if (newest === null) {
+    try {
+      const s = await api("/api/v1/sensors");
+      const ends = s.sensors.map((x) => x.last_window_end).filter(Boolean).map((t) => Date.parse(t));
+      newest = ends.length ? Math.max(...ends) : Date.now();
+    } catch (e) {
+      newest = Date.now();
+    }
+  }
+  const preset = PRESETS[q.get("range")] ? q.get("range") : "24h";
+  const to = new Date(newest + 60e3);
+  const from = new Date(to.getTime() - PRESETS[preset]);
+  return { from: from.toISOString().replace(/\.\d+Z$/, "Z"), to: to.toISOString().replace(/\.\d+Z$/, "Z"), preset };
+}
+
+function showRange(r) {
+  $("#range-preset").value = r.preset;
+  $("#range-from").value = r.from.slice(0, 16);
+  $("#range-to").value = r.to.slice(0, 16);
+}
+
+function table(headers, rows, test) {
+  const th = headers.map((h) => `<th class="${h.n ? "n" : ""}">${esc(h.t)}</th>`).join("");
+  const body = rows.length
+    ? rows.map((r) => "<tr>" + r.map((c, i) => `<td class="${headers[i].n ? "n" : ""}" ${c.test ? `data-test="${c.test}"` : ""}>${c.html ?? esc(c)}</td>`).join("") + "</tr>").join("")
+    : `<tr><td colspan="${headers.length}" class="muted">nothing in this range</td></tr>`;
+  return `<table data-test="${test}"><thead><tr>${th}</tr></thead><tbody>${body}</tbody></table>`;
+}
+
+function portLink(p, q) {
+  const keep = new URLSearchParams(q);
+  return `<a href="#/port/${p.proto}/${p.port}?${keep}">${p.proto}/${p.port}</a>`;
+}
+
+function chart(el, points, title) {
+  const xs = points.map((p) => Date.parse(p.time) / 1000);
+  const data = [xs, points.map((p) => p.sources), points.map((p) => p.packets)];
+  const width = Math.max(320, el.clientWidth - 12);
+  el.dataset.points = String(points.length);
+  return new uPlot(
+    {
+      title, width, height: 260,
+      series: [{}, { label: "distinct sources", stroke: "#2563eb", width: 2, scale: "src" },
+        { label: "packets", stroke: "#9ca3af", width: 1, scale: "pkt" }],
+      axes: [{}, { scale: "src", label: "sources" }, { scale: "pkt", side: 1, label: "packets", grid: { show: false } }],
+    },
+    data, el);
+}
+
+async function overview(q, r) {
+  const qs = `from=${r.from}&to=${r.to}`;
+  const [o, top] = await Promise.all([api(`/api/v1/overview?${qs}`), api(`/api/v1/ports/top?${qs}&limit=15`)]);
+  const classes = Object.entries(o.classes).filter(([, v]) => v > 0);
+  let html = `<h1>Overview</h1><div class="cards">
+    <div class="card"><div class="v" data-test="packets">${fmt(o.packets)}</div><div class="k">darknet packets</div></div>
+    <div class="card"><div class="v" data-test="windows">${fmt(o.windows)}</div><div class="k">windows</div></div>
+    <div class="card"><div class="v" data-test="active-sensors">${fmt(o.active_sensors)}</div><div class="k">active sensors</div></div>
+    ${classes.map(([k, v]) => `<div class="card"><div class="v" data-test="class-${k}">${fmt(v)}</div><div class="k">${esc(k)}</div></div>`).join("")}
+  </div>`;
+  const first = top.ports[0];
+  html += `<h2>${first ? `Top port ${esc(first.proto)}/${first.port}: distinct sources and packets` : "Top port"}</h2><div class="chart" id="chart"></div>`;
+  html += `<div class="grid"><div><h2>Top ports by distinct sources</h2>` +
+    table([{ t: "port" }, { t: "sources", n: 1 }, { t: "packets", n: 1 }, { t: "share", n: 1 }],
+      top.ports.map((p, i) => [{ html: portLink(p, q), test: i === 0 ? "top-port" : "" }, { html: fmt(p.sources), test: i === 0 ? "top-port-sources" : "" }, fmt(p.packets), pct(p.share)]), "top-ports") +
+    `</div><div><h2>Top sources by packets</h2>` +
+    table([{ t: "source" }, { t: "packets", n: 1 }],
+      o.top_sources.map((s, i) => [{ html: `<a href="#/source/${esc(s.ip)}?${q}">${esc(s.ip)}</a>`, test: i === 0 ? "top-source" : "" }, fmt(s.packets)]), "top-sources") +
+    `</div></div>`;
+  $("#main").innerHTML = html;
+  if (first) {
+    const s = await api(`/api/v1/ports/${first.proto}/${first.port}/series?${qs}`);
+    chart($("#chart"), s.points, "");
+  } else {
+    $("#chart").innerHTML = `<p class="muted">no data in this range</p>`;
+  }
+}
+
+async function port(q, r, args) {
+  const [proto, num] = args;
+  const qs = `from=${r.from}&to=${r.to}`;
+  const [s, top] = await Promise.all([
+    api(`/api/v1/ports/${encodeURIComponent(proto)}/${encodeURIComponent(num)}/series?${qs}`),
+    api(`/api/v1/ports/top?${qs}&proto=${encodeURIComponent(proto)}&limit=1000`),
+  ]);
+  const row = top.ports.find((p) => String(p.port) === String(num));
+  const total = s.points.reduce((a, p) => a + p.packets, 0);
+  $("#main").innerHTML = `<h1>Port <span data-test="port-title">${esc(proto)}/${esc(num)}</span></h1>
+    <div class="cards">
+      <div class="card"><div class="v" data-test="port-packets">${fmt(total)}</div><div class="k">packets</div></div>
+      <div class="card"><div class="v" data-test="port-sources">${fmt(row ? row.sources : 0)}</div><div class="k">distinct sources (range)</div></div>
+      <div class="card"><div class="v">${fmt(row ? row.destinations : 0)}</div><div class="k">darknet addresses hit (largest window)</div></div>
+      <div class="card"><div class="v">${s.step_seconds}s</div><div class="k">step</div></div>
+    </div>
+    <h2>Distinct sources and packets per step</h2><div class="chart" id="chart"></div>`;
+  chart($("#chart"), s.points, "");
+}
+
+async function source(q, r, args) {
+  const ip = args[0];
+  let s;
+  try {
+    s = await api(`/api/v1/sources/${encodeURIComponent(ip)}`);
+  } catch (e) {
+    $("#main").innerHTML = `<h1>Source ${esc(ip)}</h1><p class="error" data-test="error">${esc(e.message)}</p>`;
+    return;
+  }
+  $("#main").innerHTML = `<h1>Source <span data-test="source-ip">${esc(s.ip)}</span></h1>
+    <div class="cards">
+      <div class="card"><div class="v" data-test="source-packets">${fmt(s.packets)}</div><div class="k">packets</div></div>
+      <div class="card"><div class="v">${esc(s.first_seen)}</div><div class="k">first seen</div></div>
+      <div class="card"><div class="v">${esc(s.last_seen)}</div><div class="k">last seen</div></div>
+      <div class="card"><div class="v" data-test="source-fingerprints">${esc(s.fingerprints.join(", ") || "none")}</div><div class="k">fingerprints</div></div>
+      <div class="card"><div class="v">${esc(s.classes.join(", "))}</div><div class="k">classes</div></div>
+      <div class="card"><div class="v">${esc(s.sensors.join(", "))}</div><div class="k">sensors</div></div>
+    </div>
+    <div class="grid"><div><h2>Ports</h2>${table([{ t: "port" }, { t: "packets", n: 1 }], s.ports.map((p) => [{ html: portLink(p, q) }, fmt(p.packets)]), "source-ports")}</div>
+    <div><h2>Packets per day</h2>${table([{ t: "day" }, { t: "packets", n: 1 }], s.per_day.map((d) => [d.day, fmt(d.packets)]), "source-days")}</div></div>`;
+}
+
+async function sensors() {
+  const s = await api("/api/v1/sensors");
+  const state = (x) => {
+    if (x.revoked) return ["revoked", "state-bad"];
+    if (x.lag_seconds === null) return ["no data yet", "state-warn"];
+    if (x.drop_rate > 0.01) return ["dropping", "state-bad"];
+    if (x.lag_seconds > 900) return ["silent", "state-warn"];
+    return ["ok", "state-ok"];
+  };
+  $("#main").innerHTML = `<h1>Sensors</h1>` + table(
+    [{ t: "sensor" }, { t: "country" }, { t: "state" }, { t: "last window end" }, { t: "lag", n: 1 }, { t: "windows", n: 1 }, { t: "received", n: 1 }, { t: "drop rate", n: 1 }, { t: "spool evicted", n: 1 }],
+    s.sensors.map((x) => {
+      const [label, cls] = state(x);
+      return [{ html: esc(x.id), test: "sensor-id" }, x.country, { html: `<span class="${cls}">${label}</span>`, test: "sensor-state" },
+        x.last_window_end || "–", x.lag_seconds === null ? "–" : Math.round(x.lag_seconds) + " s", fmt(x.windows), fmt(x.received), pct(x.drop_rate), fmt(x.spool_evicted)];
+    }), "sensors");
+}
+
+async function render() {
+  const { page, args, q } = parseHash();
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page));
+  try {
+    const r = await range(q);
+    showRange(r);
+    if (page === "port" && args.length === 2) await port(q, r, args);
+    else if (page === "source" && args.length === 1) await source(q, r, args);
+    else if (page === "sensors") await sensors();
+    else await overview(q, r);
+    document.body.dataset.ready = page;
+  } catch (e) {
+    $("#main").innerHTML = `<p class="error" data-test="error">${esc(e.message)}</p>`;
+    document.body.dataset.ready = "error";
+  }
+}
+
+$("#range-preset").addEventListener("change", (ev) => {
+  const { page, args, q } = parseHash();
+  q.delete("from"); q.delete("to");
+  if (ev.target.value !== "custom") q.set("range", ev.target.value);
+  go(page, args, q);
+});
+for (const id of ["#range-from", "#range-to"]) {
+  $(id).addEventListener("change", () => {
+    const { page, args, q } = parseHash();
+    q.set("from", $("#range-from").value + ":00Z");
+    q.set("to", $("#range-to").value + ":00Z");
+    go(page, args, q);
+  });
+}
+$("#lookup").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const { q } = parseHash();
+  const ip = $("#lookup-ip").value.trim();
+  const p = $("#lookup-port").value.trim().split("/");
+  if (ip) go("source", [ip], q);
+  else if (p.length === 2) go("port", p, q);
+});
+window.addEventListener("hashchange", render);
+render();

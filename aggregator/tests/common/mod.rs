@@ -1,0 +1,191 @@
+//! Helpers shared by the aggregator's integration tests: real aggregator and
+//! sensor processes on loopback.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+pub const DARKNET: &str = "198.19.0.0/16,2001:db8:dead::/48";
+pub const ALL_TIME: &str = "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z";
+
+pub fn testdata(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/realscan")
+        .join(name)
+}
+
+pub fn aggregator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_darkscope-aggregator"))
+}
+
+/// The sensor binary beside ours in the target directory (built if missing,
+/// e.g. when only this package's tests run).
+pub fn sensor_bin() -> PathBuf {
+    let p = aggregator_bin().with_file_name("darkscope-sensor");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "darkscope-sensor",
+                "--bin",
+                "darkscope-sensor",
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    p
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Aggregator {
+    pub db: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Aggregator {
+    pub fn new(dir: &Path) -> Aggregator {
+        Aggregator {
+            db: dir.join("darkscope.db"),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let child = Command::new(aggregator_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while reqwest::blocking::get(format!("{}/healthz", self.url())).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "aggregator did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    /// Registers a sensor; returns its token file.
+    pub fn add_sensor(&self, dir: &Path, id: &str) -> PathBuf {
+        let out = Command::new(aggregator_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(["sensor", "add", "--id", id, "--country", "JP"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = dir.join(format!("{id}.token"));
+        std::fs::write(&path, &out.stdout).unwrap();
+        path
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let r = reqwest::blocking::get(format!("{}{path}", self.url())).unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn sensor_cmd(agg: &Aggregator, dir: &Path, id: &str, capture: &str, window: u64) -> Command {
+    let mut c = Command::new(sensor_bin());
+    c.arg("--read")
+        .arg(testdata(capture))
+        .args([
+            "--darknet",
+            DARKNET,
+            "--id",
+            id,
+            "--window",
+            &window.to_string(),
+        ])
+        .args(["--aggregator", &agg.url(), "--token-file"])
+        .arg(dir.join(format!("{id}.token")))
+        .arg("--spool")
+        .arg(dir.join(format!("spool-{id}")))
+        .args(["--drain-secs", "60", "--out"])
+        .arg(dir.join(format!("{id}.jsonl")))
+        .env("RUST_LOG", "warn");
+    c
+}
+
+pub fn truth(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(testdata(&format!("{name}.truth.json"))).unwrap())
+        .unwrap()
+}
+
+/// (proto, port) -> (packets, sources) over the whole stored range.
+pub fn api_ports(agg: &Aggregator) -> BTreeMap<(String, u64), (u64, u64)> {
+    let v = agg.get(&format!("/api/v1/ports/top?{ALL_TIME}&limit=1000"));
+    v["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                (
+                    p["proto"].as_str().unwrap().to_string(),
+                    p["port"].as_u64().unwrap(),
+                ),
+                (
+                    p["packets"].as_u64().unwrap(),
+                    p["sources"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+pub fn stored_packets_and_windows(agg: &Aggregator) -> (u64, u64) {
+    let o = agg.get(&format!("/api/v1/overview?{ALL_TIME}"));
+    (
+        o["packets"].as_u64().unwrap(),
+        o["windows"].as_u64().unwrap(),
+    )
+}
+
+pub fn lines(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count() as u64)
+        .unwrap_or(0)
+}

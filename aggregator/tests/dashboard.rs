@@ -1,0 +1,176 @@
+//! The analysts' console in a real browser: Debian's headless Chromium loads
+//! each page from an aggregator filled by a real sensor replay, and the
+//! numbers it renders must equal the API's. Screenshots of every page go to
+//! `target/screenshots/` for a person to look at.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const RANGE: &str = "from=2026-11-21T23:00:00Z&to=2026-11-22T00:00:00Z";
+
+fn chromium() -> &'static str {
+    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(c).exists() {
+            return c;
+        }
+    }
+    panic!("Chromium is needed for the console tests: `bash deploy/setup.sh` installs Debian's chromium");
+}
+
+fn screenshots() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Loads `url` headless (JavaScript runs for up to 10 s of virtual time),
+/// saves a screenshot, and returns the rendered DOM.
+fn render(url: &str, shot: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let base = |c: &mut Command| {
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,900",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    };
+    let mut c = Command::new(chromium());
+    base(&mut c);
+    let out = c.arg("--dump-dom").arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut s = Command::new(chromium());
+    base(&mut s);
+    let st = s
+        .arg(format!(
+            "--screenshot={}",
+            screenshots().join(shot).display()
+        ))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Text of the first element with `data-test="name"`.
+fn field(dom: &str, name: &str) -> String {
+    let key = format!("data-test=\"{name}\"");
+    let at = dom
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {key} in the page:\n{dom}"));
+    let rest = &dom[at..];
+    let start = rest.find('>').unwrap() + 1;
+    let end = rest[start..].find("</").unwrap();
+    // Strip inner tags such as <a ...>.
+    let inner = &rest[start..start + end];
+    let text = match inner.rfind('>') {
+        Some(i) => &inner[i + 1..],
+        None => inner,
+    };
+    text.trim().to_string()
+}
+
+fn number(s: &str) -> u64 {
+    s.replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number: {s}"))
+}
+
+#[test]
+fn console_pages_show_the_api_numbers_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.add_sensor(dir.path(), "s-demo");
+    agg.start();
+    assert!(sensor_cmd(&agg, dir.path(), "s-demo", "all-small.pcap", 60)
+        .status()
+        .unwrap()
+        .success());
+
+    // Overview: the top port and its distinct sources as the API ranks them.
+    let top = agg.get(&format!("/api/v1/ports/top?{RANGE}&limit=15"));
+    let first = &top["ports"][0];
+    let want_port = format!("{}/{}", first["proto"].as_str().unwrap(), first["port"]);
+    let dom = render(&format!("{}/#/overview?{RANGE}", agg.url()), "overview.png");
+    assert!(
+        dom.contains("data-ready=\"overview\""),
+        "page did not finish:\n{dom}"
+    );
+    assert_eq!(field(&dom, "top-port"), want_port);
+    assert_eq!(
+        number(&field(&dom, "top-port-sources")),
+        first["sources"].as_u64().unwrap()
+    );
+    let o = agg.get(&format!("/api/v1/overview?{RANGE}"));
+    assert_eq!(
+        number(&field(&dom, "packets")),
+        o["packets"].as_u64().unwrap()
+    );
+    assert_eq!(
+        field(&dom, "top-source"),
+        o["top_sources"][0]["ip"].as_str().unwrap()
+    );
+    assert!(dom.contains("<canvas"), "the chart drew nothing");
+    assert!(
+        !dom.contains("data-points=\"0\""),
+        "the chart had no points"
+    );
+
+    // Port page by permalink: the range comes back from the URL.
+    let dom = render(&format!("{}/#/port/tcp/23?{RANGE}", agg.url()), "port.png");
+    assert!(dom.contains("data-ready=\"port\""), "{dom}");
+    assert_eq!(field(&dom, "port-title"), "tcp/23");
+    assert_eq!(number(&field(&dom, "port-packets")), 4536);
+    assert!(dom.contains("<canvas"));
+    assert!(
+        dom.contains("data-points=\"60\""),
+        "one point per minute of the hour"
+    );
+
+    // Source lookup.
+    let src = agg.get("/api/v1/sources/198.18.1.2");
+    let dom = render(
+        &format!("{}/#/source/198.18.1.2?{RANGE}", agg.url()),
+        "source.png",
+    );
+    assert_eq!(
+        number(&field(&dom, "source-packets")),
+        src["packets"].as_u64().unwrap()
+    );
+    assert_eq!(field(&dom, "source-fingerprints"), "masscan");
+
+    // Sensors.
+    let dom = render(&format!("{}/#/sensors", agg.url()), "sensors.png");
+    assert_eq!(field(&dom, "sensor-id"), "s-demo");
+
+    // Nothing may be fetched from elsewhere: the page only names local
+    // assets, and the CSP forbids any other origin.
+    let r = reqwest::blocking::get(format!("{}/", agg.url())).unwrap();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    let html = r.text().unwrap();
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "external reference in {html}"
+    );
+}
