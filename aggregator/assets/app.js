@@ -10,11 +10,32 @@ const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&
 const HOUR = 3600e3;
 const PRESETS = { "1h": HOUR, "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
 
+// An analyst token, when the aggregator asks for one (kept for this tab only).
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem("darkscope-token");
+  if (token) headers.Authorization = "Bearer " + token;
+  const r = await fetch(path, { headers });
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+  if (!r.ok) {
+    const e = new Error(body.error || r.status + " " + r.statusText);
+    e.auth = r.status === 401;
+    throw e;
+  }
   return body;
+}
+
+function signIn(message) {
+  $("#main").innerHTML = `<h1>Sign in</h1><p class="muted">${esc(message)}</p>
+    <form id="signin"><input id="token" type="password" placeholder="analyst token" size="50" aria-label="Analyst token">
+    <button>Sign in</button></form>`;
+  $("#signin").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("darkscope-token", $("#token").value.trim());
+    newest = null;
+    render();
+  });
+  document.body.dataset.ready = "signin";
 }
 
 // Parses "#/port/tcp/23?from=...&to=..." into {page, args, q}.
@@ -185,6 +206,7 @@ async function render() {
     else await overview(q, r);
     document.body.dataset.ready = page;
   } catch (e) {
+    if (e.auth) return signIn(e.message);
     $("#main").innerHTML = `<p class="error" data-test="error">${esc(e.message)}</p>`;
     document.body.dataset.ready = "error";
   }

@@ -28,6 +28,8 @@ pub struct AppState {
     pub max_body: usize,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Who needs an analyst token for queries.
+    pub query_auth: crate::config::QueryAuth,
 }
 
 /// An error answer: a status and a message, sent as `{"error": "..."}`.
@@ -94,15 +96,61 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// Lets a query through when the caller may read: on loopback under
+/// `loopback-open`, otherwise only with a valid analyst token. Sensor tokens
+/// never read. Without connection information the caller counts as remote.
+async fn analyst_gate(
+    State(st): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let loopback = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    if loopback && st.query_auth == crate::config::QueryAuth::LoopbackOpen {
+        return next.run(req).await;
+    }
+    let Some(token) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+    else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "queries need an analyst token: 'Authorization: Bearer <token>' (darkscope-aggregator analyst add)",
+        )
+        .into_response();
+    };
+    let hash = auth::token_hash(token);
+    let store = st.store.clone();
+    match blocking(move || Ok(store.analyst_by_token(&hash)?)).await {
+        Ok(Some(a)) if a.revoked.is_none() => next.run(req).await,
+        Ok(Some(_)) => ApiError::new(StatusCode::UNAUTHORIZED, "this analyst token was revoked")
+            .into_response(),
+        Ok(None) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unknown analyst token").into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The whole service.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/summaries", post(ingest_summary))
+    let queries = Router::new()
         .route("/api/v1/ports/top", get(ports_top))
         .route("/api/v1/ports/{proto}/{port}/series", get(port_series))
         .route("/api/v1/sources/{ip}", get(source))
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/overview", get(overview))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            analyst_gate,
+        ));
+    Router::new()
+        .merge(queries)
+        .route("/api/v1/summaries", post(ingest_summary))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -402,7 +450,8 @@ pub async fn serve(
             minutes += 1;
         }
     });
-    let r = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let r = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     janitor.abort();

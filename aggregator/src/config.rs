@@ -33,6 +33,20 @@ pub struct Config {
     pub retention_days: u64,
     /// Days hourly roll-ups are kept.
     pub rollup_retention_days: u64,
+    /// Who may read the query API and console without an analyst token.
+    pub query_auth: QueryAuth,
+}
+
+/// Access to the query API and the console.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryAuth {
+    /// Callers on the loopback interface need no token; everyone else needs
+    /// an analyst token. The default, with the default loopback listener.
+    #[default]
+    LoopbackOpen,
+    /// Every query needs an analyst token.
+    Always,
 }
 
 impl Default for Config {
@@ -43,6 +57,7 @@ impl Default for Config {
             max_body_mib: 16,
             retention_days: 30,
             rollup_retention_days: 400,
+            query_auth: QueryAuth::LoopbackOpen,
         }
     }
 }

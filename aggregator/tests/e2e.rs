@@ -318,3 +318,60 @@ fn bad_query_parameters_get_400_with_a_message() {
     let spec = agg.get("/api/v1/openapi.json");
     assert_eq!(spec["openapi"], "3.0.3");
 }
+
+#[test]
+fn queries_need_an_analyst_token_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(&cfg, "query_auth = \"always\"\n").unwrap();
+    agg.config = Some(cfg);
+    let sensor_token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
+    let out = Command::new(aggregator_bin())
+        .arg("--database")
+        .arg(&agg.db)
+        .args(["analyst", "add", "--name", "alice"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let analyst = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    agg.start();
+    let client = reqwest::blocking::Client::new();
+    let status = |token: Option<&str>| {
+        let mut rq = client.get(format!("{}/api/v1/ports/top", agg.url()));
+        if let Some(t) = token {
+            rq = rq.bearer_auth(t);
+        }
+        rq.send().unwrap().status().as_u16()
+    };
+    assert_eq!(status(None), 401);
+    assert_eq!(
+        status(Some(sensor_token.trim())),
+        401,
+        "a sensor token never reads"
+    );
+    assert_eq!(status(Some(&analyst)), 200);
+    // The console page itself holds no data and loads; health stays open.
+    assert_eq!(
+        reqwest::blocking::get(format!("{}/", agg.url()))
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        reqwest::blocking::get(format!("{}/healthz", agg.url()))
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let st = Command::new(aggregator_bin())
+        .arg("--database")
+        .arg(&agg.db)
+        .args(["analyst", "revoke", "alice"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(status(Some(&analyst)), 401);
+}

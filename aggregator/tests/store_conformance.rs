@@ -104,6 +104,27 @@ fn conformance(store: &dyn Store) {
         Err(StoreError::NoSensor(_))
     ));
 
+    // Analysts.
+    store.add_analyst("alice", b"hash-alice").unwrap();
+    assert!(matches!(
+        store.add_analyst("alice", b"x"),
+        Err(StoreError::AnalystExists(_))
+    ));
+    assert_eq!(
+        store.analyst_by_token(b"hash-alice").unwrap().unwrap().name,
+        "alice"
+    );
+    assert!(
+        store.analyst_by_token(b"hash-a").unwrap().is_none(),
+        "sensor tokens are not analyst tokens"
+    );
+    store.revoke_analyst("alice").unwrap();
+    assert!(store.analysts().unwrap()[0].revoked.is_some());
+    assert!(matches!(
+        store.revoke_analyst("bob"),
+        Err(StoreError::NoAnalyst(_))
+    ));
+
     // Idempotent inserts.
     assert_eq!(
         store

@@ -19,6 +19,7 @@ use std::sync::Arc;
 ///   darkscope-aggregator sensor add --id jp-01 --country JP > jp-01.token
 ///   darkscope-aggregator sensor list
 ///   darkscope-aggregator sensor revoke jp-01
+///   darkscope-aggregator analyst add --name alice > alice.token
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -43,6 +44,26 @@ enum Command {
     /// Manage sensor credentials.
     #[command(subcommand)]
     Sensor(SensorCmd),
+    /// Manage analyst credentials (query API and console).
+    #[command(subcommand)]
+    Analyst(AnalystCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AnalystCmd {
+    /// Register an analyst and print a new token (shown once; stored hashed).
+    Add {
+        /// Analyst name (letters, digits, '.', '_', '-', '@').
+        #[arg(long)]
+        name: String,
+    },
+    /// List analysts.
+    List,
+    /// Revoke an analyst's token.
+    Revoke {
+        /// Analyst name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +147,40 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Analyst(AnalystCmd::Add { name }) => {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+            anyhow::ensure!(
+                ok,
+                "analyst name '{name}' must be 1-64 letters, digits, '.', '_', '-' or '@'"
+            );
+            let token = auth::new_token();
+            store.add_analyst(&name, &auth::token_hash(&token))?;
+            eprintln!(
+                "analyst '{name}' registered; the token follows (shown once, keep it secret):"
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Analyst(AnalystCmd::List) => {
+            println!("{:<32} {:<28} revoked", "name", "created");
+            for a in store.analysts()? {
+                let revoked = a
+                    .revoked
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!("{:<32} {:<28} {revoked}", a.name, a.created.to_string());
+            }
+            Ok(())
+        }
+        Command::Analyst(AnalystCmd::Revoke { name }) => {
+            store.revoke_analyst(&name)?;
+            eprintln!("analyst '{name}' revoked");
+            Ok(())
+        }
         Command::Sensor(SensorCmd::Revoke { id }) => {
             store.revoke_sensor(&id)?;
             eprintln!("sensor '{id}' revoked");
@@ -152,6 +207,7 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             store: store as Arc<dyn Store>,
             max_body: cfg.max_body(),
             metrics: Arc::new(Metrics::default()),
+            query_auth: cfg.query_auth,
         };
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();

@@ -23,6 +23,12 @@ pub enum StoreError {
     /// No such sensor.
     #[error("no sensor '{0}'")]
     NoSensor(String),
+    /// An analyst name that is already registered.
+    #[error("analyst '{0}' already exists")]
+    AnalystExists(String),
+    /// No such analyst.
+    #[error("no analyst '{0}'")]
+    NoAnalyst(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -39,6 +45,17 @@ pub struct SensorRecord {
     /// Country of its blocks, as registered.
     pub country: String,
     /// Registration time.
+    pub created: Timestamp,
+    /// Revocation time, if revoked.
+    pub revoked: Option<Timestamp>,
+}
+
+/// An analyst credential (query API and console).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AnalystRecord {
+    /// Analyst name.
+    pub name: String,
+    /// Creation time.
     pub created: Timestamp,
     /// Revocation time, if revoked.
     pub revoked: Option<Timestamp>,
@@ -203,6 +220,14 @@ pub trait Store: Send + Sync {
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError>;
     /// The sensor a token digest belongs to.
     fn sensor_by_token(&self, token_hash: &[u8]) -> Result<Option<SensorRecord>, StoreError>;
+    /// Registers an analyst with the digest of their token.
+    fn add_analyst(&self, name: &str, token_hash: &[u8]) -> Result<(), StoreError>;
+    /// Revokes an analyst's token.
+    fn revoke_analyst(&self, name: &str) -> Result<(), StoreError>;
+    /// All analysts.
+    fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError>;
+    /// The analyst a token digest belongs to.
+    fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError>;
     /// Stores a validated summary durably, once per (sensor id, window start).
     /// `country` is the sensor's registered country.
     fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError>;

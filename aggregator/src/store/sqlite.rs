@@ -21,8 +21,8 @@
 
 use super::srcrec;
 use super::{
-    DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord, SensorStatus, SeriesPoint,
-    SourceBrief, SourceInfo, Store, StoreError,
+    AnalystRecord, DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord, SensorStatus,
+    SeriesPoint, SourceBrief, SourceInfo, Store, StoreError,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, PortCount, Summary};
@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sensors (
   id TEXT PRIMARY KEY, country TEXT NOT NULL, token_hash BLOB NOT NULL UNIQUE,
   created INTEGER NOT NULL, revoked INTEGER);
+CREATE TABLE IF NOT EXISTS analysts (
+  name TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, revoked INTEGER);
 CREATE TABLE IF NOT EXISTS windows (
   sensor TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
   stored_at INTEGER NOT NULL, country TEXT NOT NULL,
@@ -153,6 +155,14 @@ fn blob_ip(b: &[u8]) -> Addr {
 
 fn bytes_hll(b: &[u8]) -> Hll {
     Hll::from_bytes(b).unwrap_or_default()
+}
+
+fn analyst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnalystRecord> {
+    Ok(AnalystRecord {
+        name: r.get(0)?,
+        created: ts(r.get(1)?),
+        revoked: r.get::<_, Option<i64>>(2)?.map(ts),
+    })
 }
 
 fn ts(v: i64) -> Timestamp {
@@ -848,6 +858,47 @@ impl Store for SqliteStore {
                     revoked: r.get::<_, Option<i64>>(3)?.map(ts),
                 })
             },
+        )
+        .optional()?)
+    }
+
+    fn add_analyst(&self, name: &str, token_hash: &[u8]) -> Result<(), StoreError> {
+        let c = lock(&self.writer);
+        let n = c.execute(
+            "INSERT OR IGNORE INTO analysts (name, token_hash, created) VALUES (?1, ?2, ?3)",
+            params![name, token_hash, Timestamp::now().0 as i64],
+        )?;
+        if n == 0 {
+            return Err(StoreError::AnalystExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn revoke_analyst(&self, name: &str) -> Result<(), StoreError> {
+        let c = lock(&self.writer);
+        let n = c.execute(
+            "UPDATE analysts SET revoked = COALESCE(revoked, ?2) WHERE name = ?1",
+            params![name, Timestamp::now().0 as i64],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoAnalyst(name.to_string()));
+        }
+        Ok(())
+    }
+
+    fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare("SELECT name, created, revoked FROM analysts ORDER BY name")?;
+        let rows = st.query_map([], analyst_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError> {
+        let c = lock(&self.reader);
+        Ok(c.query_row(
+            "SELECT name, created, revoked FROM analysts WHERE token_hash = ?1",
+            [token_hash],
+            analyst_row,
         )
         .optional()?)
     }

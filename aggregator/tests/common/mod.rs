@@ -52,6 +52,8 @@ pub fn free_port() -> u16 {
 }
 
 pub struct Aggregator {
+    /// Optional config file passed with --config.
+    pub config: Option<PathBuf>,
     pub db: PathBuf,
     pub port: u16,
     child: Option<Child>,
@@ -60,6 +62,7 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(dir: &Path) -> Aggregator {
         Aggregator {
+            config: None,
             db: dir.join("darkscope.db"),
             port: free_port(),
             child: None,
@@ -71,7 +74,11 @@ impl Aggregator {
     }
 
     pub fn start(&mut self) {
-        let child = Command::new(aggregator_bin())
+        let mut cmd = Command::new(aggregator_bin());
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd
             .arg("--database")
             .arg(&self.db)
             .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
