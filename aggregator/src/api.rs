@@ -144,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sources/{ip}", get(source))
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/overview", get(overview))
+        .route("/api/v1/alerts", get(alerts))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             analyst_gate,
@@ -389,6 +390,23 @@ async fn overview(State(st): State<AppState>, Query(q): Params) -> ApiResult<Res
     Ok(Json(v).into_response())
 }
 
+async fn alerts(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let since = time_param(&q, "since")?.unwrap_or(Timestamp(0));
+    let state = match q.get("state").map(String::as_str) {
+        None => None,
+        Some(s @ ("open" | "resolved")) => Some(s.to_string()),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "'state' must be open or resolved, not '{other}'"
+            )))
+        }
+    };
+    let store = st.store.clone();
+    let v = blocking(move || Ok(store.alerts(since, state.as_deref())?)).await?;
+    Ok(Json(json!({ "alerts": v })).into_response())
+}
+
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -415,7 +433,7 @@ pub struct Retention {
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves. In the
-/// background: roll-ups every minute, retention every hour.
+/// background: roll-ups and surge detection every minute, retention every hour.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -423,6 +441,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
+    let detector = Arc::new(std::sync::Mutex::new(crate::detect::Detector::new(
+        Default::default(),
+    )));
     let janitor = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
         let mut minutes = 0u64;
@@ -433,6 +454,15 @@ pub async fn serve(
                 Ok(Ok(n)) if n > 0 => log::info!("roll-up: built {n} hours"),
                 Ok(Err(e)) => log::warn!("roll-up failed: {e}"),
                 _ => {}
+            }
+            let (s, d) = (store.clone(), detector.clone());
+            let detected = tokio::task::spawn_blocking(move || match d.lock() {
+                Ok(mut d) => d.tick(s.as_ref(), Timestamp::now()),
+                Err(_) => Ok(Vec::new()),
+            })
+            .await;
+            if let Ok(Err(e)) = detected {
+                log::warn!("detection failed: {e}");
             }
             if minutes % 60 == 0 {
                 let s = store.clone();

@@ -61,6 +61,31 @@ pub struct AnalystRecord {
     pub revoked: Option<Timestamp>,
 }
 
+/// A surge alert.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alert {
+    /// Id.
+    pub id: i64,
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// Scope of the series (`global` for all sensors).
+    pub scope: String,
+    /// Start of the window in which the surge was detected.
+    pub start: Timestamp,
+    /// `low` (≥ 2× baseline), `medium` (≥ 3×), `high` (≥ 10×) or `new-port`.
+    pub severity: String,
+    /// Baseline distinct sources.
+    pub baseline: f64,
+    /// Observed distinct sources.
+    pub observed: u64,
+    /// `open` or `resolved`.
+    pub state: String,
+    /// When it resolved.
+    pub resolved_at: Option<Timestamp>,
+}
+
 /// What `insert_summary` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
@@ -248,6 +273,17 @@ pub trait Store: Send + Sync {
     fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError>;
     /// Totals over a range.
     fn overview(&self, from: Timestamp, to: Timestamp) -> Result<Overview, StoreError>;
+    /// Distinct window starts in `[from, to)`, ascending.
+    fn window_starts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Timestamp>, StoreError>;
+    /// Per port, distinct sources of the window starting at `start`, merged
+    /// across all sensors with the sketches.
+    fn port_sources_at(&self, start: Timestamp) -> Result<Vec<(Proto, u16, u64)>, StoreError>;
+    /// Stores a new alert; returns its id.
+    fn insert_alert(&self, a: &Alert) -> Result<i64, StoreError>;
+    /// Marks an alert resolved.
+    fn resolve_alert(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
+    /// Alerts that started at or after `since`, newest first, optionally only in `state`.
+    fn alerts(&self, since: Timestamp, state: Option<&str>) -> Result<Vec<Alert>, StoreError>;
     /// Deletes raw windows that started before `cutoff`; returns how many.
     /// Roll-ups older than `rollup_cutoff` go too.
     fn apply_retention(

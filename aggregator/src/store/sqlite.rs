@@ -21,8 +21,8 @@
 
 use super::srcrec;
 use super::{
-    AnalystRecord, DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord, SensorStatus,
-    SeriesPoint, SourceBrief, SourceInfo, Store, StoreError,
+    Alert, AnalystRecord, DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord,
+    SensorStatus, SeriesPoint, SourceBrief, SourceInfo, Store, StoreError,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, PortCount, Summary};
@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS sensors (
   created INTEGER NOT NULL, revoked INTEGER);
 CREATE TABLE IF NOT EXISTS analysts (
   name TEXT PRIMARY KEY, token_hash BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, revoked INTEGER);
+CREATE TABLE IF NOT EXISTS alerts (
+  id INTEGER PRIMARY KEY, proto INTEGER NOT NULL, port INTEGER NOT NULL, scope TEXT NOT NULL,
+  start INTEGER NOT NULL, severity TEXT NOT NULL, baseline REAL NOT NULL, observed INTEGER NOT NULL,
+  state TEXT NOT NULL, resolved_at INTEGER);
+CREATE INDEX IF NOT EXISTS alerts_start ON alerts(start);
 CREATE TABLE IF NOT EXISTS windows (
   sensor TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
   stored_at INTEGER NOT NULL, country TEXT NOT NULL,
@@ -901,6 +906,80 @@ impl Store for SqliteStore {
             analyst_row,
         )
         .optional()?)
+    }
+
+    fn window_starts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Timestamp>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(
+            "SELECT DISTINCT start FROM windows WHERE start >= ?1 AND start < ?2 ORDER BY start",
+        )?;
+        let v = st.query_map(params![from.0 as i64, to.0 as i64], |r| r.get::<_, i64>(0))?;
+        Ok(v.map(|x| x.map(ts)).collect::<Result<_, _>>()?)
+    }
+
+    fn port_sources_at(&self, start: Timestamp) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached("SELECT proto, port, hll FROM port_rows WHERE start = ?1")?;
+        let mut by: FxHashMap<(i64, i64), Hll> = FxHashMap::default();
+        for r in st.query_map([start.0 as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })? {
+            let (proto, port, hll) = r?;
+            by.entry((proto, port)).or_default().merge(&bytes_hll(&hll));
+        }
+        Ok(by
+            .into_iter()
+            .map(|((proto, port), h)| (proto_of(proto), port as u16, h.estimate()))
+            .collect())
+    }
+
+    fn insert_alert(&self, a: &Alert) -> Result<i64, StoreError> {
+        let c = lock(&self.writer);
+        c.execute(
+            "INSERT INTO alerts (proto, port, scope, start, severity, baseline, observed, state, resolved_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                a.proto as i64, a.port as i64, a.scope, a.start.0 as i64, a.severity, a.baseline,
+                a.observed as i64, a.state, a.resolved_at.map(|t| t.0 as i64)
+            ],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    fn resolve_alert(&self, id: i64, at: Timestamp) -> Result<(), StoreError> {
+        let c = lock(&self.writer);
+        c.execute(
+            "UPDATE alerts SET state = 'resolved', resolved_at = ?2 WHERE id = ?1",
+            params![id, at.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    fn alerts(&self, since: Timestamp, state: Option<&str>) -> Result<Vec<Alert>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(
+            "SELECT id, proto, port, scope, start, severity, baseline, observed, state, resolved_at
+             FROM alerts WHERE start >= ?1 AND (?2 IS NULL OR state = ?2) ORDER BY start DESC, id DESC",
+        )?;
+        let v = st.query_map(params![since.0 as i64, state], |r| {
+            Ok(Alert {
+                id: r.get(0)?,
+                proto: proto_of(r.get(1)?),
+                port: r.get::<_, i64>(2)? as u16,
+                scope: r.get(3)?,
+                start: ts(r.get(4)?),
+                severity: r.get(5)?,
+                baseline: r.get(6)?,
+                observed: r.get::<_, i64>(7)? as u64,
+                state: r.get(8)?,
+                resolved_at: r.get::<_, Option<i64>>(9)?.map(ts),
+            })
+        })?;
+        Ok(v.collect::<Result<_, _>>()?)
     }
 
     fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {

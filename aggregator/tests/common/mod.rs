@@ -2,6 +2,11 @@
 //! sensor processes on loopback.
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+use darkscope_common::hll::Hll;
+use darkscope_common::wire::*;
+use darkscope_common::{
+    Addr, ClassSet, Fingerprint, FingerprintSet, PacketClass, Proto, Timestamp,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -195,4 +200,82 @@ pub fn lines(path: &Path) -> u64 {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count() as u64)
         .unwrap_or(0)
+}
+
+pub const MIN: u64 = 60_000_000;
+pub const T0: u64 = 1_763_683_200_000_000; // 2025-11-21T00:00:00Z
+
+/// A summary of `sensor` for window `w` (minutes after T0): each source in
+/// `srcs` sends `n` TCP SYNs to port 23.
+pub fn summary(sensor: &str, w: u64, srcs: &[u32], n: u64) -> Summary {
+    let start = T0 + w * MIN;
+    let mut hll = Hll::new();
+    let sources: Vec<SourceRow> = srcs
+        .iter()
+        .map(|&s| {
+            hll.insert(Addr::v4(s));
+            let mut top = TopPorts::default();
+            top.push(PortCount {
+                proto: Proto::Tcp,
+                port: 23,
+                packets: n,
+            });
+            SourceRow {
+                ip: Addr::v4(s).to_ip(),
+                packets: n,
+                bytes: 40 * n,
+                ports: 1,
+                destinations: 1,
+                top_ports: top,
+                classes: ClassSet(1 << PacketClass::TcpSyn as u8),
+                fingerprints: FingerprintSet(if s == 7 { Fingerprint::Mirai.bit() } else { 0 }),
+                first_seen: Timestamp(start + 1),
+                last_seen: Timestamp(start + 2),
+            }
+        })
+        .collect();
+    let packets = n * srcs.len() as u64;
+    Summary {
+        schema: SCHEMA,
+        sensor: SensorInfo {
+            id: sensor.into(),
+            country: "JP".into(),
+            darknet: vec![],
+            monitored_ipv4: 256,
+        },
+        window: Window {
+            start: Timestamp(start),
+            end: Timestamp(start + MIN),
+        },
+        capture: CaptureHealth {
+            received: packets + 10,
+            kernel_dropped: 1,
+            ..Default::default()
+        },
+        classes: ClassTotals {
+            tcp_syn: packets,
+            ..Default::default()
+        },
+        fingerprints: Default::default(),
+        totals: Totals {
+            packets,
+            bytes: 40 * packets,
+            sources: srcs.len() as u64,
+            sources_hll: hll.clone(),
+        },
+        truncation: Truncation {
+            exact: true,
+            ..Default::default()
+        },
+        ports: vec![PortRow {
+            proto: Proto::Tcp,
+            port: 23,
+            packets,
+            bytes: 40 * packets,
+            sources: srcs.len() as u64,
+            destinations: 1,
+            sources_hll: hll,
+        }],
+        sources,
+    }
 }

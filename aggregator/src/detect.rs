@@ -1,0 +1,351 @@
+//! Scanning-surge detection over the time series of **distinct sources** per
+//! (proto, port), merged across sensors. Packets never raise an alert: one
+//! source sending millions of packets is not a surge.
+//!
+//! Per port, per window: `y = ln(1 + sources)`.
+//! - Baseline: an exponentially weighted mean and variance of `y`
+//!   (`alpha`): a short memory follows daily cycles and slow growth, a long
+//!   one notices slower campaigns but alarms on cycles. Frozen while an alert
+//!   is open, so a surge does not become its own baseline.
+//! - Change test: one-sided CUSUM on `z = (y - mean) / max(sd, min_sd)`,
+//!   `S = max(0, S + z - k)`, alert when `S > h`. Larger `k` ignores smaller
+//!   rises; larger `h` means fewer false alarms and later detection.
+//! - Gates: the rise must also be at least `min_ratio` times the baseline
+//!   and `min_added` sources more, so ports with a handful of sources do not
+//!   alert on noise.
+//! - New ports: a port with no history (`warmup` windows not reached) alerts
+//!   when it reaches `new_port_sources` in one window.
+//! - An alert resolves after `resolve_after` windows back under
+//!   `resolve_ratio` times the baseline.
+
+use crate::store::{Alert, Store, StoreError};
+use darkscope_common::{Proto, Timestamp};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+/// Tunables (see the module doc for each trade-off).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectConfig {
+    /// EWMA weight of a new window in the baseline.
+    pub alpha: f64,
+    /// CUSUM slack, in standard deviations.
+    pub k: f64,
+    /// CUSUM threshold.
+    pub h: f64,
+    /// Floor of the standard deviation of ln(1 + sources).
+    pub min_sd: f64,
+    /// Observed sources must be at least this multiple of the baseline.
+    pub min_ratio: f64,
+    /// ... and at least this many sources above it.
+    pub min_added: f64,
+    /// Windows of history before the baseline is trusted.
+    pub warmup: u32,
+    /// A port without history alerts at this many sources in a window.
+    pub new_port_sources: u64,
+    /// Back under this multiple of the baseline counts towards resolving.
+    pub resolve_ratio: f64,
+    /// Consecutive windows under it that resolve an alert.
+    pub resolve_after: u32,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            alpha: 0.02,
+            k: 1.0,
+            h: 4.0,
+            min_sd: 0.15,
+            min_ratio: 2.0,
+            min_added: 10.0,
+            warmup: 60,
+            new_port_sources: 50,
+            resolve_ratio: 1.5,
+            resolve_after: 5,
+        }
+    }
+}
+
+/// What one window did to a port's state.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event {
+    /// A surge started; numbers at detection.
+    Opened {
+        /// Baseline distinct sources.
+        baseline: f64,
+        /// Observed distinct sources.
+        observed: u64,
+        /// Observed / baseline.
+        ratio: f64,
+        /// True for the new-port rule.
+        new_port: bool,
+    },
+    /// The port is back to its baseline.
+    Resolved,
+}
+
+/// One port's detector state.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PortState {
+    mean: f64,
+    var: f64,
+    n: u32,
+    cusum: f64,
+    open: bool,
+    calm: u32,
+}
+
+impl PortState {
+    /// The baseline in sources.
+    pub fn baseline(&self) -> f64 {
+        self.mean.exp_m1()
+    }
+
+    /// True while an alert is open.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Feeds one window's distinct sources.
+    pub fn step(&mut self, cfg: &DetectConfig, sources: u64) -> Option<Event> {
+        let y = (sources as f64).ln_1p();
+        let base = self.baseline();
+        if self.open {
+            if (sources as f64) <= base.max(1.0) * cfg.resolve_ratio {
+                self.calm += 1;
+                if self.calm >= cfg.resolve_after {
+                    self.open = false;
+                    self.cusum = 0.0;
+                    self.calm = 0;
+                    return Some(Event::Resolved);
+                }
+            } else {
+                self.calm = 0;
+            }
+            return None;
+        }
+        if self.n < cfg.warmup {
+            let new_port = self.n == 0 || base < 1.0;
+            if new_port && sources >= cfg.new_port_sources && self.n > 0 {
+                self.open = true;
+                return Some(Event::Opened {
+                    baseline: base,
+                    observed: sources,
+                    ratio: sources as f64 / base.max(1.0),
+                    new_port: true,
+                });
+            }
+            self.learn(cfg, y);
+            return None;
+        }
+        let sd = self.var.sqrt().max(cfg.min_sd);
+        let z = (y - self.mean) / sd;
+        self.cusum = (self.cusum + z - cfg.k).max(0.0);
+        let big_enough =
+            sources as f64 >= base * cfg.min_ratio && sources as f64 >= base + cfg.min_added;
+        if self.cusum > cfg.h && big_enough {
+            self.open = true;
+            self.calm = 0;
+            return Some(Event::Opened {
+                baseline: base,
+                observed: sources,
+                ratio: sources as f64 / base.max(1.0),
+                new_port: false,
+            });
+        }
+        // Windows that look like a surge in progress do not teach the baseline.
+        if self.cusum == 0.0 || !big_enough {
+            self.learn(cfg, y);
+        }
+        None
+    }
+
+    fn learn(&mut self, cfg: &DetectConfig, y: f64) {
+        if self.n == 0 {
+            self.mean = y;
+            self.var = 0.0;
+        } else {
+            let a = if self.n < cfg.warmup {
+                1.0 / (self.n as f64 + 1.0)
+            } else {
+                cfg.alpha
+            };
+            let d = y - self.mean;
+            self.mean += a * d;
+            self.var = (1.0 - a) * (self.var + a * d * d);
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+/// Runs the detector over windows as they become complete, and keeps the
+/// alerts in the store. State lives in memory; on start it is rebuilt from
+/// the stored history (`history`).
+pub struct Detector {
+    cfg: DetectConfig,
+    ports: FxHashMap<(Proto, u16), (PortState, Option<i64>)>,
+    done_until: Option<Timestamp>,
+    /// Windows are processed this long after they end (late uploads).
+    pub grace_us: u64,
+    /// History replayed at the first tick.
+    pub history_us: u64,
+    /// Window length assumed for "ended" (µs).
+    pub window_us: u64,
+}
+
+fn severity(ratio: f64, new_port: bool) -> &'static str {
+    if new_port {
+        "new-port"
+    } else if ratio >= 10.0 {
+        "high"
+    } else if ratio >= 3.0 {
+        "medium"
+    } else {
+        "low"
+    }
+}
+
+impl Detector {
+    /// A detector with `cfg`.
+    pub fn new(cfg: DetectConfig) -> Detector {
+        Detector {
+            cfg,
+            ports: FxHashMap::default(),
+            done_until: None,
+            grace_us: 120_000_000,
+            history_us: 6 * 3_600_000_000,
+            window_us: 60_000_000,
+        }
+    }
+
+    /// Processes every window that ended at least `grace` before `now` and
+    /// was not processed yet. Returns the alerts opened.
+    pub fn tick(&mut self, store: &dyn Store, now: Timestamp) -> Result<Vec<Alert>, StoreError> {
+        let upto = Timestamp(now.0.saturating_sub(self.grace_us + self.window_us));
+        let from = self
+            .done_until
+            .unwrap_or(Timestamp(upto.0.saturating_sub(self.history_us)));
+        let mut opened = Vec::new();
+        for w in store.window_starts(from, Timestamp(upto.0 + 1))? {
+            let seen: FxHashMap<(Proto, u16), u64> = store
+                .port_sources_at(w)?
+                .into_iter()
+                .map(|(p, port, n)| ((p, port), n))
+                .collect();
+            for key in seen.keys() {
+                self.ports.entry(*key).or_default();
+            }
+            for (key, (state, alert)) in self.ports.iter_mut() {
+                let n = seen.get(key).copied().unwrap_or(0);
+                match state.step(&self.cfg, n) {
+                    Some(Event::Opened {
+                        baseline,
+                        observed,
+                        ratio,
+                        new_port,
+                    }) => {
+                        let mut a = Alert {
+                            id: 0,
+                            proto: key.0,
+                            port: key.1,
+                            scope: "global".into(),
+                            start: w,
+                            severity: severity(ratio, new_port).into(),
+                            baseline,
+                            observed,
+                            state: "open".into(),
+                            resolved_at: None,
+                        };
+                        a.id = store.insert_alert(&a)?;
+                        log::warn!(
+                            "surge on {}/{}: {observed} distinct sources vs baseline {baseline:.1} (window {w})",
+                            key.0, key.1
+                        );
+                        *alert = Some(a.id);
+                        opened.push(a);
+                    }
+                    Some(Event::Resolved) => {
+                        if let Some(id) = alert.take() {
+                            store.resolve_alert(id, w)?;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            self.done_until = Some(Timestamp(w.0 + 1));
+        }
+        if self.done_until.is_none() {
+            self.done_until = Some(from);
+        }
+        Ok(opened)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Roughly Poisson(λ) via a normal approximation, non-negative.
+    fn noisy(rng: &mut SmallRng, lambda: f64) -> u64 {
+        let g: f64 = (0..12).map(|_| rng.gen::<f64>()).sum::<f64>() - 6.0;
+        (lambda + g * lambda.sqrt()).round().max(0.0) as u64
+    }
+
+    fn run(series: &[u64]) -> Vec<(usize, Event)> {
+        let cfg = DetectConfig::default();
+        let mut st = PortState::default();
+        series
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &x)| st.step(&cfg, x).map(|e| (i, e)))
+            .collect()
+    }
+
+    #[test]
+    fn threefold_surge_is_found_within_two_windows_and_resolves() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut s: Vec<u64> = (0..600).map(|_| noisy(&mut rng, 40.0)).collect();
+        s.extend((0..15).map(|_| noisy(&mut rng, 120.0)));
+        s.extend((0..60).map(|_| noisy(&mut rng, 40.0)));
+        let ev = run(&s);
+        assert!(
+            matches!(ev[0], (i, Event::Opened { new_port: false, .. }) if (600..=602).contains(&i)),
+            "{ev:?}"
+        );
+        assert!(matches!(ev[1], (i, Event::Resolved) if i > 615), "{ev:?}");
+        assert_eq!(ev.len(), 2, "{ev:?}");
+    }
+
+    #[test]
+    fn daily_cycle_and_noise_raise_nothing() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        // Three days of 1-minute windows, sources between 20 and 60 with the time of day.
+        let s: Vec<u64> = (0..3 * 1440)
+            .map(|t| {
+                let phase = (t % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
+                noisy(&mut rng, 40.0 + 20.0 * phase.sin())
+            })
+            .collect();
+        assert_eq!(run(&s), vec![]);
+    }
+
+    #[test]
+    fn small_ports_do_not_alert_on_noise() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let s: Vec<u64> = (0..2000).map(|_| noisy(&mut rng, 2.0)).collect();
+        assert_eq!(run(&s), vec![]);
+    }
+
+    #[test]
+    fn a_new_port_alerts_when_many_sources_appear() {
+        let mut s = vec![0u64; 10];
+        s.extend([80, 90, 85]);
+        let ev = run(&s);
+        assert!(
+            matches!(ev[0], (10, Event::Opened { new_port: true, .. })),
+            "{ev:?}"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Surge detection end to end through the store: summaries with a steady
+//! population of sources on tcp/23 from two sensors, then a fivefold rise;
+//! the detector opens one alert within two windows of the onset, served by
+//! the store as the API serves it, and resolves it when the rise ends. A
+//! flood of packets from the same sources raises nothing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use common::{summary, MIN, T0};
+use darkscope_aggregator::detect::{DetectConfig, Detector};
+use darkscope_aggregator::store::sqlite::SqliteStore;
+use darkscope_aggregator::store::Store;
+use darkscope_common::{Proto, Timestamp};
+
+fn sources(n: u32, salt: u32) -> Vec<u32> {
+    (0..n).map(|i| 0x0a00_0000 + i * 7 + salt).collect()
+}
+
+#[test]
+fn fivefold_rise_in_distinct_sources_opens_and_resolves_one_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("d.db")).unwrap();
+    let onset = 180u64;
+    for w in 0..260u64 {
+        // Background: ~30 sources per sensor, a different sample each window.
+        let n = if (onset..onset + 20).contains(&w) {
+            150
+        } else {
+            28 + (w % 5) as u32
+        };
+        // A flood: window 100 has the same sources sending 1,000× the packets.
+        let per = if w == 100 { 1000 } else { 1 };
+        store
+            .insert_summary(&summary("a", w, &sources(n, (w % 3) as u32), per), "JP")
+            .unwrap();
+        store
+            .insert_summary(
+                &summary("b", w, &sources(n / 2, 5 + (w % 2) as u32), per),
+                "DE",
+            )
+            .unwrap();
+    }
+    let mut d = Detector::new(DetectConfig::default());
+    d.history_us = 1000 * MIN;
+    // Feed window by window, as the janitor does every minute.
+    let mut opened = Vec::new();
+    for w in 0..260u64 {
+        let now = Timestamp(T0 + (w + 1) * MIN + d.grace_us);
+        opened.extend(d.tick(&store, now).unwrap());
+    }
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let a = &opened[0];
+    assert_eq!((a.proto, a.port), (Proto::Tcp, 23));
+    let delay = (a.start.0 - T0) / MIN - onset;
+    assert!(delay <= 2, "detected {delay} windows after the onset");
+    assert!(a.observed >= 2 * a.baseline as u64, "{a:?}");
+    let stored = store.alerts(Timestamp(T0), None).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].state, "resolved", "{stored:?}");
+    assert!(store
+        .alerts(Timestamp(T0), Some("open"))
+        .unwrap()
+        .is_empty());
+}
