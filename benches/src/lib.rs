@@ -2,4 +2,5 @@
 //! radiation-like captures that also writes their ground truth.
 
 pub mod gen;
+pub mod scenarios;
 pub mod synth;

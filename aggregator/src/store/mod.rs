@@ -275,6 +275,8 @@ pub trait Store: Send + Sync {
     fn overview(&self, from: Timestamp, to: Timestamp) -> Result<Overview, StoreError>;
     /// Distinct window starts in `[from, to)`, ascending.
     fn window_starts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Timestamp>, StoreError>;
+    /// Number of sensors that stored a window starting at `start`.
+    fn window_sensors(&self, start: Timestamp) -> Result<u32, StoreError>;
     /// Per port, distinct sources of the window starting at `start`, merged
     /// across all sensors with the sketches.
     fn port_sources_at(&self, start: Timestamp) -> Result<Vec<(Proto, u16, u64)>, StoreError>;

@@ -917,6 +917,15 @@ impl Store for SqliteStore {
         Ok(v.map(|x| x.map(ts)).collect::<Result<_, _>>()?)
     }
 
+    fn window_sensors(&self, start: Timestamp) -> Result<u32, StoreError> {
+        let c = lock(&self.reader);
+        Ok(c.query_row(
+            "SELECT COUNT(*) FROM windows WHERE start = ?1",
+            [start.0 as i64],
+            |r| r.get(0),
+        )?)
+    }
+
     fn port_sources_at(&self, start: Timestamp) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
         let c = lock(&self.reader);
         let mut st = c.prepare_cached("SELECT proto, port, hll FROM port_rows WHERE start = ?1")?;
