@@ -91,8 +91,23 @@ function portLink(p, q) {
   return `<a href="#/port/${p.proto}/${p.port}?${keep}">${p.proto}/${p.port}</a>`;
 }
 
-function chart(el, points, title) {
+function chart(el, points, title, marks = []) {
   const xs = points.map((p) => Date.parse(p.time) / 1000);
+  // Alert starts as vertical red lines.
+  const markHook = (u) => {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.strokeStyle = "#dc2626";
+    ctx.lineWidth = 2;
+    for (const m of marks) {
+      const x = u.valToPos(Date.parse(m) / 1000, "x", true);
+      ctx.beginPath();
+      ctx.moveTo(x, u.bbox.top);
+      ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      ctx.stroke();
+    }
+    ctx.restore();
+  };
   const data = [xs, points.map((p) => p.sources), points.map((p) => p.packets)];
   const width = Math.max(320, el.clientWidth - 12);
   el.dataset.points = String(points.length);
@@ -102,18 +117,24 @@ function chart(el, points, title) {
       series: [{}, { label: "distinct sources", stroke: "#2563eb", width: 2, scale: "src" },
         { label: "packets", stroke: "#9ca3af", width: 1, scale: "pkt" }],
       axes: [{}, { scale: "src", label: "sources" }, { scale: "pkt", side: 1, label: "packets", grid: { show: false } }],
+      hooks: { draw: [markHook] },
     },
     data, el);
 }
 
 async function overview(q, r) {
   const qs = `from=${r.from}&to=${r.to}`;
-  const [o, top] = await Promise.all([api(`/api/v1/overview?${qs}`), api(`/api/v1/ports/top?${qs}&limit=15`)]);
+  const [o, top, al] = await Promise.all([
+    api(`/api/v1/overview?${qs}`),
+    api(`/api/v1/ports/top?${qs}&limit=15`),
+    api(`/api/v1/alerts?state=open`),
+  ]);
   const classes = Object.entries(o.classes).filter(([, v]) => v > 0);
   let html = `<h1>Overview</h1><div class="cards">
     <div class="card"><div class="v" data-test="packets">${fmt(o.packets)}</div><div class="k">darknet packets</div></div>
     <div class="card"><div class="v" data-test="windows">${fmt(o.windows)}</div><div class="k">windows</div></div>
     <div class="card"><div class="v" data-test="active-sensors">${fmt(o.active_sensors)}</div><div class="k">active sensors</div></div>
+    <div class="card"><div class="v"><a href="#/alerts?state=open&${q}" data-test="open-alerts">${fmt(al.alerts.length)}</a></div><div class="k">open alerts</div></div>
     ${classes.map(([k, v]) => `<div class="card"><div class="v" data-test="class-${k}">${fmt(v)}</div><div class="k">${esc(k)}</div></div>`).join("")}
   </div>`;
   const first = top.ports[0];
@@ -137,10 +158,12 @@ async function overview(q, r) {
 async function port(q, r, args) {
   const [proto, num] = args;
   const qs = `from=${r.from}&to=${r.to}`;
-  const [s, top] = await Promise.all([
+  const [s, top, al] = await Promise.all([
     api(`/api/v1/ports/${encodeURIComponent(proto)}/${encodeURIComponent(num)}/series?${qs}`),
     api(`/api/v1/ports/top?${qs}&proto=${encodeURIComponent(proto)}&limit=1000`),
+    api(`/api/v1/alerts?since=${r.from}`),
   ]);
+  const mine = al.alerts.filter((a) => a.proto === proto && String(a.port) === String(num) && a.start < r.to);
   const row = top.ports.find((p) => String(p.port) === String(num));
   const total = s.points.reduce((a, p) => a + p.packets, 0);
   $("#main").innerHTML = `<h1>Port <span data-test="port-title">${esc(proto)}/${esc(num)}</span></h1>
@@ -150,8 +173,39 @@ async function port(q, r, args) {
       <div class="card"><div class="v">${fmt(row ? row.destinations : 0)}</div><div class="k">darknet addresses hit (largest window)</div></div>
       <div class="card"><div class="v">${s.step_seconds}s</div><div class="k">step</div></div>
     </div>
-    <h2>Distinct sources and packets per step</h2><div class="chart" id="chart"></div>`;
-  chart($("#chart"), s.points, "");
+    <h2>Distinct sources and packets per step${mine.length ? " (red: alerts)" : ""}</h2><div class="chart" id="chart"></div>
+    <h2>Alerts on this port</h2>${alertTable(mine, q)}`;
+  chart($("#chart"), s.points, "", mine.map((a) => a.start));
+}
+
+function alertTable(alerts, q) {
+  return table(
+    [{ t: "started" }, { t: "port" }, { t: "severity" }, { t: "observed", n: 1 }, { t: "baseline", n: 1 }, { t: "state" }],
+    alerts.map((a, i) => {
+      // Open the port around the alert: 6 h before to 2 h after.
+      const t = Date.parse(a.start);
+      const around = new URLSearchParams(q);
+      around.set("from", new Date(t - 6 * HOUR).toISOString().replace(/\.\d+Z$/, "Z"));
+      around.set("to", new Date(t + 2 * HOUR).toISOString().replace(/\.\d+Z$/, "Z"));
+      around.delete("range");
+      return [{ html: esc(a.start), test: i === 0 ? "alert-start" : "" },
+        { html: `<a href="#/port/${a.proto}/${a.port}?${around}">${a.proto}/${a.port}</a>`, test: i === 0 ? "alert-port" : "" },
+        { html: `<span class="${a.severity === "low" ? "state-warn" : "state-bad"}">${esc(a.severity)}</span>` },
+        fmt(a.observed), a.baseline.toFixed(1),
+        { html: `<span class="${a.state === "open" ? "state-bad" : "muted"}">${esc(a.state)}</span>`, test: i === 0 ? "alert-state" : "" }];
+    }), "alerts");
+}
+
+async function alerts(q, r) {
+  const state = q.get("state") || "";
+  const al = await api(`/api/v1/alerts?since=${r.from}${state ? "&state=" + state : ""}`);
+  const shown = al.alerts.filter((a) => a.start < r.to);
+  const pick = (s) => { const n = new URLSearchParams(q); if (s) n.set("state", s); else n.delete("state"); return `#/alerts?${n}`; };
+  $("#main").innerHTML = `<h1>Alerts</h1>
+    <p>Show: <a href="${pick("")}">all</a> · <a href="${pick("open")}">open</a> · <a href="${pick("resolved")}">resolved</a>
+    <span class="muted">— surges of distinct sources per port across all sensors</span></p>
+    <div class="cards"><div class="card"><div class="v" data-test="alert-count">${shown.length}</div><div class="k">alerts in range</div></div></div>
+    <h2>Alerts</h2>${alertTable(shown, q)}`;
 }
 
 async function source(q, r, args) {
@@ -203,6 +257,7 @@ async function render() {
     if (page === "port" && args.length === 2) await port(q, r, args);
     else if (page === "source" && args.length === 1) await source(q, r, args);
     else if (page === "sensors") await sensors();
+    else if (page === "alerts") await alerts(q, r);
     else await overview(q, r);
     document.body.dataset.ready = page;
   } catch (e) {

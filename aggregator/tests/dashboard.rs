@@ -8,6 +8,9 @@
 mod common;
 
 use common::*;
+use darkscope_aggregator::store::sqlite::SqliteStore;
+use darkscope_aggregator::store::{Alert, Store};
+use darkscope_common::{Proto, Timestamp};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -103,6 +106,25 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
         .status()
         .unwrap()
         .success());
+
+    // A surge alert on tcp/23, stored as the detector stores one (the
+    // aggregator shares the SQLite file; WAL lets both write).
+    let store = SqliteStore::open(&agg.db).unwrap();
+    store
+        .insert_alert(&Alert {
+            id: 0,
+            proto: Proto::Tcp,
+            port: 23,
+            scope: "global".into(),
+            start: Timestamp::parse_rfc3339("2026-11-21T23:22:00Z").unwrap(),
+            severity: "medium".into(),
+            baseline: 1.0,
+            observed: 4,
+            state: "open".into(),
+            resolved_at: None,
+        })
+        .unwrap();
+    drop(store);
 
     // Overview: the top port and its distinct sources as the API ranks them.
     let top = agg.get(&format!("/api/v1/ports/top?{RANGE}&limit=15"));
