@@ -432,20 +432,36 @@ pub struct Retention {
     pub rollups: std::time::Duration,
 }
 
+/// What the background task does besides serving.
+pub struct Background {
+    /// Retention periods.
+    pub retention: Retention,
+    /// Between roll-up and detection runs.
+    pub interval: std::time::Duration,
+    /// The surge detector.
+    pub detector: crate::detect::Detector,
+    /// Webhook receivers of new alerts.
+    pub webhooks: Vec<crate::webhook::Webhook>,
+}
+
 /// Serves `router(state)` on `listener` until `shutdown` resolves. In the
-/// background: roll-ups and surge detection every minute, retention every hour.
+/// background: roll-ups and surge detection every `bg.interval` (new alerts
+/// go to the webhooks), retention every hour.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
-    retention: Retention,
+    bg: Background,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let store = state.store.clone();
-    let detector = Arc::new(std::sync::Mutex::new(crate::detect::Detector::new(
-        Default::default(),
-    )));
+    let metrics = state.metrics.clone();
+    let retention = bg.retention;
+    let hooks =
+        (!bg.webhooks.is_empty()).then(|| crate::webhook::spawn(bg.webhooks, metrics.clone()));
+    let detector = Arc::new(std::sync::Mutex::new(bg.detector));
+    let per_hour = (3600 / bg.interval.as_secs().max(1)).max(1);
     let janitor = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut tick = tokio::time::interval(bg.interval);
         let mut minutes = 0u64;
         loop {
             tick.tick().await;
@@ -461,10 +477,20 @@ pub async fn serve(
                 Err(_) => Ok(Vec::new()),
             })
             .await;
-            if let Ok(Err(e)) = detected {
-                log::warn!("detection failed: {e}");
+            match detected {
+                Ok(Ok(opened)) => {
+                    for a in opened {
+                        if let Some(tx) = &hooks {
+                            if tx.try_send(a).is_err() {
+                                metrics.webhooks_dropped.fetch_add(1, Relaxed);
+                            }
+                        }
+                    }
+                }
+                Ok(Err(e)) => log::warn!("detection failed: {e}"),
+                Err(_) => {}
             }
-            if minutes % 60 == 0 {
+            if minutes % per_hour == 0 {
                 let s = store.clone();
                 let now = Timestamp::now().0;
                 let raw = Timestamp(now.saturating_sub(retention.raw.as_micros() as u64));

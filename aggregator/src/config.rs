@@ -20,7 +20,7 @@ pub enum ConfigError {
 }
 
 /// The whole aggregator configuration.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server listens on.
@@ -35,6 +35,22 @@ pub struct Config {
     pub rollup_retention_days: u64,
     /// Who may read the query API and console without an analyst token.
     pub query_auth: QueryAuth,
+    /// Seconds between detection runs (and roll-ups).
+    pub detect_interval_secs: u64,
+    /// Surge-detector tunables (see `detect` for each trade-off).
+    pub detect: crate::detect::DetectConfig,
+    /// Receivers of new alerts.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[[webhooks]]`: a receiver of alerts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// URL the alert JSON is POSTed to.
+    pub url: String,
+    /// File holding the shared secret used to sign each delivery.
+    pub secret_file: PathBuf,
 }
 
 /// Access to the query API and the console.
@@ -58,6 +74,9 @@ impl Default for Config {
             retention_days: 30,
             rollup_retention_days: 400,
             query_auth: QueryAuth::LoopbackOpen,
+            detect_interval_secs: 60,
+            detect: Default::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -84,12 +103,47 @@ impl Config {
         if !(1..=3650).contains(&self.retention_days) {
             return Err(ConfigError::Invalid("retention_days must be 1-3650".into()));
         }
+        if !(1..=3600).contains(&self.detect_interval_secs) {
+            return Err(ConfigError::Invalid(
+                "detect_interval_secs must be 1-3600".into(),
+            ));
+        }
+        for w in &self.webhooks {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhook url '{}' must be http:// or https://",
+                    w.url
+                )));
+            }
+        }
         if !(self.retention_days..=3650).contains(&self.rollup_retention_days) {
             return Err(ConfigError::Invalid(
                 "rollup_retention_days must be at least retention_days and at most 3650".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Reads each webhook's secret file.
+    pub fn load_webhooks(&self) -> Result<Vec<crate::webhook::Webhook>, ConfigError> {
+        self.webhooks
+            .iter()
+            .map(|w| {
+                let secret = std::fs::read_to_string(&w.secret_file)
+                    .map_err(|e| ConfigError::Read(w.secret_file.clone(), e))?;
+                let secret = secret.trim();
+                if secret.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "webhook secret file '{}' is empty",
+                        w.secret_file.display()
+                    )));
+                }
+                Ok(crate::webhook::Webhook {
+                    url: w.url.clone(),
+                    secret: secret.as_bytes().to_vec(),
+                })
+            })
+            .collect()
     }
 
     /// Retention periods for the server.

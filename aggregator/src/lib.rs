@@ -11,3 +11,4 @@ pub mod detect;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod webhook;

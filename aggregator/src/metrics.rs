@@ -20,6 +20,12 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     /// Query requests served.
     pub queries: AtomicU64,
+    /// Alerts delivered to a webhook.
+    pub webhooks_delivered: AtomicU64,
+    /// Alerts a webhook never took (all attempts failed).
+    pub webhooks_failed: AtomicU64,
+    /// Alerts dropped because the delivery queue was full.
+    pub webhooks_dropped: AtomicU64,
     ingest_us: Mutex<Histogram<u64>>,
 }
 
@@ -32,6 +38,9 @@ impl Default for Metrics {
             unauthorized: AtomicU64::new(0),
             store_errors: AtomicU64::new(0),
             queries: AtomicU64::new(0),
+            webhooks_delivered: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
+            webhooks_dropped: AtomicU64::new(0),
             ingest_us: Mutex::new(
                 Histogram::new(3).expect("3 significant digits is a valid histogram precision"),
             ),
@@ -88,6 +97,21 @@ impl Metrics {
                 "darkscope_aggregator_queries_total",
                 "Query requests served.",
                 &self.queries,
+            ),
+            (
+                "darkscope_aggregator_webhooks_delivered_total",
+                "Alerts delivered to a webhook.",
+                &self.webhooks_delivered,
+            ),
+            (
+                "darkscope_aggregator_webhooks_failed_total",
+                "Alert deliveries that failed every attempt.",
+                &self.webhooks_failed,
+            ),
+            (
+                "darkscope_aggregator_webhooks_dropped_total",
+                "Alerts dropped because the delivery queue was full.",
+                &self.webhooks_dropped,
             ),
         ] {
             let _ = writeln!(

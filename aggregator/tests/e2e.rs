@@ -375,3 +375,137 @@ fn queries_need_an_analyst_token_when_configured() {
     assert!(st.success());
     assert_eq!(status(Some(&analyst)), 401);
 }
+
+/// A loopback webhook receiver: answers 500 to the first delivery and 200
+/// after; returns every request (headers and body) it saw.
+fn receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (i, conn) in l.incoming().enumerate() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // Read headers, then the body by Content-Length.
+            let (head, body_start) = loop {
+                let n = c.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break (String::new(), 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break (String::from_utf8_lossy(&buf[..p]).to_string(), p + 4);
+                }
+            };
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < body_start + len {
+                let n = c.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let status = if i == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = c.write_all(
+                format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            let _ = tx.send((head, buf[body_start..].to_vec()));
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_detected_surge_reaches_the_webhook_signed_after_a_retry() {
+    use darkscope_aggregator::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let (url, seen) = receiver();
+    let secret = dir.path().join("hook.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "detect_interval_secs = 1\n[[webhooks]]\nurl = \"{url}\"\nsecret_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    agg.config = Some(cfg);
+    agg.add_sensor(dir.path(), "s-1");
+    {
+        // Two hours of one-minute windows ending 5 minutes ago; tcp/23 goes
+        // from ~30 to 150 distinct sources for the last 15 of them.
+        let store = darkscope_aggregator::store::sqlite::SqliteStore::open(&agg.db).unwrap();
+        let now = darkscope_common::Timestamp::now().0;
+        let end = now - now % MIN - 5 * MIN;
+        for w in 0..120u64 {
+            let start = end - (120 - w) * MIN;
+            let n = if w >= 105 { 150 } else { 28 + (w % 5) as u32 };
+            let srcs: Vec<u32> = (0..n)
+                .map(|i| 0x0a00_0000 + i * 7 + (w % 3) as u32)
+                .collect();
+            store
+                .insert_summary(&summary_at("s-1", start, &srcs, 1), "JP")
+                .unwrap();
+        }
+    }
+    agg.start();
+    let (_, first) = seen
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a delivery attempt");
+    let (head, body) = seen
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a retried delivery");
+    assert_eq!(first, body, "the retry sends the same alert");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["type"], "alert");
+    assert_eq!(
+        (v["alert"]["proto"].as_str(), v["alert"]["port"].as_u64()),
+        (Some("tcp"), Some(23))
+    );
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no {name} header in {head}"))
+    };
+    let ts: u64 = header("x-darkscope-timestamp").parse().unwrap();
+    assert_eq!(
+        header("x-darkscope-signature"),
+        darkscope_aggregator::webhook::sign(b"s3cret", ts, &body)
+    );
+    let alerts = agg.get("/api/v1/alerts?state=open");
+    assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    // The aggregator counts the delivery once it has read the 200.
+    let t0 = std::time::Instant::now();
+    loop {
+        let m = reqwest::blocking::get(format!("{}/metrics", agg.url()))
+            .unwrap()
+            .text()
+            .unwrap();
+        if m.contains("darkscope_aggregator_webhooks_delivered_total 1") {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -217,7 +217,16 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
             log::info!("shutting down");
         };
-        api::serve(listener, state, cfg.retention(), shutdown).await?;
+        let bg = api::Background {
+            retention: cfg.retention(),
+            interval: std::time::Duration::from_secs(cfg.detect_interval_secs),
+            detector: darkscope_aggregator::detect::Detector::new(cfg.detect),
+            webhooks: cfg.load_webhooks()?,
+        };
+        if !bg.webhooks.is_empty() {
+            log::info!("alerts go to {} webhook(s)", bg.webhooks.len());
+        }
+        api::serve(listener, state, bg, shutdown).await?;
         Ok(())
     })
 }

@@ -208,7 +208,11 @@ pub const T0: u64 = 1_763_683_200_000_000; // 2025-11-21T00:00:00Z
 /// A summary of `sensor` for window `w` (minutes after T0): each source in
 /// `srcs` sends `n` TCP SYNs to port 23.
 pub fn summary(sensor: &str, w: u64, srcs: &[u32], n: u64) -> Summary {
-    let start = T0 + w * MIN;
+    summary_at(sensor, T0 + w * MIN, srcs, n)
+}
+
+/// Like [`summary`] for the window starting at `start` (µs).
+pub fn summary_at(sensor: &str, start: u64, srcs: &[u32], n: u64) -> Summary {
     let mut hll = Hll::new();
     let sources: Vec<SourceRow> = srcs
         .iter()
