@@ -30,6 +30,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Who needs an analyst token for queries.
     pub query_auth: crate::config::QueryAuth,
+    /// New alerts, for the event stream.
+    pub alert_events: tokio::sync::broadcast::Sender<crate::store::Alert>,
 }
 
 /// An error answer: a status and a message, sent as `{"error": "..."}`.
@@ -145,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/stream", get(alert_stream))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             analyst_gate,
@@ -407,6 +410,32 @@ async fn alerts(State(st): State<AppState>, Query(q): Params) -> ApiResult<Respo
     Ok(Json(json!({ "alerts": v })).into_response())
 }
 
+/// Server-sent events: the open alerts first, then each new alert as it is
+/// detected (`event: alert`, JSON data), with keep-alive comments.
+async fn alert_stream(State(st): State<AppState>) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::stream::{self, StreamExt};
+    // Subscribe before reading the backlog, so nothing falls in between.
+    let rx = st.alert_events.subscribe();
+    let store = st.store.clone();
+    let open = blocking(move || Ok(store.alerts(Timestamp(0), Some("open"))?)).await?;
+    let live = stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(a) => return Some((a, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let events = stream::iter(open.into_iter().rev())
+        .chain(live)
+        .map(|a| Event::default().event("alert").json_data(&a));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -455,6 +484,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let store = state.store.clone();
     let metrics = state.metrics.clone();
+    let events = state.alert_events.clone();
     let retention = bg.retention;
     let hooks =
         (!bg.webhooks.is_empty()).then(|| crate::webhook::spawn(bg.webhooks, metrics.clone()));
@@ -480,6 +510,7 @@ pub async fn serve(
             match detected {
                 Ok(Ok(opened)) => {
                     for a in opened {
+                        let _ = events.send(a.clone());
                         if let Some(tx) = &hooks {
                             if tx.try_send(a).is_err() {
                                 metrics.webhooks_dropped.fetch_add(1, Relaxed);

@@ -495,6 +495,26 @@ fn a_detected_surge_reaches_the_webhook_signed_after_a_retry() {
     );
     let alerts = agg.get("/api/v1/alerts?state=open");
     assert_eq!(alerts["alerts"].as_array().unwrap().len(), 1, "{alerts}");
+    // The event stream starts with the open alerts.
+    {
+        use std::io::BufRead;
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{}/api/v1/alerts/stream", agg.url()))
+            .send()
+            .unwrap();
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let mut lines = std::io::BufReader::new(resp).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "event: alert");
+        let data = lines.next().unwrap().unwrap();
+        let a: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(
+            (a["port"].as_u64(), a["state"].as_str()),
+            (Some(23), Some("open"))
+        );
+    }
     // The aggregator counts the delivery once it has read the 200.
     let t0 = std::time::Instant::now();
     loop {

@@ -208,6 +208,7 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             max_body: cfg.max_body(),
             metrics: Arc::new(Metrics::default()),
             query_auth: cfg.query_auth,
+            alert_events: tokio::sync::broadcast::channel(256).0,
         };
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();
