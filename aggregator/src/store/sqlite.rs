@@ -162,6 +162,28 @@ fn bytes_hll(b: &[u8]) -> Hll {
     Hll::from_bytes(b).unwrap_or_default()
 }
 
+/// Runs a write that must change one row; `missing` is the error otherwise.
+fn write_one(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    missing: StoreError,
+) -> Result<(), StoreError> {
+    if c.execute(sql, p)? == 0 {
+        return Err(missing);
+    }
+    Ok(())
+}
+
+fn sensor_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SensorRecord> {
+    Ok(SensorRecord {
+        id: r.get(0)?,
+        country: r.get(1)?,
+        created: ts(r.get(2)?),
+        revoked: r.get::<_, Option<i64>>(3)?.map(ts),
+    })
+}
+
 fn analyst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnalystRecord> {
     Ok(AnalystRecord {
         name: r.get(0)?,
@@ -813,40 +835,27 @@ fn rank(v: &mut Vec<PortTop>, limit: usize) {
 
 impl Store for SqliteStore {
     fn add_sensor(&self, id: &str, country: &str, token_hash: &[u8]) -> Result<(), StoreError> {
-        let c = lock(&self.writer);
-        let n = c.execute(
+        write_one(
+            &lock(&self.writer),
             "INSERT OR IGNORE INTO sensors (id, country, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
             params![id, country, token_hash, Timestamp::now().0 as i64],
-        )?;
-        if n == 0 {
-            return Err(StoreError::SensorExists(id.to_string()));
-        }
-        Ok(())
+            StoreError::SensorExists(id.to_string()),
+        )
     }
 
     fn revoke_sensor(&self, id: &str) -> Result<(), StoreError> {
-        let c = lock(&self.writer);
-        let n = c.execute(
+        write_one(
+            &lock(&self.writer),
             "UPDATE sensors SET revoked = COALESCE(revoked, ?2) WHERE id = ?1",
             params![id, Timestamp::now().0 as i64],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NoSensor(id.to_string()));
-        }
-        Ok(())
+            StoreError::NoSensor(id.to_string()),
+        )
     }
 
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError> {
         let c = lock(&self.reader);
         let mut st = c.prepare("SELECT id, country, created, revoked FROM sensors ORDER BY id")?;
-        let rows = st.query_map([], |r| {
-            Ok(SensorRecord {
-                id: r.get(0)?,
-                country: r.get(1)?,
-                created: ts(r.get(2)?),
-                revoked: r.get::<_, Option<i64>>(3)?.map(ts),
-            })
-        })?;
+        let rows = st.query_map([], sensor_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -855,40 +864,27 @@ impl Store for SqliteStore {
         Ok(c.query_row(
             "SELECT id, country, created, revoked FROM sensors WHERE token_hash = ?1",
             [token_hash],
-            |r| {
-                Ok(SensorRecord {
-                    id: r.get(0)?,
-                    country: r.get(1)?,
-                    created: ts(r.get(2)?),
-                    revoked: r.get::<_, Option<i64>>(3)?.map(ts),
-                })
-            },
+            sensor_row,
         )
         .optional()?)
     }
 
     fn add_analyst(&self, name: &str, token_hash: &[u8]) -> Result<(), StoreError> {
-        let c = lock(&self.writer);
-        let n = c.execute(
+        write_one(
+            &lock(&self.writer),
             "INSERT OR IGNORE INTO analysts (name, token_hash, created) VALUES (?1, ?2, ?3)",
             params![name, token_hash, Timestamp::now().0 as i64],
-        )?;
-        if n == 0 {
-            return Err(StoreError::AnalystExists(name.to_string()));
-        }
-        Ok(())
+            StoreError::AnalystExists(name.to_string()),
+        )
     }
 
     fn revoke_analyst(&self, name: &str) -> Result<(), StoreError> {
-        let c = lock(&self.writer);
-        let n = c.execute(
+        write_one(
+            &lock(&self.writer),
             "UPDATE analysts SET revoked = COALESCE(revoked, ?2) WHERE name = ?1",
             params![name, Timestamp::now().0 as i64],
-        )?;
-        if n == 0 {
-            return Err(StoreError::NoAnalyst(name.to_string()));
-        }
-        Ok(())
+            StoreError::NoAnalyst(name.to_string()),
+        )
     }
 
     fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError> {
