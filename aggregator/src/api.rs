@@ -155,6 +155,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(queries)
         .route("/api/v1/summaries", post(ingest_summary))
+        .route("/api/v1/feeds/events.csv", get(feed_csv))
+        .route("/api/v1/feeds/events.json", get(feed_json))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -434,6 +436,76 @@ async fn alert_stream(State(st): State<AppState>) -> ApiResult<Response> {
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// The subscriber behind the request's bearer token (401 otherwise), and
+/// the requested day (`date=YYYY-MM-DD`, default today, UTC).
+async fn feed_request(
+    st: &AppState,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+) -> ApiResult<(String, Timestamp, String)> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "feeds need the subscriber's token: 'Authorization: Bearer <token>'",
+            )
+        })?;
+    let hash = auth::token_hash(token);
+    let store = st.store.clone();
+    let sub = blocking(move || Ok(store.subscriber_by_token(&hash)?))
+        .await?
+        .filter(|s| s.revoked.is_none())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unknown or revoked subscriber token",
+            )
+        })?;
+    let date = match q.get("date") {
+        Some(d) => d.clone(),
+        None => Timestamp::now().to_string()[..10].to_string(),
+    };
+    let day = Timestamp::parse_rfc3339(&format!("{date}T00:00:00Z"))
+        .map_err(|_| ApiError::bad_request(format!("'date' must be YYYY-MM-DD, not '{date}'")))?;
+    Ok((sub.id, day, date))
+}
+
+async fn feed_csv(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let (id, day, date) = feed_request(&st, &headers, &q).await?;
+    let store = st.store.clone();
+    let events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"darkscope-{date}.csv\""),
+            ),
+        ],
+        crate::feeds::to_csv(&events),
+    )
+        .into_response())
+}
+
+async fn feed_json(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let (id, day, date) = feed_request(&st, &headers, &q).await?;
+    let store = st.store.clone();
+    let sub = id.clone();
+    let events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
+    Ok(Json(json!({ "subscriber": sub, "date": date, "events": events })).into_response())
 }
 
 async fn openapi() -> Response {

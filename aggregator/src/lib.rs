@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod detect;
+pub mod feeds;
 pub mod ingest;
 pub mod metrics;
 pub mod store;

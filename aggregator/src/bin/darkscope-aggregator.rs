@@ -47,6 +47,29 @@ enum Command {
     /// Manage analyst credentials (query API and console).
     #[command(subcommand)]
     Analyst(AnalystCmd),
+    /// Manage feed subscribers (ISPs receiving their own scanning hosts).
+    #[command(subcommand)]
+    Subscriber(SubscriberCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum SubscriberCmd {
+    /// Register a subscriber owning prefixes; prints its token once (stored hashed).
+    Add {
+        /// Subscriber id.
+        #[arg(long)]
+        id: String,
+        /// Prefixes it owns (repeat or comma-separate), IPv4 or IPv6.
+        #[arg(long = "prefix", required = true, value_delimiter = ',')]
+        prefixes: Vec<String>,
+    },
+    /// List subscribers.
+    List,
+    /// Revoke a subscriber's token.
+    Revoke {
+        /// Subscriber id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +168,45 @@ fn real_main() -> Result<()> {
                     s.created.to_string()
                 );
             }
+            Ok(())
+        }
+        Command::Subscriber(SubscriberCmd::Add { id, prefixes }) => {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            anyhow::ensure!(
+                ok,
+                "subscriber id '{id}' must be 1-64 letters, digits, '.', '_' or '-'"
+            );
+            darkscope_aggregator::feeds::Owners::build([(id.as_str(), &prefixes[..])])?;
+            let token = auth::new_token();
+            store.add_subscriber(&id, &prefixes, &auth::token_hash(&token))?;
+            eprintln!("subscriber '{id}' ({}) registered; its token follows (shown once, keep it secret):", prefixes.join(", "));
+            println!("{token}");
+            Ok(())
+        }
+        Command::Subscriber(SubscriberCmd::List) => {
+            println!("{:<24} {:<28} {:<12} prefixes", "id", "created", "revoked");
+            for s in store.subscribers()? {
+                let revoked = s
+                    .revoked
+                    .map(|t| t.to_string()[..10].to_string())
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:<28} {:<12} {}",
+                    s.id,
+                    s.created.to_string(),
+                    revoked,
+                    s.prefixes.join(",")
+                );
+            }
+            Ok(())
+        }
+        Command::Subscriber(SubscriberCmd::Revoke { id }) => {
+            store.revoke_subscriber(&id)?;
+            eprintln!("subscriber '{id}' revoked");
             Ok(())
         }
         Command::Analyst(AnalystCmd::Add { name }) => {

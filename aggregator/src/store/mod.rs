@@ -17,6 +17,12 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption, ...).
     #[error("storage: {0}")]
     Backend(String),
+    /// A subscriber id that is already registered.
+    #[error("subscriber '{0}' already exists")]
+    SubscriberExists(String),
+    /// No such subscriber.
+    #[error("no subscriber '{0}'")]
+    NoSubscriber(String),
     /// A sensor id that is already registered.
     #[error("sensor '{0}' already exists")]
     SensorExists(String),
@@ -84,6 +90,40 @@ pub struct Alert {
     pub state: String,
     /// When it resolved.
     pub resolved_at: Option<Timestamp>,
+}
+
+/// A feed subscriber (an ISP or CSIRT constituent).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SubscriberRecord {
+    /// Subscriber id.
+    pub id: String,
+    /// Prefixes it owns.
+    pub prefixes: Vec<String>,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Revocation time, if revoked.
+    pub revoked: Option<Timestamp>,
+}
+
+/// A source as stored for one window or hour and one sensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSeen {
+    /// Address.
+    pub ip: Addr,
+    /// Sensor.
+    pub sensor: String,
+    /// Packets.
+    pub packets: u64,
+    /// Class bits.
+    pub classes: ClassSet,
+    /// Fingerprint bits.
+    pub fingerprints: FingerprintSet,
+    /// First seen.
+    pub first: Timestamp,
+    /// Last seen.
+    pub last: Timestamp,
+    /// Busiest ports.
+    pub ports: Vec<PortCount>,
 }
 
 /// What `insert_summary` did.
@@ -253,6 +293,28 @@ pub trait Store: Send + Sync {
     fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError>;
     /// The analyst a token digest belongs to.
     fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError>;
+    /// Registers a feed subscriber with its prefixes and token digest.
+    fn add_subscriber(
+        &self,
+        id: &str,
+        prefixes: &[String],
+        token_hash: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Revokes a subscriber's token.
+    fn revoke_subscriber(&self, id: &str) -> Result<(), StoreError>;
+    /// All subscribers.
+    fn subscribers(&self) -> Result<Vec<SubscriberRecord>, StoreError>;
+    /// The subscriber a token digest belongs to.
+    fn subscriber_by_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<SubscriberRecord>, StoreError>;
+    /// Every stored source row (per window or hour, per sensor) in `[from, to)`.
+    fn sources_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<SourceSeen>, StoreError>;
     /// Stores a validated summary durably, once per (sensor id, window start).
     /// `country` is the sensor's registered country.
     fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError>;

@@ -22,7 +22,8 @@
 use super::srcrec;
 use super::{
     Alert, AnalystRecord, DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord,
-    SensorStatus, SeriesPoint, SourceBrief, SourceInfo, Store, StoreError,
+    SensorStatus, SeriesPoint, SourceBrief, SourceInfo, SourceSeen, Store, StoreError,
+    SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, PortCount, Summary};
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS alerts (
   start INTEGER NOT NULL, severity TEXT NOT NULL, baseline REAL NOT NULL, observed INTEGER NOT NULL,
   state TEXT NOT NULL, resolved_at INTEGER);
 CREATE INDEX IF NOT EXISTS alerts_start ON alerts(start);
+CREATE TABLE IF NOT EXISTS subscribers (
+  id TEXT PRIMARY KEY, prefixes TEXT NOT NULL, token_hash BLOB NOT NULL UNIQUE,
+  created INTEGER NOT NULL, revoked INTEGER);
 CREATE TABLE IF NOT EXISTS windows (
   sensor TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
   stored_at INTEGER NOT NULL, country TEXT NOT NULL,
@@ -179,6 +183,20 @@ fn sensor_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SensorRecord> {
     Ok(SensorRecord {
         id: r.get(0)?,
         country: r.get(1)?,
+        created: ts(r.get(2)?),
+        revoked: r.get::<_, Option<i64>>(3)?.map(ts),
+    })
+}
+
+fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRecord> {
+    Ok(SubscriberRecord {
+        id: r.get(0)?,
+        prefixes: r
+            .get::<_, String>(1)?
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect(),
         created: ts(r.get(2)?),
         revoked: r.get::<_, Option<i64>>(3)?.map(ts),
     })
@@ -867,6 +885,103 @@ impl Store for SqliteStore {
             sensor_row,
         )
         .optional()?)
+    }
+
+    fn add_subscriber(
+        &self,
+        id: &str,
+        prefixes: &[String],
+        token_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        write_one(
+            &lock(&self.writer),
+            "INSERT OR IGNORE INTO subscribers (id, prefixes, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
+            params![id, prefixes.join(","), token_hash, Timestamp::now().0 as i64],
+            StoreError::SubscriberExists(id.to_string()),
+        )
+    }
+
+    fn revoke_subscriber(&self, id: &str) -> Result<(), StoreError> {
+        write_one(
+            &lock(&self.writer),
+            "UPDATE subscribers SET revoked = COALESCE(revoked, ?2) WHERE id = ?1",
+            params![id, Timestamp::now().0 as i64],
+            StoreError::NoSubscriber(id.to_string()),
+        )
+    }
+
+    fn subscribers(&self) -> Result<Vec<SubscriberRecord>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st =
+            c.prepare("SELECT id, prefixes, created, revoked FROM subscribers ORDER BY id")?;
+        let rows = st.query_map([], subscriber_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn subscriber_by_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<SubscriberRecord>, StoreError> {
+        let c = lock(&self.reader);
+        Ok(c.query_row(
+            "SELECT id, prefixes, created, revoked FROM subscribers WHERE token_hash = ?1",
+            [token_hash],
+            subscriber_row,
+        )
+        .optional()?)
+    }
+
+    fn sources_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<SourceSeen>, StoreError> {
+        let c = lock(&self.reader);
+        let mut out = Vec::new();
+        for (g, a, b) in plan_for(&c, from.0 as i64, to.0 as i64, Gran::Hour)? {
+            if g == Gran::Raw {
+                let mut st = c.prepare_cached(
+                    "SELECT sensor, rows FROM source_blobs WHERE start >= ?1 AND start < ?2",
+                )?;
+                for r in st.query_map(params![a, b], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })? {
+                    let (sensor, blob) = r?;
+                    for rec in srcrec::decode(&blob) {
+                        out.push(SourceSeen {
+                            ip: blob_ip(&rec.ip),
+                            sensor: sensor.clone(),
+                            packets: rec.packets,
+                            classes: ClassSet(rec.classes),
+                            fingerprints: FingerprintSet(rec.fingerprints),
+                            first: Timestamp(rec.first),
+                            last: Timestamp(rec.last),
+                            ports: rec.top_ports().collect(),
+                        });
+                    }
+                }
+            } else {
+                let mut st = c.prepare_cached(
+                    "SELECT ip, sensor, packets, classes, fingerprints, first_seen, last_seen, top_ports
+                     FROM source_hours WHERE hour >= ?1 AND hour < ?2",
+                )?;
+                for r in st.query_map(params![a, b], |r| {
+                    Ok(SourceSeen {
+                        ip: blob_ip(&r.get::<_, Vec<u8>>(0)?),
+                        sensor: r.get(1)?,
+                        packets: r.get::<_, i64>(2)? as u64,
+                        classes: ClassSet(r.get::<_, i64>(3)? as u8),
+                        fingerprints: FingerprintSet(r.get::<_, i64>(4)? as u8),
+                        first: ts(r.get(5)?),
+                        last: ts(r.get(6)?),
+                        ports: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                    })
+                })? {
+                    out.push(r?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn add_analyst(&self, name: &str, token_hash: &[u8]) -> Result<(), StoreError> {
