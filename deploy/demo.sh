@@ -13,14 +13,14 @@ cargo build --release -q -p darkscope-sensor -p darkscope-aggregator
 OUT=${DEMO_OUT:-demo-out}
 LISTEN=${DEMO_LISTEN:-127.0.0.1:8080}
 URL="http://$LISTEN"
+# A fresh demo each run: the replay takes seconds.
+rm -rf "$OUT"
 mkdir -p "$OUT"
 AGG=./target/release/darkscope-aggregator
 SENSOR=./target/release/darkscope-sensor
 DB="$OUT/darkscope.db"
 
-if [ ! -s "$OUT/demo-1.token" ]; then
-  $AGG --database "$DB" sensor add --id demo-1 --country JP > "$OUT/demo-1.token"
-fi
+$AGG --database "$DB" sensor add --id demo-1 --country JP > "$OUT/demo-1.token"
 $AGG --database "$DB" serve --listen "$LISTEN" > "$OUT/aggregator.log" 2>&1 &
 AGG_PID=$!
 trap 'kill $AGG_PID 2>/dev/null || true' EXIT
