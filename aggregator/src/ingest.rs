@@ -177,6 +177,57 @@ mod tests {
         );
     }
 
+    use proptest::prelude::*;
+
+    /// A small valid summary, as JSON.
+    fn valid() -> Vec<u8> {
+        let s = serde_json::json!({
+            "schema": 1,
+            "sensor": {"id": "s-1", "country": "JP", "darknet": ["198.19.0.0/16"], "monitored_ipv4": 65536},
+            "window": {"start": "2025-11-21T00:00:00Z", "end": "2025-11-21T00:01:00Z"},
+            "capture": {"received": 3, "kernel_dropped": 0, "if_dropped": 0, "pipeline_dropped": 0,
+                        "malformed": {}, "non_ip": 0, "not_darknet": 0},
+            "classes": {"tcp_syn": 3, "backscatter": 0, "udp": 0, "icmp_echo": 0, "icmp_other": 0, "tcp_other": 0, "other": 0},
+            "fingerprints": {"mirai": 0, "zmap": 0, "masscan": 0},
+            "totals": {"packets": 3, "bytes": 120, "sources": 1, "sources_hll": ""},
+            "truncation": {"exact": true, "source_cap": 10, "sources_untracked": 0, "packets_untracked": 0, "heavy": []},
+            "ports": [{"proto": "tcp", "port": 23, "packets": 3, "bytes": 120, "sources": 1, "destinations": 2, "sources_hll": ""}],
+            "sources": [{"ip": "192.0.2.1", "packets": 3, "bytes": 120, "ports": 1, "destinations": 2,
+                         "top_ports": [{"proto": "tcp", "port": 23, "packets": 3}], "classes": ["tcp_syn"],
+                         "first_seen": "2025-11-21T00:00:01Z", "last_seen": "2025-11-21T00:00:02Z"}]
+        });
+        serde_json::to_vec(&s).unwrap()
+    }
+
+    #[test]
+    fn the_valid_example_is_accepted() {
+        parse(&valid()).unwrap();
+    }
+
+    proptest! {
+        /// Hostile uploads: any corruption of a valid document (bytes
+        /// flipped, cut, spliced) gives a clean error or a consistent
+        /// summary, never a panic.
+        #[test]
+        fn corrupted_summaries_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut b = valid();
+            for (i, v) in flips {
+                let at = i.index(b.len());
+                b[at] = v;
+            }
+            let n = cut.index(b.len() + 1);
+            b.truncate(n.max(b.len() / 2));
+            if let Ok(s) = parse(&b) {
+                prop_assert!(validate(&s).is_ok());
+            }
+            let _ = decode_body(Some("zstd"), &b, 1 << 16);
+            let _ = decode_body(Some("gzip"), &b, 1 << 16);
+        }
+    }
+
     #[test]
     fn schema_version_is_checked_first() {
         assert_eq!(

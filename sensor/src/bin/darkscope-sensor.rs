@@ -17,6 +17,8 @@ use std::sync::Arc;
 /// Examples:
 ///   darkscope-sensor --read scan.pcap --darknet 198.19.0.0/16 --out summaries.jsonl
 ///   darkscope-sensor --interface eth1 --darknet 198.19.0.0/16 --id jp-01 --country JP --out -
+///   darkscope-sensor --interface eth1 --darknet 198.19.0.0/16 --id jp-01 --country JP \
+///       --aggregator https://aggregator.example:8080 --token-file jp-01.token --spool /var/lib/darkscope/spool
 ///   darkscope-sensor --config /etc/darkscope/sensor.toml
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
