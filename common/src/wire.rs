@@ -86,6 +86,10 @@ pub struct CaptureHealth {
     pub non_ip: u64,
     /// IP packets whose destination is outside the darknet.
     pub not_darknet: u64,
+    /// Darknet packets from excluded sources (known research scanners), left
+    /// out of every statistic.
+    #[serde(default)]
+    pub excluded: u64,
     /// Summaries the sensor's spool evicted (oldest first) since the last summary.
     #[serde(default)]
     pub spool_evicted: u64,

@@ -99,6 +99,10 @@ pub struct SensorSection {
     pub country: String,
     /// Monitored prefixes (CIDR).
     pub darknet: Vec<String>,
+    /// Source prefixes left out of all statistics (known research scanners),
+    /// so they neither raise nor mask surge alerts; their packets are counted
+    /// in `capture.excluded`. See deploy/sensor.example.toml.
+    pub exclude: Vec<String>,
 }
 
 impl Default for SensorSection {
@@ -107,6 +111,7 @@ impl Default for SensorSection {
             id: "sensor-1".into(),
             country: "ZZ".into(),
             darknet: Vec::new(),
+            exclude: Vec::new(),
         }
     }
 }
@@ -319,6 +324,11 @@ impl Config {
                     monitored_ipv4: darknet.ipv4_addresses(),
                 },
                 darknet,
+                exclude: if s.exclude.is_empty() {
+                    PrefixSet::default()
+                } else {
+                    PrefixSet::parse_list(&s.exclude.join(","))?
+                },
                 window_us: p.window_secs * 1_000_000,
                 shards: if p.shards == 0 {
                     default_shards()

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub not_darknet: AtomicU64,
     /// Frames without IP.
     pub non_ip: AtomicU64,
+    /// Darknet packets from excluded sources (research scanners).
+    pub excluded: AtomicU64,
     /// Malformed frames by reason ([`Malformed::index`]).
     pub malformed: [AtomicU64; Malformed::ALL.len()],
     /// Records dropped because a shard queue was full (live mode).
@@ -67,6 +69,7 @@ impl Default for Metrics {
             darknet: AtomicU64::new(0),
             not_darknet: AtomicU64::new(0),
             non_ip: AtomicU64::new(0),
+            excluded: AtomicU64::new(0),
             malformed: Default::default(),
             pipeline_dropped: AtomicU64::new(0),
             kernel_dropped: AtomicU64::new(0),
@@ -101,7 +104,7 @@ impl Metrics {
     /// Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "darkscope_sensor_received_total",
                 "Frames read from libpcap.",
@@ -121,6 +124,11 @@ impl Metrics {
                 "darkscope_sensor_non_ip_total",
                 "Frames that carry no IP packet.",
                 &self.non_ip,
+            ),
+            (
+                "darkscope_sensor_excluded_total",
+                "Darknet packets from excluded sources (research scanners).",
+                &self.excluded,
             ),
             (
                 "darkscope_sensor_pipeline_dropped_total",

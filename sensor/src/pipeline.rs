@@ -49,6 +49,8 @@ pub struct PipelineConfig {
     pub sensor: SensorInfo,
     /// Monitored blocks.
     pub darknet: PrefixSet,
+    /// Sources left out of every statistic (known research scanners); counted.
+    pub exclude: PrefixSet,
     /// Window length in µs.
     pub window_us: u64,
     /// Number of statistics shards.
@@ -119,6 +121,7 @@ struct WindowCounters {
     malformed: [u64; Malformed::ALL.len()],
     non_ip: u64,
     not_darknet: u64,
+    excluded: u64,
     pipeline_dropped: u64,
 }
 
@@ -286,13 +289,15 @@ impl CaptureLoop<'_> {
                     self.counters.received += 1;
                     match decode(link, data) {
                         Decoded::Packet(mut r) => {
-                            if self.cfg.darknet.contains(r.dst) {
+                            if !self.cfg.darknet.contains(r.dst) {
+                                self.counters.not_darknet += 1;
+                            } else if self.cfg.exclude.contains(r.src) {
+                                self.counters.excluded += 1;
+                            } else {
                                 r.ts = ts;
                                 r.src_hash = hash_addr(r.src);
                                 classify(&mut r);
                                 self.push(r)?;
-                            } else {
-                                self.counters.not_darknet += 1;
                             }
                         }
                         Decoded::NonIp => self.counters.non_ip += 1,
@@ -394,6 +399,7 @@ impl CaptureLoop<'_> {
         m.darknet.fetch_add(c.darknet - p.darknet, Relaxed);
         m.not_darknet
             .fetch_add(c.not_darknet - p.not_darknet, Relaxed);
+        m.excluded.fetch_add(c.excluded - p.excluded, Relaxed);
         m.non_ip.fetch_add(c.non_ip - p.non_ip, Relaxed);
         m.pipeline_dropped
             .fetch_add(c.pipeline_dropped - p.pipeline_dropped, Relaxed);
@@ -430,6 +436,7 @@ impl CaptureLoop<'_> {
                 .collect(),
             non_ip: c.non_ip,
             not_darknet: c.not_darknet,
+            excluded: c.excluded,
             ..Default::default()
         };
         if let Some(s) = stats {

@@ -181,3 +181,32 @@ fn windows_partition_the_capture() {
         }
     }
 }
+
+#[test]
+fn excluded_research_scanners_leave_every_statistic_but_are_counted() {
+    use darkscope_sensor::config::Config;
+    use darkscope_sensor::export::Collect;
+    let mut cfg = Config::default();
+    cfg.sensor.darknet = common::DARKNET.split(',').map(String::from).collect();
+    // Exclude the masscan host (16,384 packets to 4 ports).
+    cfg.sensor.exclude = vec!["198.18.1.2/32".into()];
+    cfg.capture.read = Some(testdata("all-small.pcap"));
+    cfg.pipeline.window_secs = 86_400;
+    let v = cfg.validate().unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    darkscope_sensor::run(
+        &v,
+        Box::new(Collect(out.clone())),
+        Default::default(),
+        Default::default(),
+        None,
+    )
+    .unwrap();
+    let s = out.lock().unwrap()[0].clone();
+    assert_eq!(s.capture.excluded, 16_384);
+    assert_eq!(s.totals.packets, 30_346 - 16_384);
+    assert!(s.sources.iter().all(|r| r.ip.to_string() != "198.18.1.2"));
+    assert_eq!(s.fingerprints.masscan, 0);
+    let p2323 = s.ports.iter().find(|p| p.port == 2323);
+    assert!(p2323.is_none(), "2323 was hit only by masscan");
+}

@@ -36,6 +36,10 @@ struct Cli {
     /// Monitored darknet prefixes, comma-separated (e.g. 198.19.0.0/16,2001:db8:dead::/48).
     #[arg(long, short = 'd', value_delimiter = ',')]
     darknet: Vec<String>,
+    /// Source prefixes to leave out of all statistics (known research
+    /// scanners), comma-separated; their packets are counted as `excluded`.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
     /// Sensor id written into every summary.
     #[arg(long)]
     id: Option<String>,
@@ -110,6 +114,9 @@ fn real_main() -> Result<i32> {
     }
     if !cli.darknet.is_empty() {
         cfg.sensor.darknet = cli.darknet.clone();
+    }
+    if !cli.exclude.is_empty() {
+        cfg.sensor.exclude = cli.exclude.clone();
     }
     macro_rules! set {
         ($flag:expr => $field:expr) => {
