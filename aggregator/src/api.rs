@@ -5,7 +5,7 @@
 use crate::auth;
 use crate::ingest::{self, IngestError};
 use crate::metrics::Metrics;
-use crate::store::{Inserted, PortFilter, Store, StoreError};
+use crate::store::{Inserted, PortFilter, Scope, Store, StoreError};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -32,6 +32,8 @@ pub struct AppState {
     pub query_auth: crate::config::QueryAuth,
     /// New alerts, for the event stream.
     pub alert_events: tokio::sync::broadcast::Sender<crate::store::Alert>,
+    /// Federation with peer aggregators, when configured.
+    pub federation: Option<Arc<crate::federation::Federation>>,
 }
 
 /// An error answer: a status and a message, sent as `{"error": "..."}`.
@@ -148,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/stream", get(alert_stream))
+        .route("/api/v1/federation/peers", get(federation_peers))
+        .route("/api/v1/federation/audit", get(federation_audit))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             analyst_gate,
@@ -157,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/summaries", post(ingest_summary))
         .route("/api/v1/feeds/events.csv", get(feed_csv))
         .route("/api/v1/feeds/events.json", get(feed_json))
+        .route("/api/v1/federation/changes", get(federation_changes))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -246,11 +251,11 @@ async fn ingest_inner(st: AppState, headers: HeaderMap, body: Body) -> ApiResult
     let body = json!({
         "sensor": id,
         "window_start": start,
-        "stored": inserted == Inserted::New,
+        "stored": inserted != Inserted::Duplicate,
         "duplicate": inserted == Inserted::Duplicate,
     });
     Ok(match inserted {
-        Inserted::New => {
+        Inserted::New | Inserted::Replaced => {
             st.metrics.stored.fetch_add(1, Relaxed);
             (StatusCode::CREATED, Json(body)).into_response()
         }
@@ -307,6 +312,15 @@ fn proto_param(v: &str) -> ApiResult<Proto> {
     })
 }
 
+fn scope_param(q: &HashMap<String, String>) -> ApiResult<Scope> {
+    match q.get("scope") {
+        None => Ok(Scope::Local),
+        Some(v) => Scope::parse(v).ok_or_else(|| {
+            ApiError::bad_request(format!("'scope' must be local or global, not '{v}'"))
+        }),
+    }
+}
+
 async fn ports_top(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
     st.metrics.queries.fetch_add(1, Relaxed);
     let (from, to) = range(&q)?;
@@ -317,6 +331,7 @@ async fn ports_top(State(st): State<AppState>, Query(q): Params) -> ApiResult<Re
         proto: q.get("proto").map(|p| proto_param(p)).transpose()?,
         sensor: q.get("sensor").cloned(),
         country: q.get("country").map(|c| c.to_ascii_uppercase()),
+        scope: scope_param(&q)?,
     };
     let store = st.store.clone();
     let ports = blocking(move || Ok(store.top_ports(&filter, limit)?)).await?;
@@ -356,22 +371,29 @@ async fn port_series(
             "too many steps (more than 10000): use a larger 'step'",
         ));
     }
+    let scope = scope_param(&q)?;
     let store = st.store.clone();
-    let points = blocking(move || Ok(store.port_series(proto, port, from, to, step_us)?)).await?;
+    let points =
+        blocking(move || Ok(store.port_series(proto, port, from, to, step_us, scope)?)).await?;
     Ok(Json(json!({
-        "proto": proto, "port": port, "from": from, "to": to,
+        "proto": proto, "port": port, "from": from, "to": to, "scope": scope,
         "step_seconds": step_us / 1_000_000, "points": points,
     }))
     .into_response())
 }
 
-async fn source(State(st): State<AppState>, Path(ip): Path<String>) -> ApiResult<Response> {
+async fn source(
+    State(st): State<AppState>,
+    Path(ip): Path<String>,
+    Query(q): Params,
+) -> ApiResult<Response> {
     st.metrics.queries.fetch_add(1, Relaxed);
     let addr: std::net::IpAddr = ip
         .parse()
         .map_err(|_| ApiError::bad_request(format!("'{ip}' is not an IP address")))?;
+    let scope = scope_param(&q)?;
     let store = st.store.clone();
-    match blocking(move || Ok(store.source(Addr::from(addr))?)).await? {
+    match blocking(move || Ok(store.source(Addr::from(addr), scope)?)).await? {
         Some(info) => Ok(Json(info).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -390,8 +412,9 @@ async fn sensors(State(st): State<AppState>) -> ApiResult<Response> {
 async fn overview(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
     st.metrics.queries.fetch_add(1, Relaxed);
     let (from, to) = range(&q)?;
+    let scope = scope_param(&q)?;
     let store = st.store.clone();
-    let v = blocking(move || Ok(store.overview(from, to)?)).await?;
+    let v = blocking(move || Ok(store.overview(from, to, scope)?)).await?;
     Ok(Json(v).into_response())
 }
 
@@ -506,6 +529,130 @@ async fn feed_json(
     let sub = id.clone();
     let events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
     Ok(Json(json!({ "subscriber": sub, "date": date, "events": events })).into_response())
+}
+
+/// A peer pulls our changes with the token it was given; the document is
+/// cut by that peer's export policy and logged in the audit trail.
+async fn federation_changes(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let fed = st
+        .federation
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "federation is not configured here"))?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "federation needs the peer's token: 'Authorization: Bearer <token>'",
+            )
+        })?;
+    let peer = crate::federation::peer_by_token(&fed.cfg, token)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown peer token"))?;
+    let cursor = match q.get("cursor") {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("'cursor' must be a whole number, not '{v}'"))
+        })?,
+    };
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=crate::federation::MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "'limit' must be 1-{}, not '{v}'",
+                    crate::federation::MAX_LIMIT
+                ))
+            })?,
+    };
+    let store = st.store.clone();
+    let metrics = st.metrics.clone();
+    let doc = blocking(move || {
+        let now = Timestamp::now();
+        let doc = crate::federation::export(
+            store.as_ref(),
+            &fed.cfg.id,
+            &peer,
+            &fed.anon,
+            cursor,
+            limit,
+            now,
+        )
+        .map_err(|e| {
+            log::error!("federation export to '{}': {e}", peer.id);
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "export failed; retry later",
+            )
+        })?;
+        store.record_export(&crate::federation::audit_record(&doc, now))?;
+        metrics.federation_export(&peer.id, doc.observations.len() as u64);
+        Ok(doc)
+    })
+    .await?;
+    Ok(Json(doc).into_response())
+}
+
+/// Peers as configured (never their credentials), with sync state.
+async fn federation_peers(State(st): State<AppState>) -> ApiResult<Response> {
+    let Some(fed) = st.federation.clone() else {
+        return Ok(Json(json!({ "id": null, "peers": [] })).into_response());
+    };
+    let store = st.store.clone();
+    let (states, exports) = blocking(move || {
+        let day_ago = Timestamp(Timestamp::now().0.saturating_sub(86_400_000_000));
+        Ok((store.peer_states()?, store.exports(day_ago, None)?))
+    })
+    .await?;
+    let now = Timestamp::now();
+    let peers: Vec<_> = fed
+        .cfg
+        .peers
+        .iter()
+        .map(|p| {
+            let s = states.iter().find(|s| s.peer == p.id);
+            let served: Vec<_> = exports.iter().filter(|e| e.peer == p.id).collect();
+            json!({
+                "id": p.id,
+                "url": p.url,
+                "pulls": p.url.is_some(),
+                "may_pull_from_us": p.inbound_token_sha256.is_some(),
+                "export": p.export,
+                "import": p.import,
+                "cursor": s.map(|s| s.cursor),
+                "last_pull": s.and_then(|s| s.last_pull),
+                "last_success": s.and_then(|s| s.last_success),
+                "last_error": s.map(|s| s.last_error.clone()).unwrap_or_default(),
+                "errors": s.map(|s| s.errors).unwrap_or(0),
+                "imported": s.map(|s| s.imported).unwrap_or(0),
+                "newest_window_end": s.and_then(|s| s.newest_window_end),
+                "lag_seconds": s.and_then(|s| s.newest_window_end).map(|t| (now.0 as f64 - t.0 as f64) / 1e6),
+                "their_tlp": s.map(|s| s.tlp.clone()).unwrap_or_default(),
+                "exports_24h": served.len(),
+                "exported_observations_24h": served.iter().map(|e| e.observations).sum::<u64>(),
+                "exported_source_rows_24h": served.iter().map(|e| e.source_rows).sum::<u64>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "id": fed.cfg.id, "peers": peers })).into_response())
+}
+
+/// The export audit log: every document served to a peer.
+async fn federation_audit(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
+    let since = time_param(&q, "since")?.unwrap_or(Timestamp(0));
+    let peer = q.get("peer").cloned();
+    let store = st.store.clone();
+    let v = blocking(move || Ok(store.exports(since, peer.as_deref())?)).await?;
+    Ok(Json(json!({ "exports": v })).into_response())
 }
 
 async fn openapi() -> Response {

@@ -41,6 +41,8 @@ pub struct Config {
     pub detect: crate::detect::DetectConfig,
     /// Receivers of new alerts.
     pub webhooks: Vec<WebhookConfig>,
+    /// Sharing with peer aggregators (off without peers).
+    pub federation: crate::federation::FederationConfig,
 }
 
 /// `[[webhooks]]`: a receiver of alerts.
@@ -77,6 +79,7 @@ impl Default for Config {
             detect_interval_secs: 60,
             detect: Default::default(),
             webhooks: Vec::new(),
+            federation: Default::default(),
         }
     }
 }
@@ -116,6 +119,9 @@ impl Config {
                 )));
             }
         }
+        self.federation
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if !(self.retention_days..=3650).contains(&self.rollup_retention_days) {
             return Err(ConfigError::Invalid(
                 "rollup_retention_days must be at least retention_days and at most 3650".into(),

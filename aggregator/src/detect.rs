@@ -47,6 +47,11 @@ pub struct DetectConfig {
     pub resolve_ratio: f64,
     /// Consecutive windows under it that resolve an alert.
     pub resolve_after: u32,
+    /// Series watched: `local` (own sensors) or `global` (with federation
+    /// peers' data). Global sees campaigns that start abroad, but a peer's
+    /// sensors going silent or its pulls lagging look like gaps (coverage
+    /// gating skips such windows).
+    pub scope: crate::store::Scope,
 }
 
 impl Default for DetectConfig {
@@ -65,6 +70,7 @@ impl Default for DetectConfig {
             new_port_sources: 50,
             resolve_ratio: 1.5,
             resolve_after: 5,
+            scope: crate::store::Scope::Local,
         }
     }
 }
@@ -255,14 +261,15 @@ impl Detector {
             .done_until
             .unwrap_or(Timestamp(upto.0.saturating_sub(self.history_us)));
         let mut opened = Vec::new();
-        for w in store.window_starts(from, Timestamp(upto.0 + 1))? {
-            if !self.coverage.complete(store.window_sensors(w)?) {
+        let scope = self.cfg.scope;
+        for w in store.window_starts(from, Timestamp(upto.0 + 1), scope)? {
+            if !self.coverage.complete(store.window_sensors(w, scope)?) {
                 log::info!("window {w}: fewer sensors than usual reported; skipped by detection");
                 self.done_until = Some(Timestamp(w.0 + 1));
                 continue;
             }
             let seen: FxHashMap<(Proto, u16), u64> = store
-                .port_sources_at(w)?
+                .port_sources_at(w, scope)?
                 .into_iter()
                 .map(|(p, port, n)| ((p, port), n))
                 .collect();
@@ -282,7 +289,7 @@ impl Detector {
                             id: 0,
                             proto: key.0,
                             port: key.1,
-                            scope: "global".into(),
+                            scope: scope.as_str().into(),
                             start: w,
                             severity: severity(ratio, new_port).into(),
                             baseline,

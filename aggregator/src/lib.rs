@@ -1,13 +1,14 @@
 //! darkscope aggregator: authenticated ingest of sensor summaries
 //! ([`ingest`], [`auth`]), durable storage behind the [`store::Store`] trait
 //! (SQLite by default), the query API ([`api`]) and the analysts' console
-//! ([`dashboard`]). See ARCHITECTURE.md.
+//! ([`dashboard`]), and sharing with peer aggregators ([`federation`]). See ARCHITECTURE.md.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod detect;
+pub mod federation;
 pub mod feeds;
 pub mod ingest;
 pub mod metrics;

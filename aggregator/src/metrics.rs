@@ -27,6 +27,19 @@ pub struct Metrics {
     /// Alerts dropped because the delivery queue was full.
     pub webhooks_dropped: AtomicU64,
     ingest_us: Mutex<Histogram<u64>>,
+    /// Per federation peer.
+    peers: Mutex<std::collections::BTreeMap<String, PeerCounters>>,
+}
+
+/// Federation counters of one peer.
+#[derive(Clone, Debug, Default)]
+struct PeerCounters {
+    pulls: u64,
+    pull_errors: u64,
+    imported: u64,
+    exports: u64,
+    exported: u64,
+    last_success_unix: f64,
 }
 
 impl Default for Metrics {
@@ -44,6 +57,7 @@ impl Default for Metrics {
             ingest_us: Mutex::new(
                 Histogram::new(3).expect("3 significant digits is a valid histogram precision"),
             ),
+            peers: Mutex::new(Default::default()),
         }
     }
 }
@@ -53,6 +67,29 @@ impl Metrics {
     pub fn record_ingest(&self, us: u64) {
         if let Ok(mut h) = self.ingest_us.lock() {
             let _ = h.record(us);
+        }
+    }
+
+    /// Records a pull from a peer.
+    pub fn federation_pull(&self, peer: &str, imported: u64, ok: bool) {
+        if let Ok(mut m) = self.peers.lock() {
+            let c = m.entry(peer.to_string()).or_default();
+            c.pulls += 1;
+            c.imported += imported;
+            if ok {
+                c.last_success_unix = darkscope_common::Timestamp::now().0 as f64 / 1e6;
+            } else {
+                c.pull_errors += 1;
+            }
+        }
+    }
+
+    /// Records a change document served to a peer.
+    pub fn federation_export(&self, peer: &str, observations: u64) {
+        if let Ok(mut m) = self.peers.lock() {
+            let c = m.entry(peer.to_string()).or_default();
+            c.exports += 1;
+            c.exported += observations;
         }
     }
 
@@ -134,6 +171,55 @@ impl Metrics {
                 );
             }
             let _ = writeln!(out, "{name}_count {}", h.len());
+        }
+        if let Ok(m) = self.peers.lock() {
+            type Field = fn(&PeerCounters) -> f64;
+            let series: [(&str, &str, &str, Field); 6] = [
+                (
+                    "darkscope_federation_pulls_total",
+                    "counter",
+                    "Pulls from the peer.",
+                    |c| c.pulls as f64,
+                ),
+                (
+                    "darkscope_federation_pull_errors_total",
+                    "counter",
+                    "Pulls from the peer that failed.",
+                    |c| c.pull_errors as f64,
+                ),
+                (
+                    "darkscope_federation_imported_total",
+                    "counter",
+                    "Observations imported from the peer.",
+                    |c| c.imported as f64,
+                ),
+                (
+                    "darkscope_federation_last_success_timestamp_seconds",
+                    "gauge",
+                    "Unix time of the last successful pull (sync lag = now - this).",
+                    |c| c.last_success_unix,
+                ),
+                (
+                    "darkscope_federation_exports_total",
+                    "counter",
+                    "Change documents served to the peer.",
+                    |c| c.exports as f64,
+                ),
+                (
+                    "darkscope_federation_exported_total",
+                    "counter",
+                    "Observations served to the peer.",
+                    |c| c.exported as f64,
+                ),
+            ];
+            if !m.is_empty() {
+                for (name, kind, help, f) in series {
+                    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                    for (peer, c) in m.iter() {
+                        let _ = writeln!(out, "{name}{{peer=\"{peer}\"}} {}", f(c));
+                    }
+                }
+            }
         }
         out
     }

@@ -8,7 +8,7 @@ mod common;
 use common::{summary, MIN, T0};
 
 use darkscope_aggregator::store::sqlite::SqliteStore;
-use darkscope_aggregator::store::{Inserted, PortFilter, Store, StoreError};
+use darkscope_aggregator::store::{Inserted, PortFilter, Scope, Store, StoreError};
 use darkscope_common::{Addr, Fingerprint, FingerprintSet, Proto, Timestamp};
 
 fn conformance(store: &dyn Store) {
@@ -101,21 +101,32 @@ fn conformance(store: &dyn Store) {
 
     // Series: one point per minute, sources merged across sensors in a step.
     let s = store
-        .port_series(Proto::Tcp, 23, Timestamp(T0), Timestamp(T0 + 3 * MIN), MIN)
+        .port_series(
+            Proto::Tcp,
+            23,
+            Timestamp(T0),
+            Timestamp(T0 + 3 * MIN),
+            MIN,
+            Scope::Local,
+        )
         .unwrap();
     let got: Vec<(u64, u64)> = s.iter().map(|p| (p.packets, p.sources)).collect();
     assert_eq!(got, vec![(16, 5), (2, 2), (0, 0)]);
 
     // A source.
-    let src = store.source(Addr::v4(2)).unwrap().unwrap();
+    let src = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!((src.packets, src.windows), (3, 2));
     assert_eq!(src.ports[0].port, 23);
     assert_eq!(src.per_day.len(), 1);
     assert_eq!(
-        store.source(Addr::v4(7)).unwrap().unwrap().fingerprints,
+        store
+            .source(Addr::v4(7), Scope::Local)
+            .unwrap()
+            .unwrap()
+            .fingerprints,
         FingerprintSet(Fingerprint::Mirai.bit())
     );
-    assert!(store.source(Addr::v4(99)).unwrap().is_none());
+    assert!(store.source(Addr::v4(99), Scope::Local).unwrap().is_none());
 
     // Sensor health.
     let st = store.sensor_status(Timestamp(T0 + 3 * MIN)).unwrap();
@@ -127,7 +138,7 @@ fn conformance(store: &dyn Store) {
 
     // Overview.
     let o = store
-        .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN))
+        .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN), Scope::Local)
         .unwrap();
     assert_eq!((o.packets, o.active_sensors, o.windows), (18, 2, 3));
     assert_eq!(o.classes.tcp_syn, 18);
@@ -136,21 +147,27 @@ fn conformance(store: &dyn Store) {
     // Roll-ups: nothing before the hour (plus grace) is over; then the same
     // answers from the roll-up; a late window dirties its hour and is seen
     // at once, and again after the rebuild.
-    let before = store.source(Addr::v4(2)).unwrap().unwrap();
+    let before = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!(store.rollup(Timestamp(T0 + 30 * MIN)).unwrap(), 0);
     assert_eq!(store.rollup(Timestamp(T0 + 66 * MIN)).unwrap(), 1);
-    assert_eq!(store.source(Addr::v4(2)).unwrap().unwrap(), before);
+    assert_eq!(
+        store.source(Addr::v4(2), Scope::Local).unwrap().unwrap(),
+        before
+    );
     assert_eq!(
         store
             .insert_summary(&summary("b", 5, &[2], 4), "DE")
             .unwrap(),
         Inserted::New
     );
-    let late = store.source(Addr::v4(2)).unwrap().unwrap();
+    let late = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!((late.packets, late.windows), (7, 3));
     assert_eq!(late.sensors, vec!["a".to_string(), "b".to_string()]);
     assert_eq!(store.rollup(Timestamp(T0 + 67 * MIN)).unwrap(), 1);
-    assert_eq!(store.source(Addr::v4(2)).unwrap().unwrap(), late);
+    assert_eq!(
+        store.source(Addr::v4(2), Scope::Local).unwrap().unwrap(),
+        late
+    );
 
     // Revocation is visible; retention deletes old windows only.
     store.revoke_sensor("a").unwrap();
@@ -167,19 +184,34 @@ fn conformance(store: &dyn Store) {
         2
     );
     let o = store
-        .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN))
+        .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN), Scope::Local)
         .unwrap();
     assert_eq!(o.windows, 2);
     // Raw rows of the first minute are gone; the roll-up still knows the hour.
-    assert_eq!(store.source(Addr::v4(1)).unwrap().unwrap().packets, 2);
+    assert_eq!(
+        store
+            .source(Addr::v4(1), Scope::Local)
+            .unwrap()
+            .unwrap()
+            .packets,
+        2
+    );
     store
         .apply_retention(Timestamp(T0 + MIN), Timestamp(T0 + 120 * MIN))
         .unwrap();
-    assert!(store.source(Addr::v4(1)).unwrap().is_none());
+    assert!(store.source(Addr::v4(1), Scope::Local).unwrap().is_none());
 }
 
 /// Every port answer, over ranges that need raw, hourly and daily rows.
 fn port_answers(store: &dyn Store) -> String {
+    let mut out = String::new();
+    for scope in [Scope::Local, Scope::Global] {
+        out += &port_answers_in(store, scope);
+    }
+    out
+}
+
+fn port_answers_in(store: &dyn Store, scope: Scope) -> String {
     let mut out = String::new();
     let h = 60 * MIN;
     for (a, b) in [
@@ -191,6 +223,7 @@ fn port_answers(store: &dyn Store) -> String {
         let f = PortFilter {
             from: Timestamp(T0 + a),
             to: Timestamp(T0 + b),
+            scope,
             ..Default::default()
         };
         out += &format!("{:?}\n", store.top_ports(&f, 100).unwrap());
@@ -207,7 +240,14 @@ fn port_answers(store: &dyn Store) -> String {
     }
     for step in [20 * MIN, h, 24 * h] {
         let s = store
-            .port_series(Proto::Tcp, 23, Timestamp(T0), Timestamp(T0 + 50 * h), step)
+            .port_series(
+                Proto::Tcp,
+                23,
+                Timestamp(T0),
+                Timestamp(T0 + 50 * h),
+                step,
+                scope,
+            )
             .unwrap();
         out += &format!("{s:?}\n");
     }
@@ -228,8 +268,18 @@ fn rollups_answer_like_raw_rows(store: &dyn Store) {
                 .insert_summary(&summary("b", w, &[100, 101], 2), "DE")
                 .unwrap();
         }
+        // A federation peer's sensor, sharing some sources with ours.
+        if w % 60 == 0 {
+            store
+                .import_summary(&summary("@th/s-1", w, &[1, 2, 300], 4), "TH")
+                .unwrap();
+        }
     }
     let raw = port_answers(store);
+    assert_ne!(
+        port_answers_in(store, Scope::Local),
+        port_answers_in(store, Scope::Global)
+    );
     assert!(store.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap() >= 50);
     assert_eq!(
         port_answers(store),
@@ -248,6 +298,148 @@ fn rollups_answer_like_raw_rows(store: &dyn Store) {
         late,
         "a rebuilt hour answers like raw rows"
     );
+}
+
+/// What federation needs from a backend: an arrival log of local windows,
+/// windows read back as summaries, replacing imports, and scoped answers.
+fn federation_storage(store: &dyn Store) {
+    let a0 = summary("a", 0, &[1, 2, 7], 2);
+    store.insert_summary(&a0, "JP").unwrap();
+    store
+        .insert_summary(&summary("a", 1, &[2, 3], 1), "JP")
+        .unwrap();
+    store.insert_summary(&a0, "JP").unwrap(); // a retry: not logged again
+    let log = store.local_changes(0, 10).unwrap();
+    assert_eq!(log.len(), 2);
+    assert!(log[0].seq < log[1].seq);
+    assert_eq!((log[0].sensor.as_str(), log[0].start), ("a", Timestamp(T0)));
+    assert_eq!(store.local_changes(log[0].seq, 10).unwrap().len(), 1);
+    assert_eq!(store.local_changes_head().unwrap(), log[1].seq);
+
+    // Read back: what was stored, minus capture health.
+    let back = store
+        .stored_summaries("a", Timestamp(T0), Timestamp(T0 + 1))
+        .unwrap();
+    assert_eq!(back.len(), 1);
+    let b = &back[0];
+    assert_eq!(
+        (b.window, &b.classes, &b.totals),
+        (a0.window, &a0.classes, &a0.totals)
+    );
+    assert_eq!(b.ports, a0.ports);
+    let mut want = a0.sources.clone();
+    want.sort_by(|x, y| y.packets.cmp(&x.packets).then(x.ip.cmp(&y.ip)));
+    assert_eq!(b.sources, want);
+    assert_eq!(b.sensor.country, "JP");
+
+    // Imports replace by key and never enter the export log.
+    let peer = summary("@th/s-1", 0, &[2, 50], 3);
+    assert_eq!(store.import_summary(&peer, "TH").unwrap(), Inserted::New);
+    assert_eq!(
+        store.import_summary(&peer, "TH").unwrap(),
+        Inserted::Replaced
+    );
+    assert!(store
+        .import_summary(&summary("a", 5, &[1], 1), "JP")
+        .is_err());
+    assert_eq!(store.local_changes(0, 10).unwrap().len(), 2);
+
+    // Scopes: local sees our sensor only; global merges, counting source 2 once.
+    let f = PortFilter {
+        from: Timestamp(T0),
+        to: Timestamp(T0 + MIN),
+        ..Default::default()
+    };
+    let local = store.top_ports(&f, 10).unwrap();
+    let global = store
+        .top_ports(
+            &PortFilter {
+                scope: Scope::Global,
+                ..f.clone()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!((local[0].packets, local[0].sources), (6, 3));
+    assert_eq!((global[0].packets, global[0].sources), (12, 4));
+    assert!(store.source(Addr::v4(50), Scope::Local).unwrap().is_none());
+    assert_eq!(
+        store
+            .source(Addr::v4(50), Scope::Global)
+            .unwrap()
+            .unwrap()
+            .sensors,
+        vec!["@th/s-1".to_string()]
+    );
+    let o = store
+        .overview(Timestamp(T0), Timestamp(T0 + MIN), Scope::Global)
+        .unwrap();
+    assert_eq!((o.packets, o.active_sensors), (12, 2));
+    assert_eq!(
+        store.window_sensors(Timestamp(T0), Scope::Local).unwrap(),
+        1
+    );
+    assert_eq!(
+        store.window_sensors(Timestamp(T0), Scope::Global).unwrap(),
+        2
+    );
+    let n = |scope| store.port_sources_at(Timestamp(T0), scope).unwrap()[0].2;
+    assert_eq!((n(Scope::Local), n(Scope::Global)), (3, 4));
+    assert!(store
+        .sensor_status(Timestamp::now())
+        .unwrap()
+        .iter()
+        .all(|s| !s.id.starts_with('@')));
+
+    // Peer sync state and the export audit log.
+    use darkscope_aggregator::store::{ExportRecord, PeerState};
+    let st = PeerState {
+        peer: "th".into(),
+        cursor: 42,
+        last_error: "boom".into(),
+        errors: 1,
+        tlp: "amber".into(),
+        ..Default::default()
+    };
+    store.save_peer_state(&st).unwrap();
+    store
+        .save_peer_state(&PeerState {
+            cursor: 43,
+            ..st.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        store.peer_states().unwrap(),
+        vec![PeerState { cursor: 43, ..st }]
+    );
+    let e = ExportRecord {
+        time: Timestamp(T0),
+        peer: "my".into(),
+        share: "aggregates".into(),
+        tlp: "green".into(),
+        cursor_from: 0,
+        cursor_to: 2,
+        observations: 2,
+        port_rows: 2,
+        source_rows: 0,
+    };
+    store.record_export(&e).unwrap();
+    store
+        .record_export(&ExportRecord {
+            peer: "th".into(),
+            ..e.clone()
+        })
+        .unwrap();
+    assert_eq!(store.exports(Timestamp(0), Some("my")).unwrap(), vec![e]);
+    assert_eq!(store.exports(Timestamp(0), None).unwrap().len(), 2);
+    assert!(store.exports(Timestamp(T0 + 1), None).unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_federation_storage_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("f.db")).unwrap();
+    federation_storage(&store);
 }
 
 #[test]

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use darkscope_aggregator::api::{self, AppState};
 use darkscope_aggregator::auth;
 use darkscope_aggregator::config::Config;
+use darkscope_aggregator::federation;
 use darkscope_aggregator::metrics::Metrics;
 use darkscope_aggregator::store::sqlite::SqliteStore;
 use darkscope_aggregator::store::Store;
@@ -20,6 +21,8 @@ use std::sync::Arc;
 ///   darkscope-aggregator sensor list
 ///   darkscope-aggregator sensor revoke jp-01
 ///   darkscope-aggregator analyst add --name alice > alice.token
+///   darkscope-aggregator federation keygen > /etc/darkscope/federation.key
+///   darkscope-aggregator federation pull --peer th
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -50,6 +53,41 @@ enum Command {
     /// Manage feed subscribers (ISPs receiving their own scanning hosts).
     #[command(subcommand)]
     Subscriber(SubscriberCmd),
+    /// Sharing with peer aggregators: keys, peer tokens, pulls, audit.
+    #[command(subcommand)]
+    Federation(FederationCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum FederationCmd {
+    /// Print a new 32-byte secret (hex) for [federation] key_file: it keys
+    /// sensor pseudonyms and Crypto-PAn. Generate it once and keep it.
+    Keygen,
+    /// Make a token for a peer to present to us: the token goes to the peer
+    /// (stdout), its SHA-256 goes into our config as inbound_token_sha256.
+    Token {
+        /// Peer id (as in [[federation.peers]]).
+        #[arg(long)]
+        peer: String,
+    },
+    /// Pull now from every peer with a url (or one), as the server does on
+    /// its interval; prints what was imported.
+    Pull {
+        /// Only this peer.
+        #[arg(long)]
+        peer: Option<String>,
+    },
+    /// Sync state of every peer: cursor, last success, lag, last error.
+    Status,
+    /// The export audit log: every change document served to a peer.
+    Audit {
+        /// Only this peer.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Only exports at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,9 +168,34 @@ fn real_main() -> Result<()> {
         cfg.listen = l.clone();
     }
     cfg.validate()?;
+    // Commands that need no database.
+    match &cli.command {
+        Command::Federation(FederationCmd::Keygen) => {
+            let mut k = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+            eprintln!("new federation key (keep it secret; put it in the file named by [federation] key_file):");
+            println!("{}", federation::hex(&k));
+            return Ok(());
+        }
+        Command::Federation(FederationCmd::Token { peer }) => {
+            let token = auth::new_token();
+            eprintln!(
+                "token for peer '{peer}' follows on stdout: send it to them over a secure channel."
+            );
+            eprintln!("put this in our config under that peer:");
+            eprintln!(
+                "  inbound_token_sha256 = \"{}\"",
+                federation::hex(&auth::token_hash(&token))
+            );
+            println!("{token}");
+            return Ok(());
+        }
+        _ => {}
+    }
     let store = Arc::new(SqliteStore::open(&cfg.database)?);
     match cli.command {
         Command::Serve { .. } => serve(cfg, store),
+        Command::Federation(cmd) => federation_cmd(cfg, store, cmd),
         Command::Sensor(SensorCmd::Add { id, country }) => {
             let ok_id = !id.is_empty()
                 && id.len() <= 64
@@ -251,6 +314,104 @@ fn real_main() -> Result<()> {
     }
 }
 
+fn federation_cmd(cfg: Config, store: Arc<SqliteStore>, cmd: FederationCmd) -> Result<()> {
+    let store = store as Arc<dyn Store>;
+    match cmd {
+        FederationCmd::Keygen | FederationCmd::Token { .. } => Ok(()),
+        FederationCmd::Pull { peer } => {
+            let fed = &cfg.federation;
+            anyhow::ensure!(fed.enabled(), "no [[federation.peers]] in the config");
+            let peers: Vec<_> = fed
+                .peers
+                .iter()
+                .filter(|p| p.url.is_some() && peer.as_ref().is_none_or(|id| *id == p.id))
+                .collect();
+            anyhow::ensure!(
+                !peers.is_empty(),
+                "no peer with a url{}",
+                peer.map(|p| format!(" named '{p}'")).unwrap_or_default()
+            );
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(std::time::Duration::from_secs(120))
+                    .build()?;
+                let mut failed = 0;
+                for p in peers {
+                    match federation::pull_once(store.clone(), &client, fed, p, 10_000).await {
+                        Ok(r) => println!(
+                            "{}: {} observations imported ({} replaced earlier versions) in {} requests; cursor {}",
+                            p.id, r.imported, r.replaced, r.requests, r.cursor
+                        ),
+                        Err(e) => {
+                            failed += 1;
+                            eprintln!("{}: pull failed: {e}", p.id);
+                        }
+                    }
+                }
+                anyhow::ensure!(failed == 0, "{failed} pull(s) failed; nothing of theirs was stored");
+                Ok(())
+            })
+        }
+        FederationCmd::Status => {
+            let states = store.peer_states()?;
+            println!(
+                "{:<12} {:>10} {:<22} {:>10} {:>8} last error",
+                "peer", "cursor", "last success", "imported", "errors"
+            );
+            for p in &cfg.federation.peers {
+                let s = states
+                    .iter()
+                    .find(|s| s.peer == p.id)
+                    .cloned()
+                    .unwrap_or_default();
+                println!(
+                    "{:<12} {:>10} {:<22} {:>10} {:>8} {}",
+                    p.id,
+                    s.cursor,
+                    s.last_success
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.imported,
+                    s.errors,
+                    s.last_error
+                );
+            }
+            Ok(())
+        }
+        FederationCmd::Audit { peer, since } => {
+            let since = match since {
+                Some(s) => darkscope_common::Timestamp::parse_rfc3339(&s).map_err(|_| {
+                    anyhow::anyhow!("--since must be RFC 3339, e.g. 2026-11-01T00:00:00Z")
+                })?,
+                None => darkscope_common::Timestamp(0),
+            };
+            println!(
+                "{:<28} {:<10} {:<20} {:<13} {:>10} {:>10} {:>8} {:>10} {:>10}",
+                "time", "peer", "policy", "tlp", "from", "to", "obs", "port rows", "src rows"
+            );
+            for e in store.exports(since, peer.as_deref())? {
+                println!(
+                    "{:<28} {:<10} {:<20} {:<13} {:>10} {:>10} {:>8} {:>10} {:>10}",
+                    e.time.to_string(),
+                    e.peer,
+                    e.share,
+                    e.tlp,
+                    e.cursor_from,
+                    e.cursor_to,
+                    e.observations,
+                    e.port_rows,
+                    e.source_rows
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -265,10 +426,29 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             listener.local_addr()?,
             cfg.database.display()
         );
+        let fed = federation::Federation::load(&cfg.federation)?.map(Arc::new);
+        let metrics = Arc::new(Metrics::default());
+        if let Some(f) = &fed {
+            log::info!(
+                "federation '{}': {} peer(s); pulling from {} every {} s",
+                f.cfg.id,
+                f.cfg.peers.len(),
+                f.cfg.peers.iter().filter(|p| p.url.is_some()).count(),
+                f.cfg.pull_interval_secs
+            );
+            if f.cfg.peers.iter().any(|p| p.url.is_some()) {
+                tokio::spawn(federation::run_puller(
+                    store.clone() as Arc<dyn Store>,
+                    f.cfg.clone(),
+                    metrics.clone(),
+                ));
+            }
+        }
         let state = AppState {
+            federation: fed,
             store: store as Arc<dyn Store>,
             max_body: cfg.max_body(),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             query_auth: cfg.query_auth,
             alert_events: tokio::sync::broadcast::channel(256).0,
         };

@@ -9,7 +9,7 @@ pub mod srcrec;
 
 use darkscope_common::wire::{ClassTotals, PortCount, Summary};
 use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +131,108 @@ pub struct SourceSeen {
 pub enum Inserted {
     /// Stored now.
     New,
+    /// Replaced an earlier version with the same key (federation imports).
+    Replaced,
     /// This (sensor, window start) was already stored; nothing changed.
     Duplicate,
+}
+
+/// Whose observations a query or the detector reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// This aggregator's own sensors (the default).
+    #[default]
+    Local,
+    /// Own sensors plus everything imported from federation peers; distinct
+    /// sources are merged with the sketches, so a scanner seen in two
+    /// countries counts once.
+    Global,
+}
+
+impl Scope {
+    /// From `local` / `global`.
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "local" => Some(Scope::Local),
+            "global" => Some(Scope::Global),
+            _ => None,
+        }
+    }
+
+    /// `local` or `global`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Global => "global",
+        }
+    }
+}
+
+/// First character of the storage key of a sensor learned from a peer
+/// (`@peer/pseudonym`); local sensor ids cannot contain it.
+pub const PEER_SENSOR_MARK: char = '@';
+
+/// The storage key of a peer's (pseudonymous) sensor.
+pub fn peer_sensor_key(peer: &str, pseudonym: &str) -> String {
+    format!("{PEER_SENSOR_MARK}{peer}/{pseudonym}")
+}
+
+/// A local window in arrival order: the unit federation exports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalChange {
+    /// Position in the arrival log (the export cursor).
+    pub seq: u64,
+    /// Local sensor id.
+    pub sensor: String,
+    /// Window start.
+    pub start: Timestamp,
+}
+
+/// Sync state of one federation peer we pull from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PeerState {
+    /// Peer id.
+    pub peer: String,
+    /// Their cursor: the next pull asks for changes after it.
+    pub cursor: u64,
+    /// Last pull attempt.
+    pub last_pull: Option<Timestamp>,
+    /// Last pull that succeeded.
+    pub last_success: Option<Timestamp>,
+    /// Why the last pull failed (empty when it succeeded).
+    pub last_error: String,
+    /// Failed pulls since the first.
+    pub errors: u64,
+    /// Observations imported since the first.
+    pub imported: u64,
+    /// End of the newest window imported from the peer.
+    pub newest_window_end: Option<Timestamp>,
+    /// The TLP marking the peer put on its data.
+    pub tlp: String,
+}
+
+/// One export to a peer, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportRecord {
+    /// When it was served.
+    pub time: Timestamp,
+    /// The peer that pulled.
+    pub peer: String,
+    /// Policy applied (`aggregates` or `aggregates+sources`).
+    pub share: String,
+    /// TLP marking sent.
+    pub tlp: String,
+    /// Cursor asked for.
+    pub cursor_from: u64,
+    /// Cursor handed back.
+    pub cursor_to: u64,
+    /// Observations sent.
+    pub observations: u64,
+    /// Port rows sent.
+    pub port_rows: u64,
+    /// Source rows (addresses) sent.
+    pub source_rows: u64,
 }
 
 /// Which rows a port query covers.
@@ -148,6 +248,8 @@ pub struct PortFilter {
     pub sensor: Option<String>,
     /// Only sensors registered in this country.
     pub country: Option<String>,
+    /// Own sensors only, or with peers' data too.
+    pub scope: Scope,
 }
 
 /// A port ranked over a time range, merged across sensors and windows.
@@ -321,6 +423,7 @@ pub trait Store: Send + Sync {
     /// Ports over a range, by distinct sources.
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError>;
     /// A port's packets and distinct sources per step over `[from, to)`.
+    #[allow(clippy::too_many_arguments)]
     fn port_series(
         &self,
         proto: Proto,
@@ -328,20 +431,35 @@ pub trait Store: Send + Sync {
         from: Timestamp,
         to: Timestamp,
         step_us: u64,
+        scope: Scope,
     ) -> Result<Vec<SeriesPoint>, StoreError>;
     /// Everything about one source.
-    fn source(&self, ip: Addr) -> Result<Option<SourceInfo>, StoreError>;
+    fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError>;
     /// Health of every sensor.
     fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError>;
     /// Totals over a range.
-    fn overview(&self, from: Timestamp, to: Timestamp) -> Result<Overview, StoreError>;
+    fn overview(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<Overview, StoreError>;
     /// Distinct window starts in `[from, to)`, ascending.
-    fn window_starts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Timestamp>, StoreError>;
+    fn window_starts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<Vec<Timestamp>, StoreError>;
     /// Number of sensors that stored a window starting at `start`.
-    fn window_sensors(&self, start: Timestamp) -> Result<u32, StoreError>;
+    fn window_sensors(&self, start: Timestamp, scope: Scope) -> Result<u32, StoreError>;
     /// Per port, distinct sources of the window starting at `start`, merged
-    /// across all sensors with the sketches.
-    fn port_sources_at(&self, start: Timestamp) -> Result<Vec<(Proto, u16, u64)>, StoreError>;
+    /// across the scope's sensors with the sketches.
+    fn port_sources_at(
+        &self,
+        start: Timestamp,
+        scope: Scope,
+    ) -> Result<Vec<(Proto, u16, u64)>, StoreError>;
     /// Stores a new alert; returns its id.
     fn insert_alert(&self, a: &Alert) -> Result<i64, StoreError>;
     /// Marks an alert resolved.
@@ -359,4 +477,32 @@ pub trait Store: Send + Sync {
     /// grace period, and rebuilds hours that late windows changed. Returns
     /// the number of hours (re)built.
     fn rollup(&self, now: Timestamp) -> Result<u64, StoreError>;
+    /// Local windows stored after `cursor`, in arrival order, at most `limit`.
+    fn local_changes(&self, cursor: u64, limit: usize) -> Result<Vec<LocalChange>, StoreError>;
+    /// The newest position in the arrival log (0 when empty).
+    fn local_changes_head(&self) -> Result<u64, StoreError>;
+    /// A local sensor's stored windows starting in `[from, to)`, read back
+    /// as summaries (capture health and heavy hitters are not kept).
+    fn stored_summaries(
+        &self,
+        sensor: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Summary>, StoreError>;
+    /// Stores an observation learned from a peer (its sensor id is a
+    /// [`peer_sensor_key`]), replacing any stored version with the same
+    /// (sensor, window start): applying the same change twice is a no-op.
+    fn import_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError>;
+    /// Sync state of every peer we pulled from.
+    fn peer_states(&self) -> Result<Vec<PeerState>, StoreError>;
+    /// Saves a peer's sync state.
+    fn save_peer_state(&self, st: &PeerState) -> Result<(), StoreError>;
+    /// Appends to the export audit log.
+    fn record_export(&self, e: &ExportRecord) -> Result<(), StoreError>;
+    /// Exports served since `since`, newest first, optionally to one peer.
+    fn exports(
+        &self,
+        since: Timestamp,
+        peer: Option<&str>,
+    ) -> Result<Vec<ExportRecord>, StoreError>;
 }

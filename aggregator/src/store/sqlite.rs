@@ -21,9 +21,9 @@
 
 use super::srcrec;
 use super::{
-    Alert, AnalystRecord, DayCount, Inserted, Overview, PortFilter, PortTop, SensorRecord,
-    SensorStatus, SeriesPoint, SourceBrief, SourceInfo, SourceSeen, Store, StoreError,
-    SubscriberRecord,
+    Alert, AnalystRecord, DayCount, ExportRecord, Inserted, LocalChange, Overview, PeerState,
+    PortFilter, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceBrief, SourceInfo,
+    SourceSeen, Store, StoreError, SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, PortCount, Summary};
@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS windows (
   icmp_echo INTEGER NOT NULL, icmp_other INTEGER NOT NULL, tcp_other INTEGER NOT NULL,
   other INTEGER NOT NULL, fp_mirai INTEGER NOT NULL, fp_zmap INTEGER NOT NULL,
   fp_masscan INTEGER NOT NULL, sources_hll BLOB NOT NULL,
+  darknet TEXT NOT NULL DEFAULT '', monitored_ipv4 INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (sensor, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_start ON windows(start);
 CREATE TABLE IF NOT EXISTS port_rows (
@@ -89,7 +90,18 @@ CREATE TABLE IF NOT EXISTS port_days (
 CREATE INDEX IF NOT EXISTS port_hours_port ON port_hours(proto, port, sensor, hour);
 CREATE INDEX IF NOT EXISTS port_days_port ON port_days(proto, port, sensor, day);
 CREATE TABLE IF NOT EXISTS rollup_hours (hour INTEGER PRIMARY KEY, dirty INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '3');
+CREATE TABLE IF NOT EXISTS fed_log (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, start INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS peer_state (
+  peer TEXT PRIMARY KEY, cursor INTEGER NOT NULL, last_pull INTEGER, last_success INTEGER,
+  last_error TEXT NOT NULL, errors INTEGER NOT NULL, imported INTEGER NOT NULL,
+  newest_window_end INTEGER, tlp TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS export_audit (
+  id INTEGER PRIMARY KEY, time INTEGER NOT NULL, peer TEXT NOT NULL, share TEXT NOT NULL,
+  tlp TEXT NOT NULL, cursor_from INTEGER NOT NULL, cursor_to INTEGER NOT NULL,
+  observations INTEGER NOT NULL, port_rows INTEGER NOT NULL, source_rows INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS export_audit_time ON export_audit(time);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '4');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
@@ -120,6 +132,12 @@ struct Encoded {
     ports: Vec<([i64; 6], Vec<u8>)>,
     /// Source rows, [`srcrec`] blob.
     sources: Vec<u8>,
+    /// Monitored prefixes, comma-separated.
+    darknet: String,
+    monitored_ipv4: i64,
+    /// Replace a stored window with the same key (federation imports)
+    /// instead of keeping the first.
+    replace: bool,
 }
 
 /// Where the writer thread answers an insert.
@@ -227,9 +245,11 @@ impl SqliteStore {
             writer.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
             })?;
-        if version != "3" {
+        if version == "3" {
+            migrate_3_to_4(&writer)?;
+        } else if version != "4" {
             return Err(StoreError::Backend(format!(
-                "{} has storage schema {version}; this build reads schema 3 (move the old file aside)",
+                "{} has storage schema {version}; this build reads schemas 3 and 4 (move the old file aside)",
                 path.display()
             )));
         }
@@ -251,6 +271,45 @@ impl SqliteStore {
         let tx = self.jobs.lock().map_err(|_| gone())?.clone();
         tx.send(job).map_err(|_| gone())
     }
+}
+
+/// Schema 4 (federation): windows remember the sensor's blocks; local
+/// windows get an arrival log (the export cursor); pre-merged roll-ups get a
+/// global twin (`**`, `**CC`), equal to the local rows while no peer data
+/// exists.
+fn migrate_3_to_4(c: &Connection) -> Result<(), StoreError> {
+    log::info!("upgrading the database from storage schema 3 to 4 (federation)");
+    c.execute_batch(
+        "BEGIN;
+         ALTER TABLE windows ADD COLUMN darknet TEXT NOT NULL DEFAULT '';
+         ALTER TABLE windows ADD COLUMN monitored_ipv4 INTEGER NOT NULL DEFAULT 0;
+         INSERT INTO fed_log (sensor, start) SELECT sensor, start FROM windows ORDER BY stored_at, start, sensor;
+         INSERT OR IGNORE INTO port_hours SELECT hour, '*' || sensor, country, proto, port, packets, bytes,
+           sources, destinations, hll, windows FROM port_hours WHERE sensor LIKE '*%';
+         INSERT OR IGNORE INTO port_days SELECT day, '*' || sensor, country, proto, port, packets, bytes,
+           sources, destinations, hll, windows FROM port_days WHERE sensor LIKE '*%';
+         UPDATE meta SET value = '4' WHERE key = 'schema';
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
+/// SQL condition keeping only the scope's sensors (on a `sensor` column).
+fn scope_pred(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Local => "substr(sensor, 1, 1) <> '@'",
+        Scope::Global => "1",
+    }
+}
+
+/// Key of the pre-merged roll-up rows across the scope's sensors
+/// (`*` local, `**` global), optionally of one sensor country.
+fn merged_key(scope: Scope, country: Option<&str>) -> String {
+    let stars = match scope {
+        Scope::Local => "*",
+        Scope::Global => "**",
+    };
+    format!("{stars}{}", country.unwrap_or(""))
 }
 
 fn gone() -> StoreError {
@@ -313,6 +372,9 @@ fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
         sources_hll: s.totals.sources_hll.to_bytes(),
         ports,
         sources,
+        darknet: s.sensor.darknet.join(","),
+        monitored_ipv4: n(s.sensor.monitored_ipv4),
+        replace: false,
     })
 }
 
@@ -360,8 +422,17 @@ fn write_batch(
     let mut out = Vec::with_capacity(jobs.len());
     {
         let mut ws = tx.prepare_cached(
-            "INSERT OR IGNORE INTO windows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28)",
+            "INSERT OR IGNORE INTO windows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)",
         )?;
+        let mut log = tx.prepare_cached("INSERT INTO fed_log (sensor, start) VALUES (?1, ?2)")?;
+        let mut del: Vec<rusqlite::CachedStatement<'_>> = [
+            "DELETE FROM windows WHERE sensor = ?1 AND start = ?2",
+            "DELETE FROM port_rows WHERE sensor = ?1 AND start = ?2",
+            "DELETE FROM source_blobs WHERE sensor = ?1 AND start = ?2",
+        ]
+        .iter()
+        .map(|q| tx.prepare_cached(q))
+        .collect::<Result<_, _>>()?;
         let mut ps =
             tx.prepare_cached("INSERT INTO port_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")?;
         let mut ss = tx.prepare_cached("INSERT INTO source_blobs VALUES (?1, ?2, ?3)")?;
@@ -370,6 +441,12 @@ fn write_batch(
         let now = Timestamp::now().0 as i64;
         for (e, _) in jobs {
             let w = &e.window;
+            let mut replaced = false;
+            if e.replace {
+                for d in del.iter_mut() {
+                    replaced |= d.execute(params![e.sensor, e.start])? > 0;
+                }
+            }
             let n = ws.execute(params![
                 e.sensor,
                 e.start,
@@ -399,6 +476,8 @@ fn write_batch(
                 w[19],
                 w[20],
                 e.sources_hll,
+                e.darknet,
+                e.monitored_ipv4,
             ])?;
             if n == 0 {
                 out.push(Inserted::Duplicate);
@@ -413,7 +492,14 @@ fn write_batch(
             if e.start < rolled_until {
                 dirty.execute([e.start - e.start.rem_euclid(HOUR)])?;
             }
-            out.push(Inserted::New);
+            if !e.replace {
+                log.execute(params![e.sensor, e.start])?;
+            }
+            out.push(if replaced {
+                Inserted::Replaced
+            } else {
+                Inserted::New
+            });
         }
     }
     tx.commit()?;
@@ -522,15 +608,26 @@ fn roll_ports(
             a.windows += windows;
         }
     }
-    // Pre-merged rows across all sensors ("*") and per country ("*JP"), so
-    // unfiltered and country queries read one row per port and period.
+    // Pre-merged rows across the local sensors ("*") and per country
+    // ("*JP"), and the same with peers' sensors ("**", "**JP"), so unfiltered
+    // and country queries read one row per port and period in either scope.
     // Sensor ids cannot start with '*'.
     let mut merged: FxHashMap<(String, i64, i64), Acc> = FxHashMap::default();
-    for ((_, proto, port), a) in &acc {
-        for (key, country) in [
-            ("*".to_string(), "*".to_string()),
-            (format!("*{}", a.country), a.country.clone()),
-        ] {
+    for ((sensor, proto, port), a) in &acc {
+        let local = !sensor.starts_with(super::PEER_SENSOR_MARK);
+        let keys = [
+            (merged_key(Scope::Global, None), "*".to_string()),
+            (
+                merged_key(Scope::Global, Some(&a.country)),
+                a.country.clone(),
+            ),
+            (merged_key(Scope::Local, None), "*".to_string()),
+            (
+                merged_key(Scope::Local, Some(&a.country)),
+                a.country.clone(),
+            ),
+        ];
+        for (key, country) in keys.into_iter().take(if local { 4 } else { 2 }) {
             let m = merged.entry((key, *proto, *port)).or_insert_with(|| Acc {
                 country,
                 packets: 0,
@@ -1019,27 +1116,43 @@ impl Store for SqliteStore {
         .optional()?)
     }
 
-    fn window_starts(&self, from: Timestamp, to: Timestamp) -> Result<Vec<Timestamp>, StoreError> {
+    fn window_starts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<Vec<Timestamp>, StoreError> {
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached(
-            "SELECT DISTINCT start FROM windows WHERE start >= ?1 AND start < ?2 ORDER BY start",
-        )?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT DISTINCT start FROM windows WHERE start >= ?1 AND start < ?2 AND {} ORDER BY start",
+            scope_pred(scope)
+        ))?;
         let v = st.query_map(params![from.0 as i64, to.0 as i64], |r| r.get::<_, i64>(0))?;
         Ok(v.map(|x| x.map(ts)).collect::<Result<_, _>>()?)
     }
 
-    fn window_sensors(&self, start: Timestamp) -> Result<u32, StoreError> {
+    fn window_sensors(&self, start: Timestamp, scope: Scope) -> Result<u32, StoreError> {
         let c = lock(&self.reader);
         Ok(c.query_row(
-            "SELECT COUNT(*) FROM windows WHERE start = ?1",
+            &format!(
+                "SELECT COUNT(*) FROM windows WHERE start = ?1 AND {}",
+                scope_pred(scope)
+            ),
             [start.0 as i64],
             |r| r.get(0),
         )?)
     }
 
-    fn port_sources_at(&self, start: Timestamp) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
+    fn port_sources_at(
+        &self,
+        start: Timestamp,
+        scope: Scope,
+    ) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached("SELECT proto, port, hll FROM port_rows WHERE start = ?1")?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT proto, port, hll FROM port_rows WHERE start = ?1 AND {}",
+            scope_pred(scope)
+        ))?;
         let mut by: FxHashMap<(i64, i64), Hll> = FxHashMap::default();
         for r in st.query_map([start.0 as i64], |r| {
             Ok((
@@ -1121,9 +1234,9 @@ impl Store for SqliteStore {
         // Roll-ups hold per-sensor rows and pre-merged "*" / "*CC" rows.
         let rolled_key = match (&f.sensor, &f.country) {
             (Some(s), _) => s.clone(),
-            (None, Some(cc)) => format!("*{cc}"),
-            (None, None) => "*".to_string(),
+            (None, cc) => merged_key(f.scope, cc.as_deref()),
         };
+        let scope = scope_pred(f.scope);
         let mut rows = Vec::new();
         for (g, a, b) in segments {
             let (table, col, windows) = table_of(g);
@@ -1134,7 +1247,7 @@ impl Store for SqliteStore {
             };
             let mut st = c.prepare_cached(&format!(
                 "SELECT proto, port, packets, bytes, sources, destinations, hll, sensor, {windows} FROM {table}
-                 WHERE {col} >= ?1 AND {col} < ?2
+                 WHERE {col} >= ?1 AND {col} < ?2 AND {scope}
                    AND (?3 IS NULL OR proto = ?3) AND {sensor_pred} AND (?5 IS NULL OR country = ?5)"
             ))?;
             let sensor = if g == Gran::Raw {
@@ -1174,6 +1287,7 @@ impl Store for SqliteStore {
         from: Timestamp,
         to: Timestamp,
         step_us: u64,
+        scope: Scope,
     ) -> Result<Vec<SeriesPoint>, StoreError> {
         let step = step_us.max(1) as i64;
         let (f, t) = (from.0 as i64, to.0 as i64);
@@ -1192,9 +1306,9 @@ impl Store for SqliteStore {
         for (g, a, b) in plan_for(&c, f, t, max)? {
             let (table, col, _) = table_of(g);
             let only_merged = if g == Gran::Raw {
-                ""
+                format!("AND {}", scope_pred(scope))
             } else {
-                "AND sensor = '*'"
+                format!("AND sensor = '{}'", merged_key(scope, None))
             };
             let mut st = c.prepare_cached(&format!(
                 "SELECT {col}, packets, hll FROM {table}
@@ -1225,8 +1339,9 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    fn source(&self, ip: Addr) -> Result<Option<SourceInfo>, StoreError> {
+    fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError> {
         let c = lock(&self.reader);
+        let scope = scope_pred(scope);
         let blob = ip_blob(ip);
         // (hour or window start, sensor, packets, bytes, windows, classes, fps, first, last, top)
         type Row = (i64, String, i64, i64, i64, i64, i64, i64, i64, String);
@@ -1238,10 +1353,10 @@ impl Store for SqliteStore {
             .query_map([rolled_until], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         {
-            let mut st = c.prepare_cached(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT hour, sensor, packets, bytes, windows, classes, fingerprints, first_seen, last_seen, top_ports
-                 FROM source_hours WHERE hour = ?1 AND ip = ?2",
-            )?;
+                 FROM source_hours WHERE hour = ?1 AND ip = ?2 AND {scope}"
+            ))?;
             for h in &done {
                 for r in st.query_map(params![h, &blob[..]], |r| {
                     Ok((
@@ -1265,9 +1380,9 @@ impl Store for SqliteStore {
         // windows not rolled up yet, and those of hours a late window dirtied.
         let mut windows: Vec<(i64, String)> = Vec::new();
         {
-            let mut st = c.prepare_cached(
-                "SELECT start, sensor FROM windows WHERE start >= ?1 AND start < ?2",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT start, sensor FROM windows WHERE start >= ?1 AND start < ?2 AND {scope}"
+            ))?;
             let mut ranges = vec![(rolled_until, i64::MAX)];
             let dirty = dirty_hours(&c)?;
             ranges.extend(
@@ -1397,21 +1512,28 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn overview(&self, from: Timestamp, to: Timestamp) -> Result<Overview, StoreError> {
+    fn overview(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<Overview, StoreError> {
         let top_ports = self.top_ports(
             &PortFilter {
                 from,
                 to,
+                scope,
                 ..Default::default()
             },
             10,
         )?;
         let c = lock(&self.reader);
+        let scope = scope_pred(scope);
         let (packets, classes, active, windows) = c.query_row(
-            "SELECT COALESCE(SUM(packets),0), COALESCE(SUM(tcp_syn),0), COALESCE(SUM(backscatter),0),
+            &format!("SELECT COALESCE(SUM(packets),0), COALESCE(SUM(tcp_syn),0), COALESCE(SUM(backscatter),0),
                     COALESCE(SUM(udp),0), COALESCE(SUM(icmp_echo),0), COALESCE(SUM(icmp_other),0),
                     COALESCE(SUM(tcp_other),0), COALESCE(SUM(other),0), COUNT(DISTINCT sensor), COUNT(*)
-             FROM windows WHERE start >= ?1 AND start < ?2",
+             FROM windows WHERE start >= ?1 AND start < ?2 AND {scope}"),
             params![from.0 as i64, to.0 as i64],
             |r| {
                 let g = |i| r.get::<_, i64>(i).map(|v| v as u64);
@@ -1427,18 +1549,18 @@ impl Store for SqliteStore {
         let mut by_ip: FxHashMap<[u8; 16], u64> = FxHashMap::default();
         for (g, a, b) in plan_for(&c, from.0 as i64, to.0 as i64, Gran::Hour)? {
             if g == Gran::Raw {
-                let mut st = c.prepare_cached(
-                    "SELECT rows FROM source_blobs WHERE start >= ?1 AND start < ?2",
-                )?;
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT rows FROM source_blobs WHERE start >= ?1 AND start < ?2 AND {scope}"
+                ))?;
                 for blob in st.query_map(params![a, b], |r| r.get::<_, Vec<u8>>(0))? {
                     for rec in srcrec::decode(&blob?) {
                         *by_ip.entry(rec.ip).or_default() += rec.packets;
                     }
                 }
             } else {
-                let mut st = c.prepare_cached(
-                    "SELECT ip, SUM(packets) FROM source_hours WHERE hour >= ?1 AND hour < ?2 GROUP BY ip",
-                )?;
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT ip, SUM(packets) FROM source_hours WHERE hour >= ?1 AND hour < ?2 AND {scope} GROUP BY ip"
+                ))?;
                 for r in st.query_map(params![a, b], |r| {
                     Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
                 })? {
@@ -1469,6 +1591,235 @@ impl Store for SqliteStore {
         })
     }
 
+    fn local_changes(&self, cursor: u64, limit: usize) -> Result<Vec<LocalChange>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(
+            "SELECT seq, sensor, start FROM fed_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let v = st.query_map(params![cursor as i64, limit as i64], |r| {
+            Ok(LocalChange {
+                seq: r.get::<_, i64>(0)? as u64,
+                sensor: r.get(1)?,
+                start: ts(r.get(2)?),
+            })
+        })?;
+        Ok(v.collect::<Result<_, _>>()?)
+    }
+
+    fn local_changes_head(&self) -> Result<u64, StoreError> {
+        let c = lock(&self.reader);
+        Ok(
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM fed_log", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64,
+        )
+    }
+
+    fn stored_summaries(
+        &self,
+        sensor: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Summary>, StoreError> {
+        use darkscope_common::wire::{
+            FingerprintCounts, PortRow, SensorInfo, Totals, Truncation, Window, SCHEMA,
+        };
+        let c = lock(&self.reader);
+        let mut ws = c.prepare_cached(
+            "SELECT start, end, country, packets, bytes, sources, exact,
+                    tcp_syn, backscatter, udp, icmp_echo, icmp_other, tcp_other, other,
+                    fp_mirai, fp_zmap, fp_masscan, sources_hll, darknet, monitored_ipv4
+             FROM windows WHERE sensor = ?1 AND start >= ?2 AND start < ?3 ORDER BY start",
+        )?;
+        let mut ps = c.prepare_cached(
+            "SELECT proto, port, packets, bytes, sources, destinations, hll
+             FROM port_rows WHERE start = ?1 AND sensor = ?2",
+        )?;
+        let mut ss =
+            c.prepare_cached("SELECT rows FROM source_blobs WHERE start = ?1 AND sensor = ?2")?;
+        let mut out = Vec::new();
+        let rows = ws.query_map(params![sensor, from.0 as i64, to.0 as i64], |r| {
+            let g = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok((
+                (g(0)?, g(1)?, r.get::<_, String>(2)?),
+                [g(3)?, g(4)?, g(5)?],
+                r.get::<_, bool>(6)?,
+                [g(7)?, g(8)?, g(9)?, g(10)?, g(11)?, g(12)?, g(13)?],
+                [g(14)?, g(15)?, g(16)?],
+                r.get::<_, Vec<u8>>(17)?,
+                r.get::<_, String>(18)?,
+                g(19)?,
+            ))
+        })?;
+        for row in rows {
+            let ((start, end, country), tot, exact, classes, fps, hll, darknet, mon) = row?;
+            let mut ports: Vec<PortRow> = ps
+                .query_map(params![start as i64, sensor], |r| {
+                    Ok(PortRow {
+                        proto: proto_of(r.get(0)?),
+                        port: r.get::<_, i64>(1)? as u16,
+                        packets: r.get::<_, i64>(2)? as u64,
+                        bytes: r.get::<_, i64>(3)? as u64,
+                        sources: r.get::<_, i64>(4)? as u64,
+                        destinations: r.get::<_, i64>(5)? as u64,
+                        sources_hll: bytes_hll(&r.get::<_, Vec<u8>>(6)?),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.port.cmp(&b.port)));
+            let blob: Option<Vec<u8>> = ss
+                .query_row(params![start as i64, sensor], |r| r.get(0))
+                .optional()?;
+            let mut sources: Vec<_> = blob
+                .as_deref()
+                .map(|b| srcrec::decode(b).map(|r| r.to_row()).collect())
+                .unwrap_or_default();
+            sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+            let tracked: u64 = sources.iter().map(|r| r.packets).sum();
+            out.push(Summary {
+                schema: SCHEMA,
+                sensor: SensorInfo {
+                    id: sensor.to_string(),
+                    country,
+                    darknet: darknet
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    monitored_ipv4: mon,
+                },
+                window: Window {
+                    start: Timestamp(start),
+                    end: Timestamp(end),
+                },
+                capture: Default::default(),
+                classes: ClassTotals::from_array(classes),
+                fingerprints: FingerprintCounts {
+                    mirai: fps[0],
+                    zmap: fps[1],
+                    masscan: fps[2],
+                },
+                totals: Totals {
+                    packets: tot[0],
+                    bytes: tot[1],
+                    sources: tot[2],
+                    sources_hll: bytes_hll(&hll),
+                },
+                truncation: Truncation {
+                    exact,
+                    packets_untracked: tot[0].saturating_sub(tracked),
+                    ..Default::default()
+                },
+                ports,
+                sources,
+            });
+        }
+        Ok(out)
+    }
+
+    fn import_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
+        if !s.sensor.id.starts_with(super::PEER_SENSOR_MARK) {
+            return Err(StoreError::Backend(format!(
+                "imported sensor key '{}' must start with '{}'",
+                s.sensor.id,
+                super::PEER_SENSOR_MARK
+            )));
+        }
+        let mut enc = encode(s, country)?;
+        enc.replace = true;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Job::Insert(Box::new(enc), tx))?;
+        rx.recv().map_err(|_| gone())?
+    }
+
+    fn peer_states(&self) -> Result<Vec<PeerState>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(
+            "SELECT peer, cursor, last_pull, last_success, last_error, errors, imported,
+                    newest_window_end, tlp FROM peer_state ORDER BY peer",
+        )?;
+        let v = st.query_map([], |r| {
+            Ok(PeerState {
+                peer: r.get(0)?,
+                cursor: r.get::<_, i64>(1)? as u64,
+                last_pull: r.get::<_, Option<i64>>(2)?.map(ts),
+                last_success: r.get::<_, Option<i64>>(3)?.map(ts),
+                last_error: r.get(4)?,
+                errors: r.get::<_, i64>(5)? as u64,
+                imported: r.get::<_, i64>(6)? as u64,
+                newest_window_end: r.get::<_, Option<i64>>(7)?.map(ts),
+                tlp: r.get(8)?,
+            })
+        })?;
+        Ok(v.collect::<Result<_, _>>()?)
+    }
+
+    fn save_peer_state(&self, p: &PeerState) -> Result<(), StoreError> {
+        let t = |x: Option<Timestamp>| x.map(|t| t.0 as i64);
+        lock(&self.writer).execute(
+            "INSERT OR REPLACE INTO peer_state VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            params![
+                p.peer,
+                p.cursor as i64,
+                t(p.last_pull),
+                t(p.last_success),
+                p.last_error,
+                p.errors as i64,
+                p.imported as i64,
+                t(p.newest_window_end),
+                p.tlp
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn record_export(&self, e: &ExportRecord) -> Result<(), StoreError> {
+        lock(&self.writer).execute(
+            "INSERT INTO export_audit (time, peer, share, tlp, cursor_from, cursor_to, observations,
+               port_rows, source_rows) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+            params![
+                e.time.0 as i64,
+                e.peer,
+                e.share,
+                e.tlp,
+                e.cursor_from as i64,
+                e.cursor_to as i64,
+                e.observations as i64,
+                e.port_rows as i64,
+                e.source_rows as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn exports(
+        &self,
+        since: Timestamp,
+        peer: Option<&str>,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(
+            "SELECT time, peer, share, tlp, cursor_from, cursor_to, observations, port_rows, source_rows
+             FROM export_audit WHERE time >= ?1 AND (?2 IS NULL OR peer = ?2) ORDER BY time DESC, id DESC
+             LIMIT 10000",
+        )?;
+        let v = st.query_map(params![since.0 as i64, peer], |r| {
+            let g = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok(ExportRecord {
+                time: Timestamp(g(0)?),
+                peer: r.get(1)?,
+                share: r.get(2)?,
+                tlp: r.get(3)?,
+                cursor_from: g(4)?,
+                cursor_to: g(5)?,
+                observations: g(6)?,
+                port_rows: g(7)?,
+                source_rows: g(8)?,
+            })
+        })?;
+        Ok(v.collect::<Result<_, _>>()?)
+    }
+
     fn apply_retention(
         &self,
         cutoff: Timestamp,
@@ -1480,6 +1831,7 @@ impl Store for SqliteStore {
         let n = tx.execute("DELETE FROM windows WHERE start < ?1", [cut])?;
         tx.execute("DELETE FROM port_rows WHERE start < ?1", [cut])?;
         tx.execute("DELETE FROM source_blobs WHERE start < ?1", [cut])?;
+        tx.execute("DELETE FROM fed_log WHERE start < ?1", [cut])?;
         let rcut = rollup_cutoff.0 as i64;
         tx.execute("DELETE FROM source_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM rollup_hours WHERE hour < ?1", [rcut])?;

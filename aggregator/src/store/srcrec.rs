@@ -38,6 +38,26 @@ pub struct SourceRec {
 }
 
 impl SourceRec {
+    /// Back to a wire row.
+    pub fn to_row(&self) -> SourceRow {
+        let mut top_ports = darkscope_common::wire::TopPorts::default();
+        for p in self.top_ports() {
+            top_ports.push(p);
+        }
+        SourceRow {
+            ip: Addr(u128::from_be_bytes(self.ip)).to_ip(),
+            packets: self.packets,
+            bytes: self.bytes,
+            ports: self.ports as u64,
+            destinations: self.destinations as u64,
+            top_ports,
+            classes: darkscope_common::ClassSet(self.classes),
+            fingerprints: darkscope_common::FingerprintSet(self.fingerprints),
+            first_seen: darkscope_common::Timestamp(self.first),
+            last_seen: darkscope_common::Timestamp(self.last),
+        }
+    }
+
     /// From a wire row.
     pub fn from_row(r: &SourceRow) -> SourceRec {
         let mut top = [(0u8, 0u16, 0u64); TOP];

@@ -105,6 +105,7 @@ fn main() -> Result<()> {
             span.from,
             span.to,
             3_600_000_000,
+            Default::default(),
         )?;
         series.record(t.elapsed().as_micros() as u64)?;
         assert_eq!(s.len() as u64, cli.days * 24);
