@@ -625,7 +625,7 @@ async fn federation_peers(State(st): State<AppState>) -> ApiResult<Response> {
                 "id": p.id,
                 "url": p.url,
                 "pulls": p.url.is_some(),
-                "may_pull_from_us": p.inbound_token_sha256.is_some(),
+                "may_pull_from_us": !p.inbound_token_sha256.is_empty(),
                 "export": p.export,
                 "import": p.import,
                 "cursor": s.map(|s| s.cursor),

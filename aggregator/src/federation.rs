@@ -197,9 +197,10 @@ pub struct PeerConfig {
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// SHA-256 (hex) of the token the peer presents to us (from
-    /// `darkscope-aggregator federation token`); omit to give it no access.
-    #[serde(default)]
-    pub inbound_token_sha256: Option<String>,
+    /// `darkscope-aggregator federation token`), or a list of them while a
+    /// token is being rotated; omit to give the peer no access.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub inbound_token_sha256: Vec<String>,
     /// What we share with this peer.
     #[serde(default)]
     pub export: Policy,
@@ -239,6 +240,20 @@ impl Default for FederationConfig {
             peers: Vec::new(),
         }
     }
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 fn valid_id(id: &str) -> bool {
@@ -298,7 +313,7 @@ impl FederationConfig {
                     ));
                 }
             }
-            if let Some(h) = &p.inbound_token_sha256 {
+            for h in &p.inbound_token_sha256 {
                 if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
                     return bad(format!(
                         "peer '{}': inbound_token_sha256 must be 64 hex digits",
@@ -1135,7 +1150,7 @@ pub fn peer_by_token<'a>(fed: &'a FederationConfig, token: &str) -> Option<&'a P
     let digest = hex(&crate::auth::token_hash(token));
     let mut found = None;
     for p in &fed.peers {
-        if let Some(h) = &p.inbound_token_sha256 {
+        for h in &p.inbound_token_sha256 {
             let h = h.to_ascii_lowercase();
             let diff = h
                 .bytes()
@@ -1158,7 +1173,7 @@ mod tests {
             id: "th".into(),
             url: None,
             token_file: None,
-            inbound_token_sha256: None,
+            inbound_token_sha256: Vec::new(),
             export: Policy {
                 share,
                 tlp: Tlp::Green,
@@ -1198,6 +1213,12 @@ mod tests {
         f.peers.pop();
         f.peers[0].url = Some("http://x".into());
         assert!(f.validate().unwrap_err().to_string().contains("token_file"));
+        let one: PeerConfig = toml::from_str(&format!(
+            "id = \"a\"\ninbound_token_sha256 = \"{}\"",
+            "ab".repeat(32)
+        ))
+        .unwrap();
+        assert_eq!(one.inbound_token_sha256.len(), 1);
         let p: Policy =
             toml::from_str("share = \"aggregates+sources\"\ntlp = \"amber+strict\"").unwrap();
         assert_eq!(
@@ -1212,15 +1233,21 @@ mod tests {
         let t1 = crate::auth::new_token();
         let t2 = crate::auth::new_token();
         let mut a = peer(Share::Aggregates, &[], 0);
-        a.inbound_token_sha256 = Some(hex(&crate::auth::token_hash(&t1)).to_uppercase());
+        // Two digests while a token is rotated: both open.
+        let t0 = crate::auth::new_token();
+        a.inbound_token_sha256 = vec![
+            hex(&crate::auth::token_hash(&t1)).to_uppercase(),
+            hex(&crate::auth::token_hash(&t0)),
+        ];
         let mut b = peer(Share::Aggregates, &[], 0);
         b.id = "my".into();
-        b.inbound_token_sha256 = Some(hex(&crate::auth::token_hash(&t2)));
+        b.inbound_token_sha256 = vec![hex(&crate::auth::token_hash(&t2))];
         let f = FederationConfig {
             peers: vec![a, b],
             ..Default::default()
         };
         assert_eq!(peer_by_token(&f, &t1).unwrap().id, "th");
+        assert_eq!(peer_by_token(&f, &t0).unwrap().id, "th");
         assert_eq!(peer_by_token(&f, &t2).unwrap().id, "my");
         assert!(peer_by_token(&f, "dst_nope").is_none());
     }
