@@ -8,6 +8,7 @@ const fmt = (n) => (n === undefined || n === null ? "–" : Number(n).toLocaleSt
 const pct = (x) => (100 * x).toFixed(1) + " %";
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const HOUR = 3600e3;
+const when = (t) => (t ? String(t).replace(/\.\d+Z$/, "Z").replace("T", " ") : "–");
 const PRESETS = { "1h": HOUR, "24h": 24 * HOUR, "7d": 7 * 24 * HOUR, "30d": 30 * 24 * HOUR };
 
 // An analyst token, when the aggregator asks for one (kept for this tab only).
@@ -72,6 +73,9 @@ async function range(q) {
   return { from: from.toISOString().replace(/\.\d+Z$/, "Z"), to: to.toISOString().replace(/\.\d+Z$/, "Z"), preset };
 }
 
+// local (own sensors) or global (with federation peers' data), from the URL.
+const scopeOf = (q) => (q.get("scope") === "global" ? "global" : "local");
+
 function showRange(r) {
   $("#range-preset").value = r.preset;
   $("#range-from").value = r.from.slice(0, 16);
@@ -123,14 +127,14 @@ function chart(el, points, title, marks = []) {
 }
 
 async function overview(q, r) {
-  const qs = `from=${r.from}&to=${r.to}`;
+  const qs = `from=${r.from}&to=${r.to}&scope=${scopeOf(q)}`;
   const [o, top, al] = await Promise.all([
     api(`/api/v1/overview?${qs}`),
     api(`/api/v1/ports/top?${qs}&limit=15`),
     api(`/api/v1/alerts?state=open`),
   ]);
   const classes = Object.entries(o.classes).filter(([, v]) => v > 0);
-  let html = `<h1>Overview</h1><div class="cards">
+  let html = `<h1>Overview <span class="muted" data-test="scope">${scopeOf(q)}</span></h1><div class="cards">
     <div class="card"><div class="v" data-test="packets">${fmt(o.packets)}</div><div class="k">darknet packets</div></div>
     <div class="card"><div class="v" data-test="windows">${fmt(o.windows)}</div><div class="k">windows</div></div>
     <div class="card"><div class="v" data-test="active-sensors">${fmt(o.active_sensors)}</div><div class="k">active sensors</div></div>
@@ -157,7 +161,7 @@ async function overview(q, r) {
 
 async function port(q, r, args) {
   const [proto, num] = args;
-  const qs = `from=${r.from}&to=${r.to}`;
+  const qs = `from=${r.from}&to=${r.to}&scope=${scopeOf(q)}`;
   const [s, top, al] = await Promise.all([
     api(`/api/v1/ports/${encodeURIComponent(proto)}/${encodeURIComponent(num)}/series?${qs}`),
     api(`/api/v1/ports/top?${qs}&proto=${encodeURIComponent(proto)}&limit=1000`),
@@ -212,7 +216,7 @@ async function source(q, r, args) {
   const ip = args[0];
   let s;
   try {
-    s = await api(`/api/v1/sources/${encodeURIComponent(ip)}`);
+    s = await api(`/api/v1/sources/${encodeURIComponent(ip)}?scope=${scopeOf(q)}`);
   } catch (e) {
     $("#main").innerHTML = `<h1>Source ${esc(ip)}</h1><p class="error" data-test="error">${esc(e.message)}</p>`;
     return;
@@ -248,15 +252,51 @@ async function sensors() {
     }), "sensors");
 }
 
+// Federation: peers, their sync state, and what we exported to whom.
+async function sharing(q, r) {
+  const [p, audit] = await Promise.all([
+    api("/api/v1/federation/peers"),
+    api(`/api/v1/federation/audit?since=${r.from}`),
+  ]);
+  if (!p.id) {
+    $("#main").innerHTML = `<h1>Sharing</h1><p class="muted" data-test="no-federation">Federation is not configured on this aggregator: see deploy/FEDERATION.md.</p>`;
+    return;
+  }
+  const state = (x) => {
+    if (!x.pulls) return ["they pull", "muted"];
+    if (x.last_error) return ["error", "state-bad"];
+    if (!x.last_success) return ["not yet", "state-warn"];
+    if (x.lag_seconds !== null && x.lag_seconds > 3 * p.pull_interval_secs + 60) return ["lagging", "state-warn"];
+    return ["ok", "state-ok"];
+  };
+  const policy = (e) => `${esc(e.share)} · TLP:${esc(e.tlp.toUpperCase())}${e.ports.length ? " · " + esc(e.ports.join(",")) : ""}${e.min_window_secs ? " · ≥" + e.min_window_secs + " s" : ""}`;
+  const exported = audit.exports.filter((e) => e.time < r.to);
+  $("#main").innerHTML = `<h1>Sharing <span class="muted">as <span data-test="federation-id">${esc(p.id)}</span></span></h1>
+    <h2>Peers</h2>` + table(
+    [{ t: "peer" }, { t: "state" }, { t: "we share" }, { t: "they mark" }, { t: "imported", n: 1 }, { t: "last success" }, { t: "sync lag", n: 1 }, { t: "newest data", n: 1 }, { t: "errors", n: 1 }, { t: "exports/24h", n: 1 }, { t: "addrs sent/24h", n: 1 }],
+    p.peers.map((x, i) => {
+      const [label, cls] = state(x);
+      return [{ html: esc(x.id), test: i === 0 ? "peer-id" : "" }, { html: `<span class="${cls}" title="${esc(x.last_error)}">${label}</span>`, test: i === 0 ? "peer-state" : "" },
+        { html: x.may_pull_from_us ? policy(x.export) : `<span class="muted">nothing (no token issued)</span>` }, x.their_tlp ? "TLP:" + x.their_tlp.toUpperCase() : "–", { html: fmt(x.imported), test: i === 0 ? "peer-imported" : "" },
+        when(x.last_success), x.lag_seconds === null ? "–" : Math.round(x.lag_seconds) + " s", when(x.newest_window_end), fmt(x.errors), fmt(x.exports_24h), fmt(x.exported_source_rows_24h)];
+    }), "peers") +
+    `<h2>Exports in range <span class="muted">(audit log)</span></h2>` + table(
+    [{ t: "time" }, { t: "peer" }, { t: "policy" }, { t: "TLP" }, { t: "cursor", n: 1 }, { t: "observations", n: 1 }, { t: "port rows", n: 1 }, { t: "source rows", n: 1 }],
+    exported.slice(0, 200).map((e, i) => [when(e.time), { html: esc(e.peer), test: i === 0 ? "export-peer" : "" }, e.share, e.tlp, `${e.cursor_from}→${e.cursor_to}`,
+      { html: fmt(e.observations), test: i === 0 ? "export-observations" : "" }, fmt(e.port_rows), fmt(e.source_rows)]), "exports");
+}
+
 async function render() {
   const { page, args, q } = parseHash();
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === page));
   try {
     const r = await range(q);
     showRange(r);
+    $("#scope").value = scopeOf(q);
     if (page === "port" && args.length === 2) await port(q, r, args);
     else if (page === "source" && args.length === 1) await source(q, r, args);
     else if (page === "sensors") await sensors();
+    else if (page === "sharing") await sharing(q, r);
     else if (page === "alerts") await alerts(q, r);
     else await overview(q, r);
     document.body.dataset.ready = page;
@@ -281,6 +321,12 @@ for (const id of ["#range-from", "#range-to"]) {
     go(page, args, q);
   });
 }
+$("#scope").addEventListener("change", (ev) => {
+  const { page, args, q } = parseHash();
+  if (ev.target.value === "global") q.set("scope", "global");
+  else q.delete("scope");
+  go(page, args, q);
+});
 $("#lookup").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const { q } = parseHash();

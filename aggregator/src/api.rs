@@ -635,7 +635,10 @@ async fn federation_peers(State(st): State<AppState>) -> ApiResult<Response> {
                 "errors": s.map(|s| s.errors).unwrap_or(0),
                 "imported": s.map(|s| s.imported).unwrap_or(0),
                 "newest_window_end": s.and_then(|s| s.newest_window_end),
-                "lag_seconds": s.and_then(|s| s.newest_window_end).map(|t| (now.0 as f64 - t.0 as f64) / 1e6),
+                // Sync lag: how stale our copy is. Data age: how old the
+                // newest window is (large also when the peer's sensors are quiet).
+                "lag_seconds": s.and_then(|s| s.last_success).map(|t| (now.0 as f64 - t.0 as f64) / 1e6),
+                "data_age_seconds": s.and_then(|s| s.newest_window_end).map(|t| (now.0 as f64 - t.0 as f64) / 1e6),
                 "their_tlp": s.map(|s| s.tlp.clone()).unwrap_or_default(),
                 "exports_24h": served.len(),
                 "exported_observations_24h": served.iter().map(|e| e.observations).sum::<u64>(),
@@ -643,7 +646,12 @@ async fn federation_peers(State(st): State<AppState>) -> ApiResult<Response> {
             })
         })
         .collect();
-    Ok(Json(json!({ "id": fed.cfg.id, "peers": peers })).into_response())
+    Ok(Json(json!({
+        "id": fed.cfg.id,
+        "pull_interval_secs": fed.cfg.pull_interval_secs,
+        "peers": peers,
+    }))
+    .into_response())
 }
 
 /// The export audit log: every document served to a peer.

@@ -7,94 +7,13 @@
 
 mod common;
 
+use common::browser::{field, number, render};
 use common::*;
 use darkscope_aggregator::store::sqlite::SqliteStore;
 use darkscope_aggregator::store::{Alert, Store};
 use darkscope_common::{Proto, Timestamp};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const RANGE: &str = "from=2026-11-21T23:00:00Z&to=2026-11-22T00:00:00Z";
-
-fn chromium() -> &'static str {
-    for c in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(c).exists() {
-            return c;
-        }
-    }
-    panic!("Chromium is needed for the console tests: `bash deploy/setup.sh` installs Debian's chromium");
-}
-
-fn screenshots() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Loads `url` headless (JavaScript runs for up to 10 s of virtual time),
-/// saves a screenshot, and returns the rendered DOM.
-fn render(url: &str, shot: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let base = |c: &mut Command| {
-        c.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,900",
-            "--virtual-time-budget=10000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
-    };
-    let mut c = Command::new(chromium());
-    base(&mut c);
-    let out = c.arg("--dump-dom").arg(url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut s = Command::new(chromium());
-    base(&mut s);
-    let st = s
-        .arg(format!(
-            "--screenshot={}",
-            screenshots().join(shot).display()
-        ))
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(st.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Text of the first element with `data-test="name"`.
-fn field(dom: &str, name: &str) -> String {
-    let key = format!("data-test=\"{name}\"");
-    let at = dom
-        .find(&key)
-        .unwrap_or_else(|| panic!("no {key} in the page:\n{dom}"));
-    let rest = &dom[at..];
-    let start = rest.find('>').unwrap() + 1;
-    let end = rest[start..].find("</").unwrap();
-    // Strip inner tags such as <a ...>.
-    let inner = &rest[start..start + end];
-    let text = match inner.rfind('>') {
-        Some(i) => &inner[i + 1..],
-        None => inner,
-    };
-    text.trim().to_string()
-}
-
-fn number(s: &str) -> u64 {
-    s.replace(',', "")
-        .parse()
-        .unwrap_or_else(|_| panic!("not a number: {s}"))
-}
 
 #[test]
 fn console_pages_show_the_api_numbers_in_a_real_browser() {
@@ -181,6 +100,10 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
     // Sensors.
     let dom = render(&format!("{}/#/sensors", agg.url()), "sensors.png");
     assert_eq!(field(&dom, "sensor-id"), "s-demo");
+
+    // Sharing, on an aggregator without federation, says so.
+    let dom = render(&format!("{}/#/sharing", agg.url()), "sharing-off.png");
+    assert!(field(&dom, "no-federation").contains("not configured"));
 
     // Nothing may be fetched from elsewhere: the page only names local
     // assets, and the CSP forbids any other origin.

@@ -333,6 +333,26 @@ fn three_countries_share_under_their_policies() {
     let bad = reqwest::blocking::get(format!("{}/api/v1/overview?scope=world", jp.url())).unwrap();
     assert_eq!(bad.status(), 400);
 
+    // The console shows the same, in a real browser.
+    use common::browser::{field, number, render};
+    let dom = render(&format!("{}/#/sharing?{ALL_TIME}", jp.url()), "sharing.png");
+    assert!(dom.contains("data-ready=\"sharing\""), "{dom}");
+    assert_eq!(field(&dom, "federation-id"), "jp");
+    assert_eq!(field(&dom, "peer-id"), "th");
+    assert_eq!(field(&dom, "peer-state"), "ok");
+    assert_eq!(number(&field(&dom, "peer-imported")), th_windows);
+    assert_eq!(field(&dom, "export-peer"), "th");
+    let dom = render(
+        &format!("{}/#/overview?{ALL_TIME}&scope=global", jp.url()),
+        "overview-global.png",
+    );
+    assert_eq!(field(&dom, "scope"), "global");
+    assert_eq!(
+        number(&field(&dom, "packets")),
+        o["packets"].as_u64().unwrap()
+    );
+    assert_eq!(number(&field(&dom, "active-sensors")), 4);
+
     // Pulling again changes nothing.
     let (out, _) = cli(&[
         "--config",

@@ -2,6 +2,8 @@
 //! sensor processes on loopback.
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::*;
 use darkscope_common::{
