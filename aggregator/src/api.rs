@@ -88,6 +88,15 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The bearer token of a request, or 401 with `missing` as the message.
+fn bearer_token<'a>(headers: &'a HeaderMap, missing: &str) -> ApiResult<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, missing))
+}
+
 /// Runs blocking storage work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -197,16 +206,7 @@ async fn ingest_summary(State(st): State<AppState>, headers: HeaderMap, body: Bo
 
 async fn ingest_inner(st: AppState, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     // Credentials first: an unknown caller never gets us to read its body.
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::bearer)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing 'Authorization: Bearer <token>'",
-            )
-        })?;
+    let token = bearer_token(&headers, "missing 'Authorization: Bearer <token>'")?;
     let hash = auth::token_hash(token);
     let store = st.store.clone();
     let sensor = blocking(move || Ok(store.sensor_by_token(&hash)?))
@@ -468,16 +468,10 @@ async fn feed_request(
     headers: &HeaderMap,
     q: &HashMap<String, String>,
 ) -> ApiResult<(String, Timestamp, String)> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::bearer)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "feeds need the subscriber's token: 'Authorization: Bearer <token>'",
-            )
-        })?;
+    let token = bearer_token(
+        headers,
+        "feeds need the subscriber's token: 'Authorization: Bearer <token>'",
+    )?;
     let hash = auth::token_hash(token);
     let store = st.store.clone();
     let sub = blocking(move || Ok(store.subscriber_by_token(&hash)?))
@@ -542,16 +536,10 @@ async fn federation_changes(
         .federation
         .clone()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "federation is not configured here"))?;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(auth::bearer)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "federation needs the peer's token: 'Authorization: Bearer <token>'",
-            )
-        })?;
+    let token = bearer_token(
+        &headers,
+        "federation needs the peer's token: 'Authorization: Bearer <token>'",
+    )?;
     let peer = crate::federation::peer_by_token(&fed.cfg, token)
         .cloned()
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown peer token"))?;

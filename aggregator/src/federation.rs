@@ -595,25 +595,9 @@ fn merge_period(mut parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Op
     out.sources = sources
         .into_values()
         .map(|(mut r, tally)| {
-            let mut v: Vec<PortCount> = tally
-                .into_iter()
-                .map(|((proto, port), packets)| PortCount {
-                    proto,
-                    port,
-                    packets,
-                })
-                .collect();
-            v.sort_by(|a, b| {
-                b.packets
-                    .cmp(&a.packets)
-                    .then(a.proto.cmp(&b.proto))
-                    .then(a.port.cmp(&b.port))
-            });
             let mut top = TopPorts::default();
-            for p in v {
-                if !top.push(p) {
-                    break;
-                }
+            for p in PortCount::busiest(tally, TopPorts::CAP) {
+                top.push(p);
             }
             r.top_ports = top;
             r

@@ -213,22 +213,7 @@ pub fn build(
     let mut out: Vec<FeedEvent> = by
         .into_values()
         .map(|(mut e, ports)| {
-            let mut v: Vec<PortCount> = ports
-                .into_iter()
-                .map(|((proto, port), packets)| PortCount {
-                    proto,
-                    port,
-                    packets,
-                })
-                .collect();
-            v.sort_by(|a, b| {
-                b.packets
-                    .cmp(&a.packets)
-                    .then(a.proto.cmp(&b.proto))
-                    .then(a.port.cmp(&b.port))
-            });
-            v.truncate(20);
-            e.ports = v;
+            e.ports = PortCount::busiest(ports, 20);
             e.sensors.sort();
             e.countries.sort();
             e.tag = FeedEvent::tag_for(e.classes).to_string();

@@ -107,29 +107,6 @@ fn merged_truth(captures: &[&str]) -> BTreeMap<(String, u64), (u64, u64)> {
         .collect()
 }
 
-fn ports_in(agg: &Aggregator, scope: &str) -> BTreeMap<(String, u64), (u64, u64)> {
-    let v = agg.get(&format!(
-        "/api/v1/ports/top?{ALL_TIME}&limit=1000&scope={scope}"
-    ));
-    v["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                (
-                    p["proto"].as_str().unwrap().to_string(),
-                    p["port"].as_u64().unwrap(),
-                ),
-                (
-                    p["packets"].as_u64().unwrap(),
-                    p["sources"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
-}
-
 /// Every source address in a truth file.
 fn truth_sources(capture: &str) -> Vec<String> {
     truth(capture)["sources"]
@@ -286,17 +263,20 @@ fn three_countries_share_under_their_policies() {
     // JP pulls from both peers.
     let jp_db = jp.db.to_str().unwrap().to_string();
     let jp_conf_s = jp_conf.to_str().unwrap().to_string();
+    let jp_fed = |cmd: &str| {
+        cli(&[
+            "--config",
+            &jp_conf_s,
+            "--database",
+            &jp_db,
+            "federation",
+            cmd,
+        ])
+    };
     let th_windows = th.get(&format!("/api/v1/overview?{ALL_TIME}"))["windows"]
         .as_u64()
         .unwrap();
-    let (out, _) = cli(&[
-        "--config",
-        &jp_conf_s,
-        "--database",
-        &jp_db,
-        "federation",
-        "pull",
-    ]);
+    let (out, _) = jp_fed("pull");
     assert!(
         out.contains(&format!("th: {th_windows} observations")),
         "{out}"
@@ -304,10 +284,10 @@ fn three_countries_share_under_their_policies() {
     assert!(out.contains("my: 1 observations"), "{out}");
 
     // Local view: JP's own capture, exactly.
-    assert_eq!(ports_in(&jp, "local"), merged_truth(&["masscan"]));
+    assert_eq!(api_ports_in(&jp, "local"), merged_truth(&["masscan"]));
     // Global view: everything, the scanner seen in JP and TH counted once.
     assert_eq!(
-        ports_in(&jp, "global"),
+        api_ports_in(&jp, "global"),
         merged_truth(&["masscan", "masscan", "nmap", "zmap"])
     );
     let masscan = jp.get("/api/v1/sources/198.18.1.2?scope=global");
@@ -354,17 +334,10 @@ fn three_countries_share_under_their_policies() {
     assert_eq!(number(&field(&dom, "active-sensors")), 4);
 
     // Pulling again changes nothing.
-    let (out, _) = cli(&[
-        "--config",
-        &jp_conf_s,
-        "--database",
-        &jp_db,
-        "federation",
-        "pull",
-    ]);
+    let (out, _) = jp_fed("pull");
     assert!(out.contains("th: 0 observations"), "{out}");
     assert_eq!(
-        ports_in(&jp, "global"),
+        api_ports_in(&jp, "global"),
         merged_truth(&["masscan", "masscan", "nmap", "zmap"])
     );
 
@@ -381,14 +354,7 @@ fn three_countries_share_under_their_policies() {
         !peers.to_string().contains("dst_"),
         "no credential in the peers view"
     );
-    let (status, _) = cli(&[
-        "--config",
-        &jp_conf_s,
-        "--database",
-        &jp_db,
-        "federation",
-        "status",
-    ]);
+    let (status, _) = jp_fed("status");
     assert!(status.contains("th") && status.contains("my"));
 
     // TH's background puller fetched JP (aggregates only): TH's global view
@@ -403,7 +369,7 @@ fn three_countries_share_under_their_policies() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(
-        ports_in(&th, "global"),
+        api_ports_in(&th, "global"),
         merged_truth(&["masscan", "masscan", "nmap"])
     );
     let src = th.get("/api/v1/sources/198.18.1.2?scope=global");
@@ -423,14 +389,7 @@ fn three_countries_share_under_their_policies() {
         2,
         "the raw-body check above with TH's token, then TH's own pull"
     );
-    let (audit_cli, _) = cli(&[
-        "--config",
-        &jp_conf_s,
-        "--database",
-        &jp_db,
-        "federation",
-        "audit",
-    ]);
+    let (audit_cli, _) = jp_fed("audit");
     assert!(audit_cli.contains("aggregates") && audit_cli.contains("th"));
     let m = reqwest::blocking::get(format!("{}/metrics", jp.url()))
         .unwrap()

@@ -219,6 +219,32 @@ pub struct PortCount {
     pub packets: u64,
 }
 
+impl PortCount {
+    /// The `n` busiest ports of a per-port packet tally, busiest first (ties
+    /// by protocol, then port, so the order is stable).
+    pub fn busiest(
+        tally: impl IntoIterator<Item = ((Proto, u16), u64)>,
+        n: usize,
+    ) -> Vec<PortCount> {
+        let mut v: Vec<PortCount> = tally
+            .into_iter()
+            .map(|((proto, port), packets)| PortCount {
+                proto,
+                port,
+                packets,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.packets
+                .cmp(&a.packets)
+                .then(a.proto.cmp(&b.proto))
+                .then(a.port.cmp(&b.port))
+        });
+        v.truncate(n);
+        v
+    }
+}
+
 /// A source's busiest ports, busiest first: a fixed array, so a source row
 /// costs no allocation. On the wire, a list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

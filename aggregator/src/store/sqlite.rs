@@ -529,22 +529,7 @@ fn tally_top(ports: &mut FxHashMap<(Proto, u16), u64>, json: &str) {
 
 /// The `n` busiest ports of a tally, busiest first.
 fn busiest(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> Vec<PortCount> {
-    let mut v: Vec<PortCount> = ports
-        .iter()
-        .map(|(&(proto, port), &packets)| PortCount {
-            proto,
-            port,
-            packets,
-        })
-        .collect();
-    v.sort_by(|a, b| {
-        b.packets
-            .cmp(&a.packets)
-            .then(a.proto.cmp(&b.proto))
-            .then(a.port.cmp(&b.port))
-    });
-    v.truncate(n);
-    v
+    PortCount::busiest(ports.iter().map(|(k, v)| (*k, *v)), n)
 }
 
 /// Rebuilds the `to` roll-up rows of period `[at, at + len)` from `from`

@@ -170,7 +170,14 @@ pub fn truth(name: &str) -> Value {
 
 /// (proto, port) -> (packets, sources) over the whole stored range.
 pub fn api_ports(agg: &Aggregator) -> BTreeMap<(String, u64), (u64, u64)> {
-    let v = agg.get(&format!("/api/v1/ports/top?{ALL_TIME}&limit=1000"));
+    api_ports_in(agg, "local")
+}
+
+/// [`api_ports`] in a scope (`local` or `global`).
+pub fn api_ports_in(agg: &Aggregator, scope: &str) -> BTreeMap<(String, u64), (u64, u64)> {
+    let v = agg.get(&format!(
+        "/api/v1/ports/top?{ALL_TIME}&limit=1000&scope={scope}"
+    ));
     v["ports"]
         .as_array()
         .unwrap()
