@@ -402,10 +402,11 @@ async fn source(
     }
 }
 
-async fn sensors(State(st): State<AppState>) -> ApiResult<Response> {
+async fn sensors(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
     st.metrics.queries.fetch_add(1, Relaxed);
+    let scope = scope_param(&q)?;
     let store = st.store.clone();
-    let v = blocking(move || Ok(store.sensor_status(Timestamp::now())?)).await?;
+    let v = blocking(move || Ok(store.sensor_status(Timestamp::now(), scope)?)).await?;
     Ok(Json(json!({ "sensors": v })).into_response())
 }
 
@@ -430,8 +431,13 @@ async fn alerts(State(st): State<AppState>, Query(q): Params) -> ApiResult<Respo
             )))
         }
     };
+    // Alerts of one detector scope only, when asked.
+    let scope = q.get("scope").map(|_| scope_param(&q)).transpose()?;
     let store = st.store.clone();
-    let v = blocking(move || Ok(store.alerts(since, state.as_deref())?)).await?;
+    let mut v = blocking(move || Ok(store.alerts(since, state.as_deref())?)).await?;
+    if let Some(s) = scope {
+        v.retain(|a| a.scope == s.as_str());
+    }
     Ok(Json(json!({ "alerts": v })).into_response())
 }
 

@@ -64,3 +64,48 @@ fn fivefold_rise_in_distinct_sources_opens_and_resolves_one_alert() {
         .unwrap()
         .is_empty());
 }
+
+/// A campaign that starts abroad: a peer's sensor sees a fivefold rise that
+/// ours does not. The detector on the global view raises it (scope
+/// `global`); on the local view nothing happens.
+#[test]
+fn a_rise_seen_only_by_a_peer_alerts_on_the_global_view() {
+    use darkscope_aggregator::store::Scope;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("g.db")).unwrap();
+    let onset = 180u64;
+    for w in 0..230u64 {
+        store
+            .insert_summary(&summary("a", w, &sources(28 + (w % 5) as u32, 1), 1), "JP")
+            .unwrap();
+        let n = if (onset..onset + 20).contains(&w) {
+            150
+        } else {
+            30 + (w % 4) as u32
+        };
+        store
+            .import_summary(&summary("@th/s-1", w, &sources(n, 9000), 1), "TH")
+            .unwrap();
+    }
+    let run = |scope| {
+        let mut d = Detector::new(DetectConfig {
+            scope,
+            ..Default::default()
+        });
+        d.history_us = 1000 * MIN;
+        let mut opened = Vec::new();
+        for w in 0..230u64 {
+            let now = Timestamp(T0 + (w + 1) * MIN + d.grace_us);
+            opened.extend(d.tick(&store, now).unwrap());
+        }
+        opened
+    };
+    assert!(run(Scope::Local).is_empty());
+    let g = run(Scope::Global);
+    assert_eq!(g.len(), 1, "{g:?}");
+    assert_eq!(
+        (g[0].proto, g[0].port, g[0].scope.as_str()),
+        (Proto::Tcp, 23, "global")
+    );
+    assert!((g[0].start.0 - T0) / MIN - onset <= 2);
+}

@@ -695,3 +695,103 @@ fn bad_peer_input_is_refused_and_changes_nothing() {
     assert_eq!(global_ports(&store), vec![(23, 18, 3)]);
     assert!(store.peer_states().unwrap()[0].last_error.is_empty());
 }
+
+/// `min_window_secs = 3600`: whole sensor-hours leave only once the hour is
+/// over; a late window re-sends its hour, and the peer, replacing by key,
+/// ends with exactly our totals.
+#[test]
+fn minimum_window_policy_exports_whole_periods_and_resends_late_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let jp = SqliteStore::open(&dir.path().join("jp.db")).unwrap();
+    let th = SqliteStore::open(&dir.path().join("th.db")).unwrap();
+    let srcs = |w: u64| vec![1 + (w % 7) as u32, 100];
+    for w in (0..130).filter(|w| *w != 30) {
+        jp.insert_summary(&summary("a", w, &srcs(w), 2), "JP")
+            .unwrap();
+    }
+    let mut peer = PeerConfig {
+        id: "th".into(),
+        url: None,
+        token_file: None,
+        inbound_token_sha256: Vec::new(),
+        export: Policy {
+            share: Share::AggregatesAndSources,
+            min_window_secs: 3600,
+            ..Default::default()
+        },
+        import: Policy::accept_all(),
+    };
+    let anon = federation::Anonymiser::new(&[3u8; 32]);
+    let export = |cursor, now_min: u64, peer: &PeerConfig| {
+        federation::export(
+            &jp,
+            "jp",
+            peer,
+            &anon,
+            cursor,
+            1000,
+            darkscope_common::Timestamp(T0 + now_min * MIN),
+        )
+        .unwrap()
+    };
+    let apply = |c: &federation::Changes| {
+        federation::validate(c, "jp", c.cursor).unwrap();
+        for o in &c.observations {
+            let s = federation::to_summary("jp", o.clone(), &Policy::accept_all());
+            th.import_summary(&s, "JP").unwrap();
+        }
+    };
+    // At 02:10 hours 0 and 1 are over (plus grace); hour 2 is not.
+    let c1 = export(0, 130, &peer);
+    assert_eq!(c1.observations.len(), 2);
+    for (o, hour) in c1.observations.iter().zip([0u64, 1]) {
+        assert_eq!(o.window.start.0, T0 + hour * 60 * MIN);
+        assert_eq!(o.window.end.0 - o.window.start.0, 60 * 60_000_000);
+        assert_eq!(
+            o.sources.len(),
+            8,
+            "sources 1-7 and 100 folded over the hour"
+        );
+        assert_eq!(o.totals.sources, 8);
+    }
+    assert_eq!(
+        c1.observations[0].totals.packets,
+        59 * 4,
+        "minute 30 is missing"
+    );
+    assert_eq!(c1.observations[1].totals.packets, 60 * 4);
+    assert!(!c1.more);
+    apply(&c1);
+    // Minute 30 arrives late; at 03:20 hour 2 is over too.
+    jp.insert_summary(&summary("a", 30, &srcs(30), 2), "JP")
+        .unwrap();
+    let c2 = export(c1.next_cursor, 200, &peer);
+    let starts: Vec<u64> = c2
+        .observations
+        .iter()
+        .map(|o| (o.window.start.0 - T0) / (60 * MIN))
+        .collect();
+    assert_eq!(starts, vec![2, 0], "hour 2, then hour 0 again");
+    assert_eq!(c2.observations[1].totals.packets, 60 * 4);
+    apply(&c2);
+    assert_eq!(export(c2.next_cursor, 200, &peer).observations.len(), 0);
+    // The peer holds exactly our totals, once.
+    let all = |s: &SqliteStore, scope| {
+        s.overview(
+            darkscope_common::Timestamp(T0),
+            darkscope_common::Timestamp(T0 + 300 * MIN),
+            scope,
+        )
+        .unwrap()
+        .packets
+    };
+    assert_eq!(all(&th, Scope::Global), all(&jp, Scope::Local));
+    assert_eq!(all(&th, Scope::Global), 130 * 4);
+    // A port allow-list keeps other ports out of the periods too.
+    peer.export.ports = vec!["udp/53".into()];
+    let c3 = export(0, 200, &peer);
+    assert!(c3
+        .observations
+        .iter()
+        .all(|o| o.ports.is_empty() && o.sources.is_empty() && o.ports_filtered));
+}

@@ -129,7 +129,9 @@ fn conformance(store: &dyn Store) {
     assert!(store.source(Addr::v4(99), Scope::Local).unwrap().is_none());
 
     // Sensor health.
-    let st = store.sensor_status(Timestamp(T0 + 3 * MIN)).unwrap();
+    let st = store
+        .sensor_status(Timestamp(T0 + 3 * MIN), Scope::Local)
+        .unwrap();
     let a = st.iter().find(|s| s.id == "a").unwrap();
     assert_eq!(a.windows, 2);
     assert_eq!(a.dropped, 2);
@@ -386,10 +388,19 @@ fn federation_storage(store: &dyn Store) {
     let n = |scope| store.port_sources_at(Timestamp(T0), scope).unwrap()[0].2;
     assert_eq!((n(Scope::Local), n(Scope::Global)), (3, 4));
     assert!(store
-        .sensor_status(Timestamp::now())
+        .sensor_status(Timestamp::now(), Scope::Local)
         .unwrap()
         .iter()
         .all(|s| !s.id.starts_with('@')));
+    let all = store
+        .sensor_status(Timestamp::now(), Scope::Global)
+        .unwrap();
+    let last = all.last().unwrap();
+    assert_eq!(
+        (last.id.as_str(), last.country.as_str(), last.windows),
+        ("@th/s-1", "TH", 1)
+    );
+    assert_eq!(all.len(), store.sensors().unwrap().len() + 1);
 
     // Peer sync state and the export audit log.
     use darkscope_aggregator::store::{ExportRecord, PeerState};

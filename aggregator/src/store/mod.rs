@@ -435,8 +435,9 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<SeriesPoint>, StoreError>;
     /// Everything about one source.
     fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError>;
-    /// Health of every sensor.
-    fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError>;
+    /// Health of every registered sensor; with [`Scope::Global`] also the
+    /// peers' pseudonymous sensors seen in imported data (after ours).
+    fn sensor_status(&self, now: Timestamp, scope: Scope) -> Result<Vec<SensorStatus>, StoreError>;
     /// Totals over a range.
     fn overview(
         &self,

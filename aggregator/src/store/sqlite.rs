@@ -1462,16 +1462,26 @@ impl Store for SqliteStore {
         Ok(Some(i))
     }
 
-    fn sensor_status(&self, now: Timestamp) -> Result<Vec<SensorStatus>, StoreError> {
+    fn sensor_status(&self, now: Timestamp, scope: Scope) -> Result<Vec<SensorStatus>, StoreError> {
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached(
-            "SELECT s.id, s.country, s.revoked, MAX(w.end), MAX(w.stored_at), COUNT(w.start),
+        let peers = if scope == Scope::Global {
+            "UNION ALL
+             SELECT sensor, MAX(country), NULL, MAX(end), MAX(stored_at), COUNT(start),
+                    SUM(received), SUM(kernel_dropped + if_dropped + pipeline_dropped),
+                    SUM(spool_evicted)
+             FROM windows WHERE substr(sensor, 1, 1) = '@' GROUP BY sensor"
+        } else {
+            ""
+        };
+        let mut st = c.prepare_cached(&format!(
+            "SELECT * FROM (
+             SELECT s.id, s.country, s.revoked, MAX(w.end), MAX(w.stored_at), COUNT(w.start),
                     COALESCE(SUM(w.received), 0),
                     COALESCE(SUM(w.kernel_dropped + w.if_dropped + w.pipeline_dropped), 0),
                     COALESCE(SUM(w.spool_evicted), 0)
              FROM sensors s LEFT JOIN windows w ON w.sensor = s.id
-             GROUP BY s.id ORDER BY s.id",
-        )?;
+             GROUP BY s.id {peers}) ORDER BY substr(id, 1, 1) = '@', id"
+        ))?;
         let rows = st.query_map([], |r| {
             let last: Option<i64> = r.get(3)?;
             let received = r.get::<_, i64>(6)? as u64;
