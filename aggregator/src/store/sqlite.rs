@@ -19,14 +19,15 @@
 //! - Addresses are 16-byte big-endian blobs (IPv4 mapped); sketches are their
 //!   wire bytes.
 
+use super::fold::{self, bytes_hll, proto_of, SourceRowTuple};
 use super::srcrec;
 use super::{
-    Alert, AnalystRecord, DayCount, ExportRecord, Inserted, LocalChange, Overview, PeerState,
-    PortFilter, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceBrief, SourceInfo,
-    SourceSeen, Store, StoreError, SubscriberRecord,
+    Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
+    PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store,
+    StoreError, SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
-use darkscope_common::wire::{ClassTotals, PortCount, Summary};
+use darkscope_common::wire::{ClassTotals, Summary};
 use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashMap;
@@ -180,10 +181,6 @@ fn blob_ip(b: &[u8]) -> Addr {
     Addr(u128::from_be_bytes(a))
 }
 
-fn bytes_hll(b: &[u8]) -> Hll {
-    Hll::from_bytes(b).unwrap_or_default()
-}
-
 /// Runs a write that must change one row; `missing` is the error otherwise.
 fn write_one(
     c: &Connection,
@@ -230,10 +227,6 @@ fn analyst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnalystRecord> {
 
 fn ts(v: i64) -> Timestamp {
     Timestamp(v.max(0) as u64)
-}
-
-fn proto_of(v: i64) -> Proto {
-    Proto::ALL.get(v as usize).copied().unwrap_or(Proto::Ip)
 }
 
 impl SqliteStore {
@@ -518,20 +511,6 @@ struct HourAcc {
     ports: FxHashMap<(Proto, u16), u64>,
 }
 
-/// Adds a stored top-ports list (JSON) into a per-port tally.
-fn tally_top(ports: &mut FxHashMap<(Proto, u16), u64>, json: &str) {
-    if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(json) {
-        for p in tp {
-            *ports.entry((p.proto, p.port)).or_default() += p.packets;
-        }
-    }
-}
-
-/// The `n` busiest ports of a tally, busiest first.
-fn busiest(ports: &FxHashMap<(Proto, u16), u64>, n: usize) -> Vec<PortCount> {
-    PortCount::busiest(ports.iter().map(|(k, v)| (*k, *v)), n)
-}
-
 /// Rebuilds the `to` roll-up rows of period `[at, at + len)` from `from`
 /// (port rows or hourly rows): per (sensor, proto, port) packets and bytes
 /// add up, destinations keep the largest window's count, sketches merge, and
@@ -801,7 +780,8 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
                     a.fingerprints,
                     a.first,
                     a.last,
-                    serde_json::to_string(&busiest(&a.ports, 20)).unwrap_or_else(|_| "[]".into()),
+                    serde_json::to_string(&fold::busiest(&a.ports, 20))
+                        .unwrap_or_else(|_| "[]".into()),
                 ])?;
             }
         }
@@ -821,65 +801,6 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
         )?;
     }
     Ok(hours.len() as u64)
-}
-
-/// Folds port rows into per-port totals (shared by top ports and overview).
-/// A port row from any granularity: proto, port, packets, bytes, sources,
-/// destinations, sketch, sensor, windows it covers.
-type PortRowTuple = (i64, i64, i64, i64, i64, i64, Vec<u8>, String, i64);
-
-fn fold_ports(
-    rows: impl Iterator<Item = rusqlite::Result<PortRowTuple>>,
-) -> Result<(Vec<PortTop>, u64), StoreError> {
-    struct Acc {
-        packets: u64,
-        bytes: u64,
-        sources_one: u64,
-        rows: u64,
-        hll: Hll,
-        dsts: u64,
-    }
-    let mut by: FxHashMap<(i64, i64), Acc> = FxHashMap::default();
-    let mut total = 0u64;
-    for r in rows {
-        let (proto, port, packets, bytes, sources, dsts, hll, _sensor, windows) = r?;
-        total += packets as u64;
-        let a = by.entry((proto, port)).or_insert_with(|| Acc {
-            packets: 0,
-            bytes: 0,
-            sources_one: 0,
-            rows: 0,
-            hll: Hll::new(),
-            dsts: 0,
-        });
-        a.packets += packets as u64;
-        a.bytes += bytes as u64;
-        a.sources_one = sources as u64;
-        a.rows += windows as u64;
-        a.hll.merge(&bytes_hll(&hll));
-        a.dsts = a.dsts.max(dsts as u64);
-    }
-    let v = by
-        .into_iter()
-        .map(|((proto, port), a)| PortTop {
-            proto: proto_of(proto),
-            port: port as u16,
-            packets: a.packets,
-            bytes: a.bytes,
-            sources: if a.rows == 1 {
-                a.sources_one
-            } else {
-                a.hll.estimate()
-            },
-            destinations: a.dsts,
-            share: if total == 0 {
-                0.0
-            } else {
-                a.packets as f64 / total as f64
-            },
-        })
-        .collect();
-    Ok((v, total))
 }
 
 /// Table, time column and windows-count expression of a granularity.
@@ -920,17 +841,6 @@ fn plan_for(
     let rolled_until = rolled_until(c)?;
     let dirty = dirty_hours(c)?;
     Ok(plan(from, to, rolled_until, &dirty, max))
-}
-
-fn rank(v: &mut Vec<PortTop>, limit: usize) {
-    v.sort_by(|a, b| {
-        b.sources
-            .cmp(&a.sources)
-            .then(b.packets.cmp(&a.packets))
-            .then(a.proto.cmp(&b.proto))
-            .then(a.port.cmp(&b.port))
-    });
-    v.truncate(limit);
 }
 
 impl Store for SqliteStore {
@@ -1260,8 +1170,8 @@ impl Store for SqliteStore {
                 rows.push(r?);
             }
         }
-        let (mut v, _) = fold_ports(rows.into_iter().map(Ok))?;
-        rank(&mut v, limit);
+        let (mut v, _) = fold::ports(rows);
+        fold::rank(&mut v, limit);
         Ok(v)
     }
 
@@ -1328,9 +1238,7 @@ impl Store for SqliteStore {
         let c = lock(&self.reader);
         let scope = scope_pred(scope);
         let blob = ip_blob(ip);
-        // (hour or window start, sensor, packets, bytes, windows, classes, fps, first, last, top)
-        type Row = (i64, String, i64, i64, i64, i64, i64, i64, i64, String);
-        let mut rows: Vec<Row> = Vec::new();
+        let mut rows: Vec<SourceRowTuple> = Vec::new();
         let rolled_until = rolled_until(&c)?;
         // Rolled-up hours: one seek each.
         let done: Vec<i64> = c
@@ -1421,45 +1329,7 @@ impl Store for SqliteStore {
                 }
             }
         }
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut i = SourceInfo {
-            ip: ip.to_string(),
-            first_seen: Timestamp(u64::MAX),
-            last_seen: Timestamp(0),
-            packets: 0,
-            bytes: 0,
-            ports: Vec::new(),
-            per_day: Vec::new(),
-            sensors: Vec::new(),
-            fingerprints: FingerprintSet::default(),
-            classes: ClassSet::default(),
-            windows: 0,
-        };
-        let mut ports: FxHashMap<(Proto, u16), u64> = FxHashMap::default();
-        let mut days: std::collections::BTreeMap<String, u64> = Default::default();
-        for (t, sensor, packets, bytes, windows, classes, fps, first, last, top) in rows {
-            i.first_seen = i.first_seen.min(ts(first));
-            i.last_seen = i.last_seen.max(ts(last));
-            i.packets += packets as u64;
-            i.bytes += bytes as u64;
-            i.windows += windows as u64;
-            i.classes.0 |= classes as u8;
-            i.fingerprints.0 |= fps as u8;
-            if !i.sensors.contains(&sensor) {
-                i.sensors.push(sensor);
-            }
-            *days.entry(ts(t).to_string()[..10].to_string()).or_default() += packets as u64;
-            tally_top(&mut ports, &top);
-        }
-        i.ports = busiest(&ports, 20);
-        i.sensors.sort();
-        i.per_day = days
-            .into_iter()
-            .map(|(day, packets)| DayCount { day, packets })
-            .collect();
-        Ok(Some(i))
+        Ok(fold::source_info(ip, rows))
     }
 
     fn sensor_status(&self, now: Timestamp, scope: Scope) -> Result<Vec<SensorStatus>, StoreError> {
@@ -1564,16 +1434,7 @@ impl Store for SqliteStore {
                 }
             }
         }
-        let mut top: Vec<([u8; 16], u64)> = by_ip.into_iter().collect();
-        top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-        let top_sources = top
-            .into_iter()
-            .take(10)
-            .map(|(ip, packets)| SourceBrief {
-                ip: blob_ip(&ip).to_string(),
-                packets,
-            })
-            .collect();
+        let top_sources = fold::top_sources(by_ip, 10);
         Ok(Overview {
             from,
             to,
