@@ -1,5 +1,6 @@
 //! One conformance suite for every `Store` backend: what the API relies on,
-//! checked against the trait. SQLite runs here; other backends add a line.
+//! checked against the trait, on SQLite and on a real ClickHouse server;
+//! and both backends must answer identically on the same data.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -11,7 +12,9 @@ use darkscope_aggregator::store::sqlite::SqliteStore;
 use darkscope_aggregator::store::{Inserted, PortFilter, Scope, Store, StoreError};
 use darkscope_common::{Addr, Fingerprint, FingerprintSet, Proto, Timestamp};
 
-fn conformance(store: &dyn Store) {
+/// `rollups`: the backend pre-aggregates hours (SQLite) and keeps them
+/// longer than raw rows; ClickHouse answers from raw rows only.
+fn conformance(store: &dyn Store, rollups: bool) {
     // Sensors.
     store.add_sensor("a", "JP", b"hash-a").unwrap();
     store.add_sensor("b", "DE", b"hash-b").unwrap();
@@ -151,7 +154,10 @@ fn conformance(store: &dyn Store) {
     // at once, and again after the rebuild.
     let before = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!(store.rollup(Timestamp(T0 + 30 * MIN)).unwrap(), 0);
-    assert_eq!(store.rollup(Timestamp(T0 + 66 * MIN)).unwrap(), 1);
+    assert_eq!(
+        store.rollup(Timestamp(T0 + 66 * MIN)).unwrap(),
+        rollups as u64
+    );
     assert_eq!(
         store.source(Addr::v4(2), Scope::Local).unwrap().unwrap(),
         before
@@ -165,7 +171,10 @@ fn conformance(store: &dyn Store) {
     let late = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!((late.packets, late.windows), (7, 3));
     assert_eq!(late.sensors, vec!["a".to_string(), "b".to_string()]);
-    assert_eq!(store.rollup(Timestamp(T0 + 67 * MIN)).unwrap(), 1);
+    assert_eq!(
+        store.rollup(Timestamp(T0 + 67 * MIN)).unwrap(),
+        rollups as u64
+    );
     assert_eq!(
         store.source(Addr::v4(2), Scope::Local).unwrap().unwrap(),
         late
@@ -189,14 +198,13 @@ fn conformance(store: &dyn Store) {
         .overview(Timestamp(T0), Timestamp(T0 + 10 * MIN), Scope::Local)
         .unwrap();
     assert_eq!(o.windows, 2);
-    // Raw rows of the first minute are gone; the roll-up still knows the hour.
+    // Raw rows of the first minute are gone; a roll-up still knows the hour.
     assert_eq!(
         store
             .source(Addr::v4(1), Scope::Local)
-            .unwrap()
-            .unwrap()
-            .packets,
-        2
+            .map(|s| s.map(|s| s.packets))
+            .unwrap(),
+        rollups.then_some(2)
     );
     store
         .apply_retention(Timestamp(T0 + MIN), Timestamp(T0 + 120 * MIN))
@@ -464,7 +472,7 @@ fn sqlite_rollups_answer_like_raw_rows() {
 fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
-    conformance(&store);
+    conformance(&store, true);
 }
 
 #[test]
@@ -482,4 +490,85 @@ fn sqlite_data_survives_reopen() {
         Inserted::Duplicate
     );
     assert_eq!(s.sensors().unwrap().len(), 1);
+}
+
+#[test]
+fn clickhouse_store_conforms() {
+    let ch = common::clickhouse::Server::start();
+    let store = ch.store("conformance");
+    conformance(&store, false);
+    federation_storage(&ch.store("federation"));
+    assert!(store.server_version().unwrap().len() >= 5);
+}
+
+#[test]
+fn clickhouse_refuses_a_database_that_was_not_migrated() {
+    let ch = common::clickhouse::Server::start();
+    let e = darkscope_aggregator::store::clickhouse::ClickHouseStore::open(&ch.config("fresh"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("darkscope-aggregator migrate"), "{e}");
+}
+
+/// The same data in both backends gives the same answers to every query
+/// the API makes (SQLite from its roll-ups where it can, ClickHouse from
+/// raw rows), in both scopes.
+#[test]
+fn backends_answer_identically() {
+    let ch = common::clickhouse::Server::start();
+    let c = ch.store("same");
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("same.db")).unwrap();
+    for w in (0..50 * 60).step_by(20) {
+        let srcs: Vec<u32> = (0..(w % 7 + 1) as u32)
+            .map(|i| i + (w as u32 / 60) % 5)
+            .collect();
+        for store in [&s as &dyn Store, &c] {
+            store
+                .insert_summary(&summary("a", w, &srcs, 1 + w % 3), "JP")
+                .unwrap();
+            if w % 40 == 0 {
+                store
+                    .insert_summary(&summary("b", w, &[100, 101], 2), "DE")
+                    .unwrap();
+            }
+            if w % 60 == 0 {
+                store
+                    .import_summary(&summary("@th/s-1", w, &[1, 2, 300], 4), "TH")
+                    .unwrap();
+            }
+        }
+    }
+    s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    assert_eq!(port_answers(&s), port_answers(&c));
+    for scope in [Scope::Local, Scope::Global] {
+        for ip in [1, 2, 100, 300] {
+            assert_eq!(
+                s.source(Addr::v4(ip), scope).unwrap(),
+                c.source(Addr::v4(ip), scope).unwrap(),
+                "source {ip} {scope:?}"
+            );
+        }
+        let (from, to) = (Timestamp(T0), Timestamp(T0 + 50 * 60 * MIN));
+        assert_eq!(
+            s.overview(from, to, scope).unwrap(),
+            c.overview(from, to, scope).unwrap()
+        );
+        assert_eq!(
+            s.window_starts(from, to, scope).unwrap(),
+            c.window_starts(from, to, scope).unwrap()
+        );
+        let mut a = s.port_sources_at(Timestamp(T0 + 60 * MIN), scope).unwrap();
+        let mut b = c.port_sources_at(Timestamp(T0 + 60 * MIN), scope).unwrap();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+    assert_eq!(
+        s.stored_summaries("a", Timestamp(T0), Timestamp(T0 + 60 * MIN))
+            .unwrap(),
+        c.stored_summaries("a", Timestamp(T0), Timestamp(T0 + 60 * MIN))
+            .unwrap()
+    );
 }

@@ -4,6 +4,7 @@
 //! Methods are synchronous; the HTTP layer calls them on Tokio's blocking
 //! pool. `insert_summary` returns only after the data is durable.
 
+pub mod clickhouse;
 pub mod fold;
 pub mod sqlite;
 pub mod srcrec;

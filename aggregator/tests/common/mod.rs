@@ -3,6 +3,7 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod browser;
+pub mod clickhouse;
 
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::*;

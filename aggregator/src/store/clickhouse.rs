@@ -1,0 +1,1519 @@
+//! The scale-out backend: ClickHouse over its HTTP interface (`reqwest`,
+//! `JSONEachRow` in and out), for many sensors, months of per-source rows
+//! and several aggregator replicas sharing one database.
+//!
+//! - Schema: `deploy/clickhouse/NNN_*.sql`, versioned and applied by
+//!   [`ClickHouseStore::migrate`] (`darkscope-aggregator migrate`); a store
+//!   refuses to open a database whose schema is behind.
+//! - Only SQL that ClickHouse 18.16 (Debian 12) and current releases both
+//!   accept. That old server has no query parameters, so every value is
+//!   put in the SQL text by [`lit`] (strings quoted and escaped) or as a
+//!   Rust integer: nothing a caller sends is ever spliced in raw.
+//! - No transactions: an insert writes the port and source rows first and
+//!   the window row last; every such table is a `ReplacingMergeTree` keyed
+//!   by what makes a row unique and read with `FINAL`, so a retry (or the
+//!   same window arriving at two replicas) is seen once, and a federation
+//!   import replaces a window by its newer version.
+//! - Distinct sources merge from the stored HyperLogLog sketches in Rust,
+//!   with the same folding code as SQLite ([`super::fold`]), so both
+//!   backends give identical answers on the same data.
+//! - Roll-ups are not needed (ClickHouse aggregates raw rows fast);
+//!   retention deletes by mutation (`ALTER TABLE … DELETE`), since TTL
+//!   clauses need 19.6+.
+//! - Durability is ClickHouse's: an insert is acknowledged once its part is
+//!   written; use a replicated cluster for more (see deploy/clickhouse/).
+
+use super::fold::{self, proto_of, PortRowTuple, SourceRowTuple};
+use super::{
+    Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
+    PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store,
+    StoreError, SubscriberRecord, PEER_SENSOR_MARK,
+};
+use base64::Engine;
+use darkscope_common::hll::Hll;
+use darkscope_common::wire::{
+    ClassTotals, FingerprintCounts, PortCount, PortRow, SensorInfo, SourceRow, Summary, TopPorts,
+    Totals, Truncation, Window, SCHEMA,
+};
+use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
+use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The migrations, in order: (version, SQL with `{db}` for the database).
+pub const MIGRATIONS: &[(u32, &str)] =
+    &[(1, include_str!("../../../deploy/clickhouse/001_init.sql"))];
+
+/// `[clickhouse]`: where the database is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database (created by `migrate`).
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// File holding the user's password (none: no password).
+    pub password_file: Option<PathBuf>,
+    /// Seconds before a request is abandoned.
+    pub timeout_secs: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "darkscope".into(),
+            user: "default".into(),
+            password_file: None,
+            timeout_secs: 60,
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "[clickhouse] url '{}' must be http:// or https://",
+                self.url
+            ));
+        }
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if !ok(&self.database) {
+            return Err("[clickhouse] database must be 1-64 letters, digits or '_'".into());
+        }
+        if !(1..=3600).contains(&self.timeout_secs) {
+            return Err("[clickhouse] timeout_secs must be 1-3600".into());
+        }
+        Ok(())
+    }
+}
+
+/// A string literal for ClickHouse SQL: quoted, with `\` and `'` escaped.
+pub fn lit(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+fn hll_of(s: &str) -> Hll {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| Hll::from_bytes(&b).ok())
+        .unwrap_or_default()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn opt(t: u64) -> Option<Timestamp> {
+    (t != 0).then_some(Timestamp(t))
+}
+
+fn scope_pred(scope: Scope) -> String {
+    match scope {
+        Scope::Local => format!(
+            "NOT startsWith(sensor, {})",
+            lit(&PEER_SENSOR_MARK.to_string())
+        ),
+        Scope::Global => "1".into(),
+    }
+}
+
+/// ClickHouse store.
+pub struct ClickHouseStore {
+    http: reqwest::blocking::Client,
+    cfg: ClickHouseConfig,
+    password: Option<String>,
+    /// Last version handed out: versions only grow within this process.
+    last_ver: AtomicU64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CredRow {
+    #[serde(alias = "name")]
+    id: String,
+    #[serde(default)]
+    country: String,
+    #[serde(default)]
+    prefixes: String,
+    token_hash: String,
+    created: u64,
+    revoked: u64,
+    ver: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AlertRow {
+    id: u64,
+    proto: u8,
+    port: u16,
+    scope: String,
+    start: u64,
+    severity: String,
+    baseline: f64,
+    observed: u64,
+    state: String,
+    resolved_at: u64,
+    ver: u64,
+}
+
+impl AlertRow {
+    fn alert(self) -> Alert {
+        Alert {
+            id: self.id as i64,
+            proto: proto_of(self.proto as i64),
+            port: self.port,
+            scope: self.scope,
+            start: Timestamp(self.start),
+            severity: self.severity,
+            baseline: self.baseline,
+            observed: self.observed,
+            state: self.state,
+            resolved_at: opt(self.resolved_at),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WindowRow {
+    sensor: String,
+    start: u64,
+    end: u64,
+    stored_at: u64,
+    seq: u64,
+    country: String,
+    packets: u64,
+    bytes: u64,
+    sources: u64,
+    exact: u8,
+    received: u64,
+    kernel_dropped: u64,
+    if_dropped: u64,
+    pipeline_dropped: u64,
+    malformed: u64,
+    non_ip: u64,
+    not_darknet: u64,
+    spool_evicted: u64,
+    tcp_syn: u64,
+    backscatter: u64,
+    udp: u64,
+    icmp_echo: u64,
+    icmp_other: u64,
+    tcp_other: u64,
+    other: u64,
+    fp_mirai: u64,
+    fp_zmap: u64,
+    fp_masscan: u64,
+    sources_hll: String,
+    darknet: String,
+    monitored_ipv4: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PortRowCh {
+    start: u64,
+    sensor: String,
+    country: String,
+    proto: u8,
+    port: u16,
+    packets: u64,
+    bytes: u64,
+    sources: u64,
+    destinations: u64,
+    hll: String,
+    stored_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SourceRowCh {
+    start: u64,
+    sensor: String,
+    ip: String,
+    packets: u64,
+    bytes: u64,
+    ports: u64,
+    destinations: u64,
+    classes: u8,
+    fingerprints: u8,
+    first_seen: u64,
+    last_seen: u64,
+    top_ports: String,
+    stored_at: u64,
+}
+
+impl SourceRowCh {
+    fn top(&self) -> Vec<PortCount> {
+        serde_json::from_str(&self.top_ports).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PeerRow {
+    peer: String,
+    cursor: u64,
+    last_pull: u64,
+    last_success: u64,
+    last_error: String,
+    errors: u64,
+    imported: u64,
+    newest_window_end: u64,
+    tlp: String,
+    ver: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AuditRow {
+    time: u64,
+    peer: String,
+    share: String,
+    tlp: String,
+    cursor_from: u64,
+    cursor_to: u64,
+    observations: u64,
+    port_rows: u64,
+    source_rows: u64,
+}
+
+#[derive(Deserialize)]
+struct N {
+    n: u64,
+}
+
+impl ClickHouseStore {
+    /// Connects and checks that the schema is current (run
+    /// [`ClickHouseStore::migrate`] first on a new database).
+    pub fn open(cfg: &ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
+        let s = Self::client(cfg)?;
+        let have = s.schema_version()?;
+        let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if have < want {
+            return Err(StoreError::Backend(format!(
+                "ClickHouse database '{}' has schema version {have}, this build needs {want}: run `darkscope-aggregator migrate`",
+                cfg.database
+            )));
+        }
+        Ok(s)
+    }
+
+    fn client(cfg: &ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
+        cfg.validate().map_err(StoreError::Backend)?;
+        let password = match &cfg.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        StoreError::Backend(format!(
+                            "cannot read ClickHouse password file '{}': {e}",
+                            p.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("HTTP client: {e}")))?;
+        Ok(ClickHouseStore {
+            http,
+            cfg: cfg.clone(),
+            password,
+            last_ver: AtomicU64::new(0),
+        })
+    }
+
+    /// Creates the database and applies the migrations it lacks; returns
+    /// the versions applied now.
+    pub fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
+        let s = Self::client(cfg)?;
+        let db = &cfg.database;
+        s.run(&format!("CREATE DATABASE IF NOT EXISTS {db}"), None)?;
+        s.run(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied UInt64) ENGINE = MergeTree ORDER BY version"
+            ),
+            None,
+        )?;
+        let have = s.schema_version()?;
+        let mut done = Vec::new();
+        for (v, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
+            for stmt in statements(sql) {
+                s.run(&stmt.replace("{db}", db), None)?;
+            }
+            s.run(
+                &format!(
+                    "INSERT INTO {db}.schema_migrations (version, applied) VALUES ({v}, {})",
+                    Timestamp::now().0
+                ),
+                None,
+            )?;
+            done.push(*v);
+        }
+        Ok(done)
+    }
+
+    fn schema_version(&self) -> Result<u32, StoreError> {
+        let db = &self.cfg.database;
+        let exists: Vec<N> = self.rows(&format!(
+            "SELECT count() AS n FROM system.tables WHERE database = {} AND name = 'schema_migrations'",
+            lit(db)
+        ))?;
+        if exists.first().is_none_or(|r| r.n == 0) {
+            return Ok(0);
+        }
+        let v: Vec<N> = self.rows(&format!(
+            "SELECT max(version) AS n FROM {db}.schema_migrations"
+        ))?;
+        Ok(v.first().map(|r| r.n as u32).unwrap_or(0))
+    }
+
+    /// The server's version string.
+    pub fn server_version(&self) -> Result<String, StoreError> {
+        #[derive(Deserialize)]
+        struct V {
+            v: String,
+        }
+        let v: Vec<V> = self.rows("SELECT version() AS v")?;
+        Ok(v.into_iter().next().map(|v| v.v).unwrap_or_default())
+    }
+
+    /// A version number larger than any handed out before by this process.
+    fn ver(&self) -> u64 {
+        let now = Timestamp::now().0;
+        let mut last = self.last_ver.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last_ver
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(l) => last = l,
+            }
+        }
+    }
+
+    /// Sends `sql` (in the body, or in the URL with `data` as the body).
+    fn run(&self, sql: &str, data: Option<String>) -> Result<String, StoreError> {
+        let mut req = self
+            .http
+            .post(&self.cfg.url)
+            // Every table name is qualified with the database, so the
+            // database need not exist yet (migrate creates it).
+            .query(&[("output_format_json_quote_64bit_integers", "0")])
+            .basic_auth(&self.cfg.user, self.password.as_deref());
+        req = match data {
+            Some(d) => req.query(&[("query", sql)]).body(d),
+            None => req.body(sql.to_string()),
+        };
+        let r = req
+            .send()
+            .map_err(|e| StoreError::Backend(format!("ClickHouse at {}: {e}", self.cfg.url)))?;
+        let status = r.status();
+        let body = r
+            .text()
+            .map_err(|e| StoreError::Backend(format!("ClickHouse answer: {e}")))?;
+        if !status.is_success() {
+            let first = body
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(400)
+                .collect::<String>();
+            return Err(StoreError::Backend(format!("ClickHouse {status}: {first}")));
+        }
+        Ok(body)
+    }
+
+    fn rows<T: DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
+        let body = self.run(&format!("{sql} FORMAT JSONEachRow"), None)?;
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .map_err(|e| StoreError::Backend(format!("ClickHouse row '{l}': {e}")))
+            })
+            .collect()
+    }
+
+    fn insert<T: Serialize>(&self, table: &str, rows: &[T]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut body = String::new();
+        for r in rows {
+            body.push_str(
+                &serde_json::to_string(r).map_err(|e| StoreError::Backend(e.to_string()))?,
+            );
+            body.push('\n');
+        }
+        self.run(
+            &format!(
+                "INSERT INTO {}.{table} FORMAT JSONEachRow",
+                self.cfg.database
+            ),
+            Some(body),
+        )?;
+        Ok(())
+    }
+
+    fn t(&self, table: &str) -> String {
+        format!("{}.{table}", self.cfg.database)
+    }
+
+    fn count(&self, sql: &str) -> Result<u64, StoreError> {
+        let v: Vec<N> = self.rows(sql)?;
+        Ok(v.first().map(|r| r.n).unwrap_or(0))
+    }
+
+    fn cred(&self, table: &str, key: &str, id: &str) -> Result<Option<CredRow>, StoreError> {
+        Ok(self
+            .rows(&format!(
+                "SELECT * FROM {} FINAL WHERE {key} = {}",
+                self.t(table),
+                lit(id)
+            ))?
+            .into_iter()
+            .next())
+    }
+
+    fn add_cred(
+        &self,
+        table: &str,
+        key: &str,
+        row: CredRow,
+        exists: StoreError,
+    ) -> Result<(), StoreError> {
+        if self.cred(table, key, &row.id)?.is_some() {
+            return Err(exists);
+        }
+        self.insert_cred(table, key, &row)
+    }
+
+    fn insert_cred(&self, table: &str, key: &str, r: &CredRow) -> Result<(), StoreError> {
+        let row = match table {
+            "sensors" => {
+                serde_json::json!({"id": r.id, "country": r.country, "token_hash": r.token_hash,
+                "created": r.created, "revoked": r.revoked, "ver": r.ver})
+            }
+            "subscribers" => {
+                serde_json::json!({"id": r.id, "prefixes": r.prefixes, "token_hash": r.token_hash,
+                "created": r.created, "revoked": r.revoked, "ver": r.ver})
+            }
+            _ => serde_json::json!({key: r.id, "token_hash": r.token_hash,
+                "created": r.created, "revoked": r.revoked, "ver": r.ver}),
+        };
+        self.insert(table, &[row])
+    }
+
+    fn revoke_cred(
+        &self,
+        table: &str,
+        key: &str,
+        id: &str,
+        missing: StoreError,
+    ) -> Result<(), StoreError> {
+        let mut r = self.cred(table, key, id)?.ok_or(missing)?;
+        if r.revoked == 0 {
+            r.revoked = Timestamp::now().0;
+            r.ver = self.ver().max(r.ver + 1);
+            self.insert_cred(table, key, &r)?;
+        }
+        Ok(())
+    }
+
+    fn creds(&self, table: &str, key: &str, filter: &str) -> Result<Vec<CredRow>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL {filter} ORDER BY {key}",
+            self.t(table)
+        ))
+    }
+
+    fn store(&self, s: &Summary, country: &str, seq: u64) -> Result<(), StoreError> {
+        let at = self.ver();
+        let start = s.window.start.0;
+        let sensor = s.sensor.id.clone();
+        let ports: Vec<PortRowCh> = s
+            .ports
+            .iter()
+            .map(|p| PortRowCh {
+                start,
+                sensor: sensor.clone(),
+                country: country.to_string(),
+                proto: p.proto as u8,
+                port: p.port,
+                packets: p.packets,
+                bytes: p.bytes,
+                sources: p.sources,
+                destinations: p.destinations,
+                hll: b64(&p.sources_hll.to_bytes()),
+                stored_at: at,
+            })
+            .collect();
+        let sources: Vec<SourceRowCh> = s
+            .sources
+            .iter()
+            .map(|r| SourceRowCh {
+                start,
+                sensor: sensor.clone(),
+                ip: Addr::from(r.ip).to_string(),
+                packets: r.packets,
+                bytes: r.bytes,
+                ports: r.ports,
+                destinations: r.destinations,
+                classes: r.classes.0,
+                fingerprints: r.fingerprints.0,
+                first_seen: r.first_seen.0,
+                last_seen: r.last_seen.0,
+                top_ports: serde_json::to_string(&r.top_ports.to_vec())
+                    .unwrap_or_else(|_| "[]".into()),
+                stored_at: at,
+            })
+            .collect();
+        let h = &s.capture;
+        let k = &s.classes;
+        let w = WindowRow {
+            sensor,
+            start,
+            end: s.window.end.0,
+            stored_at: at,
+            seq,
+            country: country.to_string(),
+            packets: s.totals.packets,
+            bytes: s.totals.bytes,
+            sources: s.totals.sources,
+            exact: s.truncation.exact as u8,
+            received: h.received,
+            kernel_dropped: h.kernel_dropped,
+            if_dropped: h.if_dropped,
+            pipeline_dropped: h.pipeline_dropped,
+            malformed: h.malformed.values().sum(),
+            non_ip: h.non_ip,
+            not_darknet: h.not_darknet,
+            spool_evicted: h.spool_evicted,
+            tcp_syn: k.tcp_syn,
+            backscatter: k.backscatter,
+            udp: k.udp,
+            icmp_echo: k.icmp_echo,
+            icmp_other: k.icmp_other,
+            tcp_other: k.tcp_other,
+            other: k.other,
+            fp_mirai: s.fingerprints.mirai,
+            fp_zmap: s.fingerprints.zmap,
+            fp_masscan: s.fingerprints.masscan,
+            sources_hll: b64(&s.totals.sources_hll.to_bytes()),
+            darknet: s.sensor.darknet.join(","),
+            monitored_ipv4: s.sensor.monitored_ipv4,
+        };
+        // The window row last: it marks the window as stored.
+        self.insert("port_rows", &ports)?;
+        self.insert("sources", &sources)?;
+        self.insert("windows", &[w])
+    }
+
+    fn window_exists(&self, sensor: &str, start: Timestamp) -> Result<bool, StoreError> {
+        Ok(self.count(&format!(
+            "SELECT count() AS n FROM {} FINAL WHERE sensor = {} AND start = {}",
+            self.t("windows"),
+            lit(sensor),
+            start.0
+        ))? > 0)
+    }
+
+    fn port_rows(&self, cond: &str) -> Result<Vec<PortRowCh>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond}",
+            self.t("port_rows")
+        ))
+    }
+
+    fn source_rows(&self, cond: &str) -> Result<Vec<SourceRowCh>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond}",
+            self.t("sources")
+        ))
+    }
+}
+
+/// The statements of a migration file (comments dropped, split at `;`).
+fn statements(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    text.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn cred_sensor(r: CredRow) -> SensorRecord {
+    SensorRecord {
+        id: r.id,
+        country: r.country,
+        created: Timestamp(r.created),
+        revoked: opt(r.revoked),
+    }
+}
+
+fn cred_analyst(r: CredRow) -> AnalystRecord {
+    AnalystRecord {
+        name: r.id,
+        created: Timestamp(r.created),
+        revoked: opt(r.revoked),
+    }
+}
+
+fn cred_subscriber(r: CredRow) -> SubscriberRecord {
+    SubscriberRecord {
+        id: r.id,
+        prefixes: r
+            .prefixes
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect(),
+        created: Timestamp(r.created),
+        revoked: opt(r.revoked),
+    }
+}
+
+fn port_tuple(p: PortRowCh) -> PortRowTuple {
+    let hll = base64::engine::general_purpose::STANDARD
+        .decode(&p.hll)
+        .unwrap_or_default();
+    (
+        p.proto as i64,
+        p.port as i64,
+        p.packets as i64,
+        p.bytes as i64,
+        p.sources as i64,
+        p.destinations as i64,
+        hll,
+        p.sensor,
+        1,
+    )
+}
+
+fn ip_key(ip: &str) -> [u8; 16] {
+    ip.parse::<std::net::IpAddr>()
+        .map(|a| Addr::from(a).0.to_be_bytes())
+        .unwrap_or([0; 16])
+}
+
+impl Store for ClickHouseStore {
+    fn add_sensor(&self, id: &str, country: &str, token_hash: &[u8]) -> Result<(), StoreError> {
+        let now = Timestamp::now().0;
+        self.add_cred(
+            "sensors",
+            "id",
+            CredRow {
+                id: id.into(),
+                country: country.into(),
+                prefixes: String::new(),
+                token_hash: hex(token_hash),
+                created: now,
+                revoked: 0,
+                ver: self.ver(),
+            },
+            StoreError::SensorExists(id.into()),
+        )
+    }
+
+    fn revoke_sensor(&self, id: &str) -> Result<(), StoreError> {
+        self.revoke_cred("sensors", "id", id, StoreError::NoSensor(id.into()))
+    }
+
+    fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError> {
+        Ok(self
+            .creds("sensors", "id", "")?
+            .into_iter()
+            .map(cred_sensor)
+            .collect())
+    }
+
+    fn sensor_by_token(&self, token_hash: &[u8]) -> Result<Option<SensorRecord>, StoreError> {
+        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
+        Ok(self
+            .creds("sensors", "id", &f)?
+            .into_iter()
+            .next()
+            .map(cred_sensor))
+    }
+
+    fn add_analyst(&self, name: &str, token_hash: &[u8]) -> Result<(), StoreError> {
+        self.add_cred(
+            "analysts",
+            "name",
+            CredRow {
+                id: name.into(),
+                country: String::new(),
+                prefixes: String::new(),
+                token_hash: hex(token_hash),
+                created: Timestamp::now().0,
+                revoked: 0,
+                ver: self.ver(),
+            },
+            StoreError::AnalystExists(name.into()),
+        )
+    }
+
+    fn revoke_analyst(&self, name: &str) -> Result<(), StoreError> {
+        self.revoke_cred("analysts", "name", name, StoreError::NoAnalyst(name.into()))
+    }
+
+    fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError> {
+        Ok(self
+            .creds("analysts", "name", "")?
+            .into_iter()
+            .map(cred_analyst)
+            .collect())
+    }
+
+    fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError> {
+        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
+        Ok(self
+            .creds("analysts", "name", &f)?
+            .into_iter()
+            .next()
+            .map(cred_analyst))
+    }
+
+    fn add_subscriber(
+        &self,
+        id: &str,
+        prefixes: &[String],
+        token_hash: &[u8],
+    ) -> Result<(), StoreError> {
+        self.add_cred(
+            "subscribers",
+            "id",
+            CredRow {
+                id: id.into(),
+                country: String::new(),
+                prefixes: prefixes.join(","),
+                token_hash: hex(token_hash),
+                created: Timestamp::now().0,
+                revoked: 0,
+                ver: self.ver(),
+            },
+            StoreError::SubscriberExists(id.into()),
+        )
+    }
+
+    fn revoke_subscriber(&self, id: &str) -> Result<(), StoreError> {
+        self.revoke_cred("subscribers", "id", id, StoreError::NoSubscriber(id.into()))
+    }
+
+    fn subscribers(&self) -> Result<Vec<SubscriberRecord>, StoreError> {
+        Ok(self
+            .creds("subscribers", "id", "")?
+            .into_iter()
+            .map(cred_subscriber)
+            .collect())
+    }
+
+    fn subscriber_by_token(
+        &self,
+        token_hash: &[u8],
+    ) -> Result<Option<SubscriberRecord>, StoreError> {
+        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
+        Ok(self
+            .creds("subscribers", "id", &f)?
+            .into_iter()
+            .next()
+            .map(cred_subscriber))
+    }
+
+    fn sources_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<SourceSeen>, StoreError> {
+        Ok(self
+            .source_rows(&format!("start >= {} AND start < {}", from.0, to.0))?
+            .into_iter()
+            .map(|r| SourceSeen {
+                ip: r
+                    .ip
+                    .parse::<std::net::IpAddr>()
+                    .map(Addr::from)
+                    .unwrap_or(Addr(0)),
+                ports: r.top(),
+                sensor: r.sensor,
+                packets: r.packets,
+                classes: ClassSet(r.classes),
+                fingerprints: FingerprintSet(r.fingerprints),
+                first: Timestamp(r.first_seen),
+                last: Timestamp(r.last_seen),
+            })
+            .collect())
+    }
+
+    fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
+        if self.window_exists(&s.sensor.id, s.window.start)? {
+            return Ok(Inserted::Duplicate);
+        }
+        // The export position: time-ordered, unique with high probability.
+        let seq = Timestamp::now().0 * 1000 + rand::random::<u64>() % 1000;
+        self.store(s, country, seq)?;
+        Ok(Inserted::New)
+    }
+
+    fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
+        let mut cond = format!(
+            "start >= {} AND start < {} AND {}",
+            f.from.0,
+            f.to.0,
+            scope_pred(f.scope)
+        );
+        if let Some(p) = f.proto {
+            cond += &format!(" AND proto = {}", p as u8);
+        }
+        if let Some(s) = &f.sensor {
+            cond += &format!(" AND sensor = {}", lit(s));
+        }
+        if let Some(c) = &f.country {
+            cond += &format!(" AND country = {}", lit(c));
+        }
+        let rows = self.port_rows(&cond)?.into_iter().map(port_tuple);
+        let (mut v, _) = fold::ports(rows);
+        fold::rank(&mut v, limit);
+        Ok(v)
+    }
+
+    fn port_series(
+        &self,
+        proto: Proto,
+        port: u16,
+        from: Timestamp,
+        to: Timestamp,
+        step_us: u64,
+        scope: Scope,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let step = step_us.max(1);
+        let n = (to.0.saturating_sub(from.0)).div_ceil(step) as usize;
+        let mut packets = vec![0u64; n];
+        let mut sketches = vec![Hll::new(); n];
+        for r in self.port_rows(&format!(
+            "proto = {} AND port = {port} AND start >= {} AND start < {} AND {}",
+            proto as u8,
+            from.0,
+            to.0,
+            scope_pred(scope)
+        ))? {
+            let i = ((r.start - from.0) / step) as usize;
+            if i < n {
+                packets[i] += r.packets;
+                sketches[i].merge(&hll_of(&r.hll));
+            }
+        }
+        Ok((0..n)
+            .map(|i| SeriesPoint {
+                time: Timestamp(from.0 + i as u64 * step),
+                packets: packets[i],
+                sources: sketches[i].estimate(),
+            })
+            .collect())
+    }
+
+    fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError> {
+        let rows: Vec<SourceRowTuple> = self
+            .source_rows(&format!(
+                "ip = {} AND {}",
+                lit(&ip.to_string()),
+                scope_pred(scope)
+            ))?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.start as i64,
+                    r.sensor,
+                    r.packets as i64,
+                    r.bytes as i64,
+                    1,
+                    r.classes as i64,
+                    r.fingerprints as i64,
+                    r.first_seen as i64,
+                    r.last_seen as i64,
+                    r.top_ports,
+                )
+            })
+            .collect();
+        Ok(fold::source_info(ip, rows))
+    }
+
+    fn sensor_status(&self, now: Timestamp, scope: Scope) -> Result<Vec<SensorStatus>, StoreError> {
+        #[derive(Deserialize)]
+        struct Agg {
+            sensor: String,
+            country: String,
+            last_end: u64,
+            last_at: u64,
+            windows: u64,
+            received: u64,
+            dropped: u64,
+            evicted: u64,
+        }
+        let agg: Vec<Agg> = self.rows(&format!(
+            "SELECT sensor, max(country) AS country, max(end) AS last_end, max(stored_at) AS last_at,
+                    count() AS windows, sum(received) AS received,
+                    sum(kernel_dropped + if_dropped + pipeline_dropped) AS dropped,
+                    sum(spool_evicted) AS evicted
+             FROM {} FINAL GROUP BY sensor",
+            self.t("windows")
+        ))?;
+        let by: FxHashMap<&str, &Agg> = agg.iter().map(|a| (a.sensor.as_str(), a)).collect();
+        let status = |id: String, country: String, revoked: bool| {
+            let a = by.get(id.as_str());
+            let received = a.map(|a| a.received).unwrap_or(0);
+            let dropped = a.map(|a| a.dropped).unwrap_or(0);
+            let last = a.map(|a| a.last_end);
+            SensorStatus {
+                id,
+                country,
+                revoked,
+                last_window_end: last.map(Timestamp),
+                last_summary_at: a.map(|a| Timestamp(a.last_at)),
+                windows: a.map(|a| a.windows).unwrap_or(0),
+                received,
+                dropped,
+                drop_rate: if received == 0 {
+                    0.0
+                } else {
+                    dropped as f64 / received as f64
+                },
+                spool_evicted: a.map(|a| a.evicted).unwrap_or(0),
+                lag_seconds: last.map(|l| (now.0 as f64 - l as f64) / 1e6),
+            }
+        };
+        let mut out: Vec<SensorStatus> = self
+            .sensors()?
+            .into_iter()
+            .map(|s| status(s.id, s.country, s.revoked.is_some()))
+            .collect();
+        if scope == Scope::Global {
+            let mut peers: Vec<&Agg> = agg
+                .iter()
+                .filter(|a| a.sensor.starts_with(PEER_SENSOR_MARK))
+                .collect();
+            peers.sort_by(|a, b| a.sensor.cmp(&b.sensor));
+            out.extend(
+                peers
+                    .into_iter()
+                    .map(|a| status(a.sensor.clone(), a.country.clone(), false)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn overview(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<Overview, StoreError> {
+        let top_ports = self.top_ports(
+            &PortFilter {
+                from,
+                to,
+                scope,
+                ..Default::default()
+            },
+            10,
+        )?;
+        #[derive(Deserialize)]
+        struct Tot {
+            packets: u64,
+            c: [u64; 7],
+            sensors: u64,
+            windows: u64,
+        }
+        let cond = format!(
+            "start >= {} AND start < {} AND {}",
+            from.0,
+            to.0,
+            scope_pred(scope)
+        );
+        let t: Vec<Tot> = self.rows(&format!(
+            "SELECT sum(packets) AS packets,
+                    [sum(tcp_syn), sum(backscatter), sum(udp), sum(icmp_echo), sum(icmp_other),
+                     sum(tcp_other), sum(other)] AS c,
+                    uniqExact(sensor) AS sensors, count() AS windows
+             FROM {} FINAL WHERE {cond}",
+            self.t("windows")
+        ))?;
+        let t = t.into_iter().next().unwrap_or(Tot {
+            packets: 0,
+            c: [0; 7],
+            sensors: 0,
+            windows: 0,
+        });
+        #[derive(Deserialize)]
+        struct Ip {
+            ip: String,
+            p: u64,
+        }
+        let ips: Vec<Ip> = self.rows(&format!(
+            "SELECT ip, sum(packets) AS p FROM {} FINAL WHERE {cond} GROUP BY ip",
+            self.t("sources")
+        ))?;
+        let by_ip: FxHashMap<[u8; 16], u64> =
+            ips.into_iter().map(|r| (ip_key(&r.ip), r.p)).collect();
+        Ok(Overview {
+            from,
+            to,
+            packets: t.packets,
+            classes: ClassTotals::from_array(t.c),
+            top_ports,
+            top_sources: fold::top_sources(by_ip, 10),
+            active_sensors: t.sensors,
+            windows: t.windows,
+        })
+    }
+
+    fn window_starts(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<Vec<Timestamp>, StoreError> {
+        #[derive(Deserialize)]
+        struct S {
+            start: u64,
+        }
+        let v: Vec<S> = self.rows(&format!(
+            "SELECT DISTINCT start FROM {} FINAL WHERE start >= {} AND start < {} AND {} ORDER BY start",
+            self.t("windows"),
+            from.0,
+            to.0,
+            scope_pred(scope)
+        ))?;
+        Ok(v.into_iter().map(|s| Timestamp(s.start)).collect())
+    }
+
+    fn window_sensors(&self, start: Timestamp, scope: Scope) -> Result<u32, StoreError> {
+        Ok(self.count(&format!(
+            "SELECT count() AS n FROM {} FINAL WHERE start = {} AND {}",
+            self.t("windows"),
+            start.0,
+            scope_pred(scope)
+        ))? as u32)
+    }
+
+    fn port_sources_at(
+        &self,
+        start: Timestamp,
+        scope: Scope,
+    ) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
+        let mut by: FxHashMap<(u8, u16), Hll> = FxHashMap::default();
+        for r in self.port_rows(&format!("start = {} AND {}", start.0, scope_pred(scope)))? {
+            by.entry((r.proto, r.port))
+                .or_default()
+                .merge(&hll_of(&r.hll));
+        }
+        Ok(by
+            .into_iter()
+            .map(|((p, port), h)| (proto_of(p as i64), port, h.estimate()))
+            .collect())
+    }
+
+    fn insert_alert(&self, a: &Alert) -> Result<i64, StoreError> {
+        // Unique across replicas without a sequence: time plus a random tail.
+        let id = Timestamp::now().0 * 1000 + rand::random::<u64>() % 1000;
+        self.insert(
+            "alerts",
+            &[AlertRow {
+                id,
+                proto: a.proto as u8,
+                port: a.port,
+                scope: a.scope.clone(),
+                start: a.start.0,
+                severity: a.severity.clone(),
+                baseline: a.baseline,
+                observed: a.observed,
+                state: a.state.clone(),
+                resolved_at: a.resolved_at.map(|t| t.0).unwrap_or(0),
+                ver: self.ver(),
+            }],
+        )?;
+        Ok(id as i64)
+    }
+
+    fn resolve_alert(&self, id: i64, at: Timestamp) -> Result<(), StoreError> {
+        let rows: Vec<AlertRow> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE id = {}",
+            self.t("alerts"),
+            id.max(0)
+        ))?;
+        if let Some(mut r) = rows.into_iter().next() {
+            r.state = "resolved".into();
+            r.resolved_at = at.0;
+            r.ver = self.ver().max(r.ver + 1);
+            self.insert("alerts", &[r])?;
+        }
+        Ok(())
+    }
+
+    fn alerts(&self, since: Timestamp, state: Option<&str>) -> Result<Vec<Alert>, StoreError> {
+        let st = state
+            .map(|s| format!(" AND state = {}", lit(s)))
+            .unwrap_or_default();
+        let v: Vec<AlertRow> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE start >= {}{st} ORDER BY start DESC, id DESC",
+            self.t("alerts"),
+            since.0
+        ))?;
+        Ok(v.into_iter().map(AlertRow::alert).collect())
+    }
+
+    fn apply_retention(
+        &self,
+        cutoff: Timestamp,
+        _rollup_cutoff: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let n = self.count(&format!(
+            "SELECT count() AS n FROM {} FINAL WHERE start < {}",
+            self.t("windows"),
+            cutoff.0
+        ))?;
+        if n > 0 {
+            for t in ["port_rows", "sources", "windows"] {
+                self.run(
+                    &format!(
+                        "ALTER TABLE {} DELETE WHERE start < {}",
+                        self.t(t),
+                        cutoff.0
+                    ),
+                    None,
+                )?;
+            }
+            // Mutations run in the background; wait (bounded) so the
+            // deleted windows are gone when this returns.
+            let t0 = std::time::Instant::now();
+            while self.count(&format!(
+                "SELECT count() AS n FROM system.mutations WHERE database = {} AND is_done = 0",
+                lit(&self.cfg.database)
+            ))? > 0
+            {
+                if t0.elapsed() > std::time::Duration::from_secs(60) {
+                    log::warn!("ClickHouse retention mutations still running after 60 s");
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        Ok(n)
+    }
+
+    fn rollup(&self, _now: Timestamp) -> Result<u64, StoreError> {
+        // ClickHouse answers from raw rows; nothing to pre-aggregate.
+        Ok(0)
+    }
+
+    fn local_changes(&self, cursor: u64, limit: usize) -> Result<Vec<LocalChange>, StoreError> {
+        #[derive(Deserialize)]
+        struct C {
+            seq: u64,
+            sensor: String,
+            start: u64,
+        }
+        let v: Vec<C> = self.rows(&format!(
+            "SELECT seq, sensor, start FROM {} FINAL WHERE seq > {cursor} AND {} ORDER BY seq LIMIT {limit}",
+            self.t("windows"),
+            scope_pred(Scope::Local)
+        ))?;
+        Ok(v.into_iter()
+            .map(|c| LocalChange {
+                seq: c.seq,
+                sensor: c.sensor,
+                start: Timestamp(c.start),
+            })
+            .collect())
+    }
+
+    fn local_changes_head(&self) -> Result<u64, StoreError> {
+        self.count(&format!(
+            "SELECT max(seq) AS n FROM {} FINAL WHERE {}",
+            self.t("windows"),
+            scope_pred(Scope::Local)
+        ))
+    }
+
+    fn stored_summaries(
+        &self,
+        sensor: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Summary>, StoreError> {
+        let cond = format!(
+            "sensor = {} AND start >= {} AND start < {}",
+            lit(sensor),
+            from.0,
+            to.0
+        );
+        let windows: Vec<WindowRow> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond} ORDER BY start",
+            self.t("windows")
+        ))?;
+        if windows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ports: FxHashMap<u64, Vec<PortRow>> = FxHashMap::default();
+        for p in self.port_rows(&cond)? {
+            ports.entry(p.start).or_default().push(PortRow {
+                proto: proto_of(p.proto as i64),
+                port: p.port,
+                packets: p.packets,
+                bytes: p.bytes,
+                sources: p.sources,
+                destinations: p.destinations,
+                sources_hll: hll_of(&p.hll),
+            });
+        }
+        let mut sources: FxHashMap<u64, Vec<SourceRow>> = FxHashMap::default();
+        for r in self.source_rows(&cond)? {
+            let mut top_ports = TopPorts::default();
+            for p in r.top() {
+                top_ports.push(p);
+            }
+            let Ok(ip) = r.ip.parse() else { continue };
+            sources.entry(r.start).or_default().push(SourceRow {
+                ip,
+                packets: r.packets,
+                bytes: r.bytes,
+                ports: r.ports,
+                destinations: r.destinations,
+                top_ports,
+                classes: ClassSet(r.classes),
+                fingerprints: FingerprintSet(r.fingerprints),
+                first_seen: Timestamp(r.first_seen),
+                last_seen: Timestamp(r.last_seen),
+            });
+        }
+        Ok(windows
+            .into_iter()
+            .map(|w| {
+                let mut ports = ports.remove(&w.start).unwrap_or_default();
+                ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.port.cmp(&b.port)));
+                let mut sources = sources.remove(&w.start).unwrap_or_default();
+                sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+                let tracked: u64 = sources.iter().map(|r| r.packets).sum();
+                Summary {
+                    schema: SCHEMA,
+                    sensor: SensorInfo {
+                        id: w.sensor,
+                        country: w.country,
+                        darknet: w
+                            .darknet
+                            .split(',')
+                            .filter(|p| !p.is_empty())
+                            .map(String::from)
+                            .collect(),
+                        monitored_ipv4: w.monitored_ipv4,
+                    },
+                    window: Window {
+                        start: Timestamp(w.start),
+                        end: Timestamp(w.end),
+                    },
+                    capture: Default::default(),
+                    classes: ClassTotals::from_array([
+                        w.tcp_syn,
+                        w.backscatter,
+                        w.udp,
+                        w.icmp_echo,
+                        w.icmp_other,
+                        w.tcp_other,
+                        w.other,
+                    ]),
+                    fingerprints: FingerprintCounts {
+                        mirai: w.fp_mirai,
+                        zmap: w.fp_zmap,
+                        masscan: w.fp_masscan,
+                    },
+                    totals: Totals {
+                        packets: w.packets,
+                        bytes: w.bytes,
+                        sources: w.sources,
+                        sources_hll: hll_of(&w.sources_hll),
+                    },
+                    truncation: Truncation {
+                        exact: w.exact != 0,
+                        packets_untracked: w.packets.saturating_sub(tracked),
+                        ..Default::default()
+                    },
+                    ports,
+                    sources,
+                }
+            })
+            .collect())
+    }
+
+    fn import_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
+        if !s.sensor.id.starts_with(PEER_SENSOR_MARK) {
+            return Err(StoreError::Backend(format!(
+                "imported sensor key '{}' must start with '{PEER_SENSOR_MARK}'",
+                s.sensor.id
+            )));
+        }
+        let existed = self.window_exists(&s.sensor.id, s.window.start)?;
+        // A newer version replaces the stored one; imports are never exported.
+        self.store(s, country, 0)?;
+        Ok(if existed {
+            Inserted::Replaced
+        } else {
+            Inserted::New
+        })
+    }
+
+    fn peer_states(&self) -> Result<Vec<PeerState>, StoreError> {
+        let v: Vec<PeerRow> = self.rows(&format!(
+            "SELECT * FROM {} FINAL ORDER BY peer",
+            self.t("peer_state")
+        ))?;
+        Ok(v.into_iter()
+            .map(|r| PeerState {
+                peer: r.peer,
+                cursor: r.cursor,
+                last_pull: opt(r.last_pull),
+                last_success: opt(r.last_success),
+                last_error: r.last_error,
+                errors: r.errors,
+                imported: r.imported,
+                newest_window_end: opt(r.newest_window_end),
+                tlp: r.tlp,
+            })
+            .collect())
+    }
+
+    fn save_peer_state(&self, p: &PeerState) -> Result<(), StoreError> {
+        let t = |x: Option<Timestamp>| x.map(|t| t.0).unwrap_or(0);
+        self.insert(
+            "peer_state",
+            &[PeerRow {
+                peer: p.peer.clone(),
+                cursor: p.cursor,
+                last_pull: t(p.last_pull),
+                last_success: t(p.last_success),
+                last_error: p.last_error.clone(),
+                errors: p.errors,
+                imported: p.imported,
+                newest_window_end: t(p.newest_window_end),
+                tlp: p.tlp.clone(),
+                ver: self.ver(),
+            }],
+        )
+    }
+
+    fn record_export(&self, e: &ExportRecord) -> Result<(), StoreError> {
+        self.insert(
+            "export_audit",
+            &[AuditRow {
+                time: e.time.0,
+                peer: e.peer.clone(),
+                share: e.share.clone(),
+                tlp: e.tlp.clone(),
+                cursor_from: e.cursor_from,
+                cursor_to: e.cursor_to,
+                observations: e.observations,
+                port_rows: e.port_rows,
+                source_rows: e.source_rows,
+            }],
+        )
+    }
+
+    fn exports(
+        &self,
+        since: Timestamp,
+        peer: Option<&str>,
+    ) -> Result<Vec<ExportRecord>, StoreError> {
+        let p = peer
+            .map(|p| format!(" AND peer = {}", lit(p)))
+            .unwrap_or_default();
+        let v: Vec<AuditRow> = self.rows(&format!(
+            "SELECT * FROM {} WHERE time >= {}{p} ORDER BY time DESC LIMIT 10000",
+            self.t("export_audit"),
+            since.0
+        ))?;
+        Ok(v.into_iter()
+            .map(|r| ExportRecord {
+                time: Timestamp(r.time),
+                peer: r.peer,
+                share: r.share,
+                tlp: r.tlp,
+                cursor_from: r.cursor_from,
+                cursor_to: r.cursor_to,
+                observations: r.observations,
+                port_rows: r.port_rows,
+                source_rows: r.source_rows,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_cannot_break_out_of_their_quotes() {
+        assert_eq!(lit("jp-01"), "'jp-01'");
+        assert_eq!(lit("a'b"), "'a\\'b'");
+        assert_eq!(
+            lit("a\\'; DROP TABLE x; --"),
+            "'a\\\\\\'; DROP TABLE x; --'"
+        );
+        // Every quote inside is escaped: the literal ends only at the last char.
+        let l = lit("x' OR '1'='1");
+        let inner = &l[1..l.len() - 1];
+        assert!(inner.split("\\'").all(|part| !part.contains('\'')));
+    }
+
+    #[test]
+    fn migrations_split_into_statements() {
+        let s = statements(MIGRATIONS[0].1);
+        assert!(s.len() >= 9);
+        assert!(s
+            .iter()
+            .all(|x| x.starts_with("CREATE TABLE IF NOT EXISTS {db}.")));
+    }
+
+    #[test]
+    fn config_is_validated() {
+        ClickHouseConfig::default().validate().unwrap();
+        let bad = ClickHouseConfig {
+            database: "x; DROP".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}
