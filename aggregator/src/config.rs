@@ -25,8 +25,12 @@ pub enum ConfigError {
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: String,
+    /// Where data lives: `sqlite` (one file, the default) or `clickhouse`.
+    pub storage: Storage,
     /// SQLite database file.
     pub database: PathBuf,
+    /// `[clickhouse]`, used when `storage = "clickhouse"`.
+    pub clickhouse: crate::store::clickhouse::ClickHouseConfig,
     /// Largest accepted summary after decompression, MiB.
     pub max_body_mib: usize,
     /// Days raw windows are kept before retention deletes them.
@@ -55,6 +59,17 @@ pub struct WebhookConfig {
     pub secret_file: PathBuf,
 }
 
+/// The storage backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    /// One SQLite file (embedded; the default).
+    #[default]
+    Sqlite,
+    /// A ClickHouse server or cluster (scale-out; several aggregators may share it).
+    Clickhouse,
+}
+
 /// Access to the query API and the console.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,7 +86,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            storage: Storage::Sqlite,
             database: PathBuf::from("darkscope.db"),
+            clickhouse: Default::default(),
             max_body_mib: 16,
             retention_days: 30,
             rollup_retention_days: 400,
@@ -119,6 +136,9 @@ impl Config {
                 )));
             }
         }
+        if self.storage == Storage::Clickhouse {
+            self.clickhouse.validate().map_err(ConfigError::Invalid)?;
+        }
         self.federation
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -158,6 +178,20 @@ impl Config {
             raw: std::time::Duration::from_secs(self.retention_days * 86_400),
             rollups: std::time::Duration::from_secs(self.rollup_retention_days * 86_400),
         }
+    }
+
+    /// Opens the configured storage backend.
+    pub fn open_store(
+        &self,
+    ) -> Result<std::sync::Arc<dyn crate::store::Store>, crate::store::StoreError> {
+        Ok(match self.storage {
+            Storage::Sqlite => {
+                std::sync::Arc::new(crate::store::sqlite::SqliteStore::open(&self.database)?)
+            }
+            Storage::Clickhouse => std::sync::Arc::new(
+                crate::store::clickhouse::ClickHouseStore::open(&self.clickhouse)?,
+            ),
+        })
     }
 
     /// The body limit in bytes.

@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
+    /// Run detection on this aggregator. With several replicas on one
+    /// ClickHouse database, enable it on one of them only.
+    pub enabled: bool,
     /// EWMA weight of a new window in the baseline.
     pub alpha: f64,
     /// CUSUM slack, in standard deviations.
@@ -57,6 +60,7 @@ pub struct DetectConfig {
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
+            enabled: true,
             alpha: 0.02,
             // Chosen with benches' darkscope-detect-eval (see RESULTS.md):
             // k = 1.5, h = 5 had no false alarm over 14-day scenarios while
@@ -256,6 +260,9 @@ impl Detector {
     /// Processes every window that ended at least `grace` before `now` and
     /// was not processed yet. Returns the alerts opened.
     pub fn tick(&mut self, store: &dyn Store, now: Timestamp) -> Result<Vec<Alert>, StoreError> {
+        if !self.cfg.enabled {
+            return Ok(Vec::new());
+        }
         let upto = Timestamp(now.0.saturating_sub(self.grace_us + self.window_us));
         let from = self
             .done_until

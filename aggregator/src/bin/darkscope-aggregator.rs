@@ -5,9 +5,10 @@ use clap::{Parser, Subcommand};
 use darkscope_aggregator::api::{self, AppState};
 use darkscope_aggregator::auth;
 use darkscope_aggregator::config::Config;
+use darkscope_aggregator::config::Storage;
 use darkscope_aggregator::federation;
 use darkscope_aggregator::metrics::Metrics;
-use darkscope_aggregator::store::sqlite::SqliteStore;
+use darkscope_aggregator::store::clickhouse::ClickHouseStore;
 use darkscope_aggregator::store::Store;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +57,9 @@ enum Command {
     /// Sharing with peer aggregators: keys, peer tokens, pulls, audit.
     #[command(subcommand)]
     Federation(FederationCmd),
+    /// Create or upgrade the ClickHouse schema (storage = "clickhouse");
+    /// applies the migrations in deploy/clickhouse/ that are missing.
+    Migrate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,8 +196,29 @@ fn real_main() -> Result<()> {
         }
         _ => {}
     }
-    let store = Arc::new(SqliteStore::open(&cfg.database)?);
+    if let Command::Migrate = &cli.command {
+        anyhow::ensure!(
+            cfg.storage == Storage::Clickhouse,
+            "migrate is for storage = \"clickhouse\" (SQLite upgrades itself on open)"
+        );
+        let done = ClickHouseStore::migrate(&cfg.clickhouse)?;
+        let store = ClickHouseStore::open(&cfg.clickhouse)?;
+        eprintln!(
+            "ClickHouse {} at {}: database '{}' {}",
+            store.server_version()?,
+            cfg.clickhouse.url,
+            cfg.clickhouse.database,
+            if done.is_empty() {
+                "was already current".to_string()
+            } else {
+                format!("migrated (applied {done:?})")
+            }
+        );
+        return Ok(());
+    }
+    let store = cfg.open_store()?;
     match cli.command {
+        Command::Migrate => Ok(()),
         Command::Serve { .. } => serve(cfg, store),
         Command::Federation(cmd) => federation_cmd(cfg, store, cmd),
         Command::Sensor(SensorCmd::Add { id, country }) => {
@@ -314,8 +339,7 @@ fn real_main() -> Result<()> {
     }
 }
 
-fn federation_cmd(cfg: Config, store: Arc<SqliteStore>, cmd: FederationCmd) -> Result<()> {
-    let store = store as Arc<dyn Store>;
+fn federation_cmd(cfg: Config, store: Arc<dyn Store>, cmd: FederationCmd) -> Result<()> {
     match cmd {
         FederationCmd::Keygen | FederationCmd::Token { .. } => Ok(()),
         FederationCmd::Pull { peer } => {
@@ -412,7 +436,7 @@ fn federation_cmd(cfg: Config, store: Arc<SqliteStore>, cmd: FederationCmd) -> R
     }
 }
 
-fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
+fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -422,9 +446,15 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         log::info!(
-            "listening on http://{} (database {}); API description at /api/v1/openapi.json",
+            "listening on http://{} ({}); API description at /api/v1/openapi.json",
             listener.local_addr()?,
-            cfg.database.display()
+            match cfg.storage {
+                Storage::Sqlite => format!("SQLite {}", cfg.database.display()),
+                Storage::Clickhouse => format!(
+                    "ClickHouse {} database {}",
+                    cfg.clickhouse.url, cfg.clickhouse.database
+                ),
+            }
         );
         let fed = federation::Federation::load(&cfg.federation)?.map(Arc::new);
         let metrics = Arc::new(Metrics::default());
@@ -438,7 +468,7 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
             );
             if f.cfg.peers.iter().any(|p| p.url.is_some()) {
                 tokio::spawn(federation::run_puller(
-                    store.clone() as Arc<dyn Store>,
+                    store.clone(),
                     f.cfg.clone(),
                     metrics.clone(),
                 ));
@@ -446,7 +476,7 @@ fn serve(cfg: Config, store: Arc<SqliteStore>) -> Result<()> {
         }
         let state = AppState {
             federation: fed,
-            store: store as Arc<dyn Store>,
+            store,
             max_body: cfg.max_body(),
             metrics,
             query_auth: cfg.query_auth,
