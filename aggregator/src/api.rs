@@ -34,6 +34,8 @@ pub struct AppState {
     pub alert_events: tokio::sync::broadcast::Sender<crate::store::Alert>,
     /// Federation with peer aggregators, when configured.
     pub federation: Option<Arc<crate::federation::Federation>>,
+    /// This replica's part in the leader election.
+    pub leadership: Arc<crate::cluster::Leadership>,
 }
 
 /// An error answer: a status and a message, sent as `{"error": "..."}`.
@@ -161,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/stream", get(alert_stream))
         .route("/api/v1/federation/peers", get(federation_peers))
         .route("/api/v1/federation/audit", get(federation_audit))
+        .route("/api/v1/cluster", get(cluster))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             analyst_gate,
@@ -657,6 +660,16 @@ async fn federation_audit(State(st): State<AppState>, Query(q): Params) -> ApiRe
     Ok(Json(json!({ "exports": v })).into_response())
 }
 
+/// This replica and the live replicas it sees, with the leader.
+async fn cluster(State(st): State<AppState>) -> Response {
+    Json(json!({
+        "replica": st.leadership.id(),
+        "leader": st.leadership.is_leader(),
+        "replicas": st.leadership.view(),
+    }))
+    .into_response()
+}
+
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -666,9 +679,13 @@ async fn openapi() -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
+    let leader = st.leadership.is_leader() as u8;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        st.metrics.render(),
+        format!(
+            "{}# HELP darkscope_aggregator_leader 1 while this replica runs detection, retention and federation pulls.\n# TYPE darkscope_aggregator_leader gauge\ndarkscope_aggregator_leader {leader}\n",
+            st.metrics.render()
+        ),
     )
         .into_response()
 }
@@ -706,6 +723,7 @@ pub async fn serve(
     let store = state.store.clone();
     let metrics = state.metrics.clone();
     let events = state.alert_events.clone();
+    let leadership = state.leadership.clone();
     let retention = bg.retention;
     let hooks =
         (!bg.webhooks.is_empty()).then(|| crate::webhook::spawn(bg.webhooks, metrics.clone()));
@@ -716,6 +734,17 @@ pub async fn serve(
         let mut minutes = 0u64;
         loop {
             tick.tick().await;
+            // Heartbeat; only the leader does the once-per-cluster work.
+            let (s, l) = (store.clone(), leadership.clone());
+            match tokio::task::spawn_blocking(move || l.tick(s.as_ref(), Timestamp::now())).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => continue,
+                Ok(Err(e)) => {
+                    log::warn!("heartbeat failed: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            }
             let s = store.clone();
             match tokio::task::spawn_blocking(move || s.rollup(Timestamp::now())).await {
                 Ok(Ok(n)) if n > 0 => log::info!("roll-up: built {n} hours"),

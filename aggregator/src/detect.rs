@@ -109,6 +109,16 @@ pub struct PortState {
 }
 
 impl PortState {
+    /// A port the detector has watched for a while without a single source:
+    /// one learned window of zero, so a first window with many sources
+    /// falls under the new-port rule.
+    pub fn quiet() -> PortState {
+        PortState {
+            n: 1,
+            ..Default::default()
+        }
+    }
+
     /// The baseline in sources.
     pub fn baseline(&self) -> f64 {
         self.mean.exp_m1()
@@ -223,6 +233,8 @@ pub struct Detector {
     ports: FxHashMap<(Proto, u16), (PortState, Option<i64>)>,
     coverage: Coverage,
     done_until: Option<Timestamp>,
+    /// Windows processed since start.
+    processed: u64,
     /// Windows are processed this long after they end (late uploads).
     pub grace_us: u64,
     /// History replayed at the first tick.
@@ -251,6 +263,7 @@ impl Detector {
             ports: FxHashMap::default(),
             coverage: Coverage::default(),
             done_until: None,
+            processed: 0,
             grace_us: 120_000_000,
             history_us: 6 * 3_600_000_000,
             window_us: 60_000_000,
@@ -280,9 +293,22 @@ impl Detector {
                 .into_iter()
                 .map(|(p, port, n)| ((p, port), n))
                 .collect();
+            // A port first seen after the warm-up has, in effect, a history
+            // of zero sources; one seen during it is still being learned.
+            let watched = self.processed >= self.cfg.warmup as u64;
             for key in seen.keys() {
-                self.ports.entry(*key).or_default();
+                self.ports.entry(*key).or_insert_with(|| {
+                    (
+                        if watched {
+                            PortState::quiet()
+                        } else {
+                            PortState::default()
+                        },
+                        None,
+                    )
+                });
             }
+            self.processed += 1;
             for (key, (state, alert)) in self.ports.iter_mut() {
                 let n = seen.get(key).copied().unwrap_or(0);
                 match state.step(&self.cfg, n) {
@@ -304,6 +330,15 @@ impl Detector {
                             state: "open".into(),
                             resolved_at: None,
                         };
+                        // Stored already (before a restart, or by a replica
+                        // that led before us): adopt it, do not announce it again.
+                        if let Some(known) = store.alerts(w, None)?.into_iter().find(|x| {
+                            (x.proto, x.port, x.start) == (a.proto, a.port, a.start)
+                                && x.scope == a.scope
+                        }) {
+                            *alert = Some(known.id);
+                            continue;
+                        }
                         a.id = store.insert_alert(&a)?;
                         log::warn!(
                             "surge on {}/{}: {observed} distinct sources vs baseline {baseline:.1} (window {w})",

@@ -1085,12 +1085,14 @@ async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u
     Ok(out)
 }
 
-/// Pulls from every peer with a url every `pull_interval_secs`, until the
-/// task is dropped. Failures are logged and kept in the peer's sync state.
+/// Pulls from every peer with a url every `pull_interval_secs` while this
+/// replica leads, until the task is dropped. Failures are logged and kept
+/// in the peer's sync state.
 pub async fn run_puller(
     store: std::sync::Arc<dyn Store>,
     fed: FederationConfig,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    leadership: std::sync::Arc<crate::cluster::Leadership>,
 ) {
     let client = match reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
@@ -1106,6 +1108,17 @@ pub async fn run_puller(
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(fed.pull_interval_secs));
     loop {
         tick.tick().await;
+        // One replica pulls for the cluster. A single aggregator leads from
+        // its first background tick; wait for it at start.
+        for _ in 0..50 {
+            if leadership.is_leader() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if !leadership.is_leader() {
+            continue;
+        }
         for peer in fed.peers.iter().filter(|p| p.url.is_some()) {
             match pull_once(store.clone(), &client, &fed, peer, 1000).await {
                 Ok(r) => {

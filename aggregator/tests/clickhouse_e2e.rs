@@ -76,7 +76,7 @@ fn replicas_on_clickhouse_serve_the_ground_truth_and_store_retries_once() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("darkscope-aggregator migrate"));
-    assert!(cli(&config, &["migrate"]).contains("applied [1]"));
+    assert!(cli(&config, &["migrate"]).contains("applied [1, 2]"));
     assert!(cli(&config, &["migrate"]).contains("already current"));
     let (token, _) = cli2(
         &config,
@@ -125,4 +125,179 @@ fn replicas_on_clickhouse_serve_the_ground_truth_and_store_retries_once() {
     assert_eq!(api_ports(&b), want);
     let src = b.get("/api/v1/sources/198.18.1.2");
     assert_eq!(src["fingerprints"][0], "masscan");
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed().as_secs() < secs,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn leads(agg: &Aggregator) -> bool {
+    agg.get("/api/v1/cluster")["leader"] == true
+}
+
+fn alerts(agg: &Aggregator) -> Vec<(u64, String)> {
+    let v = agg.get("/api/v1/alerts");
+    v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["port"].as_u64().unwrap(),
+                a["start"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Detection runs on one replica: the one up longest leads, alone raises
+/// the surge alert; killed, the other takes over within the lease, raises
+/// the next surge (which arrived late) and does not raise the first again.
+#[test]
+fn one_replica_leads_detection_and_another_takes_over_when_it_dies() {
+    use darkscope_aggregator::store::Store;
+    let ch = clickhouse::Server::start();
+    let store = ch.store("lead");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"clickhouse\"\ndetect_interval_secs = 1\n[clickhouse]\nurl = \"{}\"\ndatabase = \"lead\"\n",
+            ch.url
+        ),
+    )
+    .unwrap();
+    // Four hours of one-minute windows ending three minutes ago; tcp/23
+    // rises fivefold for the last twenty.
+    let now = darkscope_common::Timestamp::now().0;
+    let end = now - now % MIN - 3 * MIN;
+    let first = end - 240 * MIN;
+    let srcs =
+        |n: u32, salt: u32| -> Vec<u32> { (0..n).map(|i| 0x0a00_0000 + i * 7 + salt).collect() };
+    for w in 0..240u64 {
+        let n = if w >= 220 { 150 } else { 28 + (w % 5) as u32 };
+        store
+            .insert_summary(
+                &summary_at("a", first + w * MIN, &srcs(n, (w % 3) as u32), 1),
+                "JP",
+            )
+            .unwrap();
+    }
+    let mut a = Aggregator::new(d);
+    a.config = Some(config.clone());
+    a.start();
+    wait_for("A to lead", 20, || leads(&a));
+    let mut b = Aggregator::new(d);
+    b.config = Some(config.clone());
+    b.start();
+    wait_for("the tcp/23 alert", 60, || !alerts(&a).is_empty());
+    wait_for("B to see two replicas", 20, || {
+        b.get("/api/v1/cluster")["replicas"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 2
+    });
+    assert!(!leads(&b), "A is older: B follows");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let first_alerts = alerts(&b);
+    assert_eq!(first_alerts.len(), 1, "{first_alerts:?}");
+    assert_eq!(first_alerts[0].0, 23);
+
+    // The leader dies; a new port's surge arrives late, in the last windows.
+    a.kill9();
+    for w in 237..240u64 {
+        let mut s = summary_at("b", first + w * MIN, &srcs(150, 99), 1);
+        s.ports[0].port = 2323;
+        store.insert_summary(&s, "JP").unwrap();
+    }
+    wait_for("B to take over", 40, || leads(&b));
+    wait_for("the tcp/2323 alert", 60, || alerts(&b).len() >= 2);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut all = alerts(&b);
+    all.sort();
+    assert_eq!(all.len(), 2, "no alert raised twice: {all:?}");
+    assert_eq!((all[0].0, all[1].0), (23, 2323));
+    assert_eq!(all[0], first_alerts[0]);
+    let m = reqwest::blocking::get(format!("{}/metrics", b.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(m.contains("darkscope_aggregator_leader 1"));
+}
+
+/// A sensor uploading to two replicas (`--aggregator A,B`); A is killed
+/// with -9 mid-flow. The uploader fails over to B: every window is stored
+/// exactly once, the totals equal the capture's.
+#[test]
+fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
+    let ch = clickhouse::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"clickhouse\"\n[clickhouse]\nurl = \"{}\"\ndatabase = \"fail\"\n",
+            ch.url
+        ),
+    )
+    .unwrap();
+    cli(&config, &["migrate"]);
+    let (token, _) = cli2(
+        &config,
+        &["sensor", "add", "--id", "s-all", "--country", "JP"],
+    );
+    std::fs::write(d.join("s-all.token"), token.trim()).unwrap();
+    let mut a = Aggregator::new(d);
+    a.config = Some(config.clone());
+    a.start();
+    let mut b = Aggregator::new(d);
+    b.config = Some(config.clone());
+    b.start();
+    // One-second windows: hundreds of uploads, first to A, then to B.
+    let mut cmd = sensor_cmd(&a, d, "s-all", "all-small.pcap", 1);
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|x| x.to_string_lossy().into_owned())
+        .collect();
+    let mut sensor = Command::new(cmd.get_program());
+    for x in &args {
+        if *x == a.url() {
+            sensor.arg(format!("{},{}", a.url(), b.url()));
+        } else {
+            sensor.arg(x);
+        }
+    }
+    sensor.env("RUST_LOG", "warn");
+    let mut sensor = sensor.spawn().unwrap();
+    wait_for("A to store a few windows", 30, || {
+        stored_packets_and_windows(&a).1 >= 3
+    });
+    a.kill9();
+    let before_kill = stored_packets_and_windows(&b).1;
+    assert!(sensor.wait().unwrap().success());
+    let produced = lines(&d.join("s-all.jsonl"));
+    assert!(produced > 50);
+    assert!(
+        before_kill < produced,
+        "the kill came after every window was stored: nothing tested"
+    );
+    assert_eq!(stored_packets_and_windows(&b), (30_346, produced));
+    assert!(
+        std::fs::read_dir(d.join("spool-s-all"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .all(|e| e.file_type().unwrap().is_dir()),
+        "spool drained"
+    );
 }

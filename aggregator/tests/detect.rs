@@ -109,3 +109,69 @@ fn a_rise_seen_only_by_a_peer_alerts_on_the_global_view() {
     );
     assert!((g[0].start.0 - T0) / MIN - onset <= 2);
 }
+
+/// A detector that starts over the same history — the aggregator restarted,
+/// or another replica took over as leader — adopts the alert already
+/// stored instead of raising it twice.
+#[test]
+fn a_restarted_or_new_leader_detector_does_not_duplicate_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+    for w in 0..230u64 {
+        let n = if (180..200).contains(&w) {
+            150
+        } else {
+            30 + (w % 4) as u32
+        };
+        store
+            .insert_summary(&summary("a", w, &sources(n, 3), 1), "JP")
+            .unwrap();
+    }
+    let run = || {
+        let mut d = Detector::new(DetectConfig::default());
+        d.history_us = 1000 * MIN;
+        let mut opened = Vec::new();
+        for w in 0..230u64 {
+            let now = Timestamp(T0 + (w + 1) * MIN + d.grace_us);
+            opened.extend(d.tick(&store, now).unwrap());
+        }
+        opened
+    };
+    assert_eq!(run().len(), 1);
+    assert!(run().is_empty(), "the second detector announced it again");
+    assert_eq!(store.alerts(Timestamp(T0), None).unwrap().len(), 1);
+}
+
+/// A port nobody scanned, suddenly hit by many sources (a new exploit):
+/// the new-port rule fires in the first window, even though the detector
+/// never saw the port before.
+#[test]
+fn a_port_that_appears_with_many_sources_alerts_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("n.db")).unwrap();
+    for w in 0..100u64 {
+        store
+            .insert_summary(&summary("a", w, &sources(30, (w % 3) as u32), 1), "JP")
+            .unwrap();
+        if w >= 90 {
+            let mut s = summary("b", w, &sources(80, 500), 1);
+            s.ports[0].port = 8443;
+            store.insert_summary(&s, "JP").unwrap();
+        }
+    }
+    let mut d = Detector::new(DetectConfig::default());
+    d.history_us = 1000 * MIN;
+    let mut opened = Vec::new();
+    for w in 0..100u64 {
+        opened.extend(
+            d.tick(&store, Timestamp(T0 + (w + 1) * MIN + d.grace_us))
+                .unwrap(),
+        );
+    }
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(
+        (opened[0].port, opened[0].severity.as_str()),
+        (8443, "new-port")
+    );
+    assert_eq!(opened[0].start, Timestamp(T0 + 90 * MIN));
+}

@@ -45,7 +45,9 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UploadSection {
-    /// Aggregator base URL, e.g. `https://aggregator.example:8080` (off if unset).
+    /// Aggregator base URL, e.g. `https://aggregator.example:8080` (off if
+    /// unset); several comma-separated URLs (replicas sharing one database)
+    /// are tried in turn when one fails.
     pub aggregator: Option<String>,
     /// File holding this sensor's token (from `darkscope-aggregator sensor add`).
     pub token_file: Option<PathBuf>,
@@ -75,8 +77,8 @@ impl Default for UploadSection {
 /// Validated upload settings.
 #[derive(Clone, Debug)]
 pub struct UploadSettings {
-    /// Aggregator base URL.
-    pub url: String,
+    /// Aggregator base URLs, tried in order on failure.
+    pub urls: Vec<String>,
     /// Token file.
     pub token_file: PathBuf,
     /// Spool directory.
@@ -296,15 +298,26 @@ impl Config {
             (Some(_), None) => {
                 return Err(invalid("an aggregator needs a token: give --token-file (from `darkscope-aggregator sensor add`)"))
             }
-            (Some(url), Some(tf)) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+            (Some(list), Some(tf)) => {
+                let urls: Vec<String> = list
+                    .split(',')
+                    .map(|u| u.trim().to_string())
+                    .filter(|u| !u.is_empty())
+                    .collect();
+                if urls.is_empty() {
+                    return Err(invalid("aggregator: give at least one URL"));
+                }
+                if let Some(url) = urls
+                    .iter()
+                    .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+                {
                     return Err(invalid(format!("aggregator '{url}' must be an http:// or https:// URL")));
                 }
                 if u.spool_mib == 0 || u.timeout_secs == 0 {
                     return Err(invalid("spool_mib and timeout_secs must be at least 1"));
                 }
                 Some(UploadSettings {
-                    url: url.clone(),
+                    urls,
                     token_file: tf.clone(),
                     spool_dir: u.spool_dir.clone(),
                     cap_bytes: u.spool_mib << 20,

@@ -171,8 +171,10 @@ impl Sink for SpoolSink {
 /// Where and how to upload.
 #[derive(Clone, Debug)]
 pub struct UploadTarget {
-    /// Aggregator base URL, e.g. `http://127.0.0.1:8080`.
-    pub url: String,
+    /// Aggregator base URLs, e.g. `http://127.0.0.1:8080`: replicas sharing
+    /// one database. The uploader stays on the one that works and moves to
+    /// the next on a network error or 5xx.
+    pub urls: Vec<String>,
     /// Bearer token (never logged).
     pub token: String,
     /// Per-request timeout.
@@ -258,8 +260,13 @@ impl Uploader {
     }
 }
 
-fn attempt(client: &reqwest::blocking::Client, t: &UploadTarget, body: Vec<u8>) -> Outcome {
-    let url = format!("{}/api/v1/summaries", t.url.trim_end_matches('/'));
+fn attempt(
+    client: &reqwest::blocking::Client,
+    t: &UploadTarget,
+    base: &str,
+    body: Vec<u8>,
+) -> Outcome {
+    let url = format!("{}/api/v1/summaries", base.trim_end_matches('/'));
     let r = client
         .post(url)
         .bearer_auth(&t.token)
@@ -295,6 +302,10 @@ fn upload_loop(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut seen = 0u64;
+    // The aggregator in use, and how many in a row have failed.
+    let mut current = 0usize;
+    let mut failed = 0usize;
+    let n = t.urls.len().max(1);
     while !done.load(Relaxed) {
         let files = spool.pending();
         if files.is_empty() {
@@ -309,11 +320,13 @@ fn upload_loop(
             let Ok(body) = fs::read(&f) else {
                 continue; // evicted meanwhile
             };
-            match attempt(client, t, body) {
+            let base = t.urls.get(current).map(String::as_str).unwrap_or("");
+            match attempt(client, t, base, body) {
                 Outcome::Done => {
                     let _ = fs::remove_file(&f);
                     uploaded.fetch_add(1, Relaxed);
                     backoff = BACKOFF_MIN;
+                    failed = 0;
                 }
                 Outcome::Reject(reason) => {
                     log::error!(
@@ -328,9 +341,20 @@ fn upload_loop(
                     break;
                 }
                 Outcome::Retry(reason) => {
-                    log::warn!("upload failed ({reason}); retrying in about {backoff:?}");
-                    wait = Some(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    failed += 1;
+                    current = (current + 1) % n;
+                    if failed < n {
+                        // Another replica may take it: try it at once.
+                        log::warn!(
+                            "upload to {base} failed ({reason}); trying {}",
+                            t.urls[current]
+                        );
+                    } else {
+                        log::warn!("upload failed ({reason}); retrying in about {backoff:?}");
+                        wait = Some(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                        failed = 0;
+                    }
                     break;
                 }
             }

@@ -458,6 +458,10 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
         );
         let fed = federation::Federation::load(&cfg.federation)?.map(Arc::new);
         let metrics = Arc::new(Metrics::default());
+        let leadership = Arc::new(darkscope_aggregator::cluster::Leadership::new(
+            std::time::Duration::from_secs(cfg.detect_interval_secs),
+        ));
+        log::info!("replica id {}", leadership.id());
         if let Some(f) = &fed {
             log::info!(
                 "federation '{}': {} peer(s); pulling from {} every {} s",
@@ -471,10 +475,12 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
                     store.clone(),
                     f.cfg.clone(),
                     metrics.clone(),
+                    leadership.clone(),
                 ));
             }
         }
         let state = AppState {
+            leadership,
             federation: fed,
             store,
             max_body: cfg.max_body(),

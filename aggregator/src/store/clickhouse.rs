@@ -43,8 +43,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The migrations, in order: (version, SQL with `{db}` for the database).
-pub const MIGRATIONS: &[(u32, &str)] =
-    &[(1, include_str!("../../../deploy/clickhouse/001_init.sql"))];
+pub const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../../deploy/clickhouse/001_init.sql")),
+    (
+        2,
+        include_str!("../../../deploy/clickhouse/002_heartbeats.sql"),
+    ),
+];
 
 /// `[clickhouse]`: where the database is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -1194,6 +1199,52 @@ impl Store for ClickHouseStore {
             since.0
         ))?;
         Ok(v.into_iter().map(AlertRow::alert).collect())
+    }
+
+    fn heartbeat(
+        &self,
+        role: &str,
+        holder: &str,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        #[derive(Serialize)]
+        struct H<'a> {
+            role: &'a str,
+            holder: &'a str,
+            since: u64,
+            at: u64,
+        }
+        self.insert(
+            "heartbeats",
+            &[H {
+                role,
+                holder,
+                since: since.0,
+                at: now.0,
+            }],
+        )
+    }
+
+    fn live_replicas(
+        &self,
+        role: &str,
+        after: Timestamp,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        #[derive(Deserialize)]
+        struct H {
+            holder: String,
+            since: u64,
+        }
+        let v: Vec<H> = self.rows(&format!(
+            "SELECT holder, min(since) AS since FROM {} WHERE role = {} AND at >= {} GROUP BY holder",
+            self.t("heartbeats"),
+            lit(role),
+            after.0
+        ))?;
+        Ok(v.into_iter()
+            .map(|h| (h.holder, Timestamp(h.since)))
+            .collect())
     }
 
     fn apply_retention(

@@ -508,4 +508,20 @@ pub trait Store: Send + Sync {
         since: Timestamp,
         peer: Option<&str>,
     ) -> Result<Vec<ExportRecord>, StoreError>;
+    /// Records that replica `holder` (alive since `since`) is alive at
+    /// `now`, for the cluster role `role`.
+    fn heartbeat(
+        &self,
+        role: &str,
+        holder: &str,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Replicas that sent a heartbeat for `role` at or after `after`:
+    /// (holder, alive since), in no particular order.
+    fn live_replicas(
+        &self,
+        role: &str,
+        after: Timestamp,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError>;
 }

@@ -102,6 +102,9 @@ CREATE TABLE IF NOT EXISTS export_audit (
   tlp TEXT NOT NULL, cursor_from INTEGER NOT NULL, cursor_to INTEGER NOT NULL,
   observations INTEGER NOT NULL, port_rows INTEGER NOT NULL, source_rows INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS export_audit_time ON export_audit(time);
+CREATE TABLE IF NOT EXISTS heartbeats (
+  role TEXT NOT NULL, holder TEXT NOT NULL, since INTEGER NOT NULL, at INTEGER NOT NULL,
+  PRIMARY KEY (role, holder)) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '4');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
@@ -1672,6 +1675,34 @@ impl Store for SqliteStore {
                 port_rows: g(7)?,
                 source_rows: g(8)?,
             })
+        })?;
+        Ok(v.collect::<Result<_, _>>()?)
+    }
+
+    fn heartbeat(
+        &self,
+        role: &str,
+        holder: &str,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        lock(&self.writer).execute(
+            "INSERT OR REPLACE INTO heartbeats VALUES (?1, ?2, ?3, ?4)",
+            params![role, holder, since.0 as i64, now.0 as i64],
+        )?;
+        Ok(())
+    }
+
+    fn live_replicas(
+        &self,
+        role: &str,
+        after: Timestamp,
+    ) -> Result<Vec<(String, Timestamp)>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st =
+            c.prepare_cached("SELECT holder, since FROM heartbeats WHERE role = ?1 AND at >= ?2")?;
+        let v = st.query_map(params![role, after.0 as i64], |r| {
+            Ok((r.get::<_, String>(0)?, ts(r.get(1)?)))
         })?;
         Ok(v.collect::<Result<_, _>>()?)
     }

@@ -70,7 +70,8 @@ struct Cli {
     /// Serve Prometheus metrics on HOST:PORT (e.g. 127.0.0.1:9108).
     #[arg(long)]
     metrics_listen: Option<String>,
-    /// Push each summary to this aggregator (e.g. http://127.0.0.1:8080), via the spool.
+    /// Push each summary to this aggregator (e.g. http://127.0.0.1:8080), via
+    /// the spool; comma-separate several replicas to fail over between them.
     #[arg(long)]
     aggregator: Option<String>,
     /// File with this sensor's token (from `darkscope-aggregator sensor add`).
@@ -163,11 +164,15 @@ fn real_main() -> Result<i32> {
             }
             sinks.push(Box::new(SpoolSink(spool.clone())));
             let target = UploadTarget {
-                url: u.url.clone(),
+                urls: u.urls.clone(),
                 token,
                 timeout: u.timeout,
             };
-            log::info!("uploading to {} (spool {})", u.url, u.spool_dir.display());
+            log::info!(
+                "uploading to {} (spool {})",
+                u.urls.join(" or "),
+                u.spool_dir.display()
+            );
             Some((
                 Uploader::start(spool, target)?,
                 u.drain,
