@@ -265,7 +265,7 @@ fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
     b.config = Some(config.clone());
     b.start();
     // One-second windows: hundreds of uploads, first to A, then to B.
-    let mut cmd = sensor_cmd(&a, d, "s-all", "all-small.pcap", 1);
+    let cmd = sensor_cmd(&a, d, "s-all", "all-small.pcap", 1);
     let args: Vec<String> = cmd
         .get_args()
         .map(|x| x.to_string_lossy().into_owned())
