@@ -9,8 +9,11 @@
 //!   accept. That old server has no query parameters, so every value is
 //!   put in the SQL text by [`lit`] (strings quoted and escaped) or as a
 //!   Rust integer: nothing a caller sends is ever spliced in raw.
-//! - No transactions: an insert writes the port and source rows first and
-//!   the window row last; every such table is a `ReplacingMergeTree` keyed
+//! - Batched inserts: a writer thread commits whatever summaries have
+//!   queued (group commit), with one existence query and one INSERT per
+//!   table per batch.
+//! - No transactions: a batch writes the port and source rows first and
+//!   the window rows last; every such table is a `ReplacingMergeTree` keyed
 //!   by what makes a row unique and read with `FINAL`, so a retry (or the
 //!   same window arriving at two replicas) is seen once, and a federation
 //!   import replaces a window by its newer version.
@@ -149,13 +152,39 @@ fn scope_pred(scope: Scope) -> String {
     }
 }
 
-/// ClickHouse store.
-pub struct ClickHouseStore {
+/// The HTTP connection to ClickHouse (shared with the writer thread).
+pub struct Conn {
     http: reqwest::blocking::Client,
     cfg: ClickHouseConfig,
     password: Option<String>,
+}
+
+/// A window turned into rows, waiting for the writer thread.
+struct Rows {
+    replace: bool,
+    ports: Vec<PortRowCh>,
+    sources: Vec<SourceRowCh>,
+    window: WindowRow,
+}
+
+type Reply = std::sync::mpsc::SyncSender<Result<Inserted, StoreError>>;
+
+/// Most windows written in one batch (one INSERT per table).
+const BATCH_MAX: usize = 256;
+
+/// ClickHouse store.
+pub struct ClickHouseStore {
+    conn: std::sync::Arc<Conn>,
     /// Last version handed out: versions only grow within this process.
     last_ver: AtomicU64,
+    jobs: std::sync::Mutex<std::sync::mpsc::SyncSender<(Box<Rows>, Reply)>>,
+}
+
+impl std::ops::Deref for ClickHouseStore {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.conn
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -313,7 +342,18 @@ impl ClickHouseStore {
     /// Connects and checks that the schema is current (run
     /// [`ClickHouseStore::migrate`] first on a new database).
     pub fn open(cfg: &ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
-        let s = Self::client(cfg)?;
+        let conn = std::sync::Arc::new(Conn::new(cfg)?);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Box<Rows>, Reply)>(1024);
+        let c = conn.clone();
+        std::thread::Builder::new()
+            .name("clickhouse-writer".into())
+            .spawn(move || writer_loop(&c, rx))
+            .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
+        let s = ClickHouseStore {
+            conn,
+            last_ver: AtomicU64::new(0),
+            jobs: std::sync::Mutex::new(tx),
+        };
         let have = s.schema_version()?;
         let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
         if have < want {
@@ -325,7 +365,31 @@ impl ClickHouseStore {
         Ok(s)
     }
 
-    fn client(cfg: &ClickHouseConfig) -> Result<ClickHouseStore, StoreError> {
+    /// Creates the database and applies the migrations it lacks; returns
+    /// the versions applied now.
+    pub fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
+        Conn::new(cfg)?.migrate()
+    }
+
+    /// A version number larger than any handed out before by this process.
+    fn ver(&self) -> u64 {
+        let now = Timestamp::now().0;
+        let mut last = self.last_ver.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last_ver
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(l) => last = l,
+            }
+        }
+    }
+}
+
+impl Conn {
+    fn new(cfg: &ClickHouseConfig) -> Result<Conn, StoreError> {
         cfg.validate().map_err(StoreError::Backend)?;
         let password = match &cfg.password_file {
             Some(p) => Some(
@@ -345,19 +409,16 @@ impl ClickHouseStore {
             .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
             .build()
             .map_err(|e| StoreError::Backend(format!("HTTP client: {e}")))?;
-        Ok(ClickHouseStore {
+        Ok(Conn {
             http,
             cfg: cfg.clone(),
             password,
-            last_ver: AtomicU64::new(0),
         })
     }
 
-    /// Creates the database and applies the migrations it lacks; returns
-    /// the versions applied now.
-    pub fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
-        let s = Self::client(cfg)?;
-        let db = &cfg.database;
+    fn migrate(&self) -> Result<Vec<u32>, StoreError> {
+        let s = self;
+        let db = &self.cfg.database;
         s.run(&format!("CREATE DATABASE IF NOT EXISTS {db}"), None)?;
         s.run(
             &format!(
@@ -406,22 +467,6 @@ impl ClickHouseStore {
         }
         let v: Vec<V> = self.rows("SELECT version() AS v")?;
         Ok(v.into_iter().next().map(|v| v.v).unwrap_or_default())
-    }
-
-    /// A version number larger than any handed out before by this process.
-    fn ver(&self) -> u64 {
-        let now = Timestamp::now().0;
-        let mut last = self.last_ver.load(Ordering::Relaxed);
-        loop {
-            let next = now.max(last + 1);
-            match self
-                .last_ver
-                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return next,
-                Err(l) => last = l,
-            }
-        }
     }
 
     /// Sends `sql` (in the body, or in the URL with `data` as the body).
@@ -538,6 +583,29 @@ impl ClickHouseStore {
         self.insert(table, &[row])
     }
 
+    fn creds(&self, table: &str, key: &str, filter: &str) -> Result<Vec<CredRow>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL {filter} ORDER BY {key}",
+            self.t(table)
+        ))
+    }
+
+    fn port_rows(&self, cond: &str) -> Result<Vec<PortRowCh>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond}",
+            self.t("port_rows")
+        ))
+    }
+
+    fn source_rows(&self, cond: &str) -> Result<Vec<SourceRowCh>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond}",
+            self.t("sources")
+        ))
+    }
+}
+
+impl ClickHouseStore {
     fn revoke_cred(
         &self,
         table: &str,
@@ -554,14 +622,8 @@ impl ClickHouseStore {
         Ok(())
     }
 
-    fn creds(&self, table: &str, key: &str, filter: &str) -> Result<Vec<CredRow>, StoreError> {
-        self.rows(&format!(
-            "SELECT * FROM {} FINAL {filter} ORDER BY {key}",
-            self.t(table)
-        ))
-    }
-
-    fn store(&self, s: &Summary, country: &str, seq: u64) -> Result<(), StoreError> {
+    /// A summary as rows for the writer thread.
+    fn rows_of(&self, s: &Summary, country: &str, seq: u64, replace: bool) -> Rows {
         let at = self.ver();
         let start = s.window.start.0;
         let sensor = s.sensor.id.clone();
@@ -637,34 +699,96 @@ impl ClickHouseStore {
             darknet: s.sensor.darknet.join(","),
             monitored_ipv4: s.sensor.monitored_ipv4,
         };
-        // The window row last: it marks the window as stored.
-        self.insert("port_rows", &ports)?;
-        self.insert("sources", &sources)?;
-        self.insert("windows", &[w])
+        Rows {
+            replace,
+            ports,
+            sources,
+            window: w,
+        }
     }
 
-    fn window_exists(&self, sensor: &str, start: Timestamp) -> Result<bool, StoreError> {
-        Ok(self.count(&format!(
-            "SELECT count() AS n FROM {} FINAL WHERE sensor = {} AND start = {}",
-            self.t("windows"),
-            lit(sensor),
-            start.0
-        ))? > 0)
+    /// Hands rows to the writer thread and waits for the commit.
+    fn submit(&self, rows: Rows) -> Result<Inserted, StoreError> {
+        let gone = || StoreError::Backend("the ClickHouse writer thread stopped".into());
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let jobs = self.jobs.lock().map_err(|_| gone())?.clone();
+        jobs.send((Box::new(rows), tx)).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())?
     }
+}
 
-    fn port_rows(&self, cond: &str) -> Result<Vec<PortRowCh>, StoreError> {
-        self.rows(&format!(
-            "SELECT * FROM {} FINAL WHERE {cond}",
-            self.t("port_rows")
-        ))
+/// Group commit: whatever windows have queued up (up to [`BATCH_MAX`]) are
+/// checked with one query and written with one INSERT per table, port and
+/// source rows before window rows (a window row marks its window stored).
+fn writer_loop(conn: &Conn, rx: std::sync::mpsc::Receiver<(Box<Rows>, Reply)>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        match write_batch(conn, &batch) {
+            Ok(results) => {
+                for ((_, reply), r) in batch.iter().zip(results) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                log::error!(
+                    "storing {} summaries in ClickHouse failed: {e}",
+                    batch.len()
+                );
+                for (_, reply) in &batch {
+                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                }
+            }
+        }
     }
+}
 
-    fn source_rows(&self, cond: &str) -> Result<Vec<SourceRowCh>, StoreError> {
-        self.rows(&format!(
-            "SELECT * FROM {} FINAL WHERE {cond}",
-            self.t("sources")
-        ))
+fn write_batch(conn: &Conn, batch: &[(Box<Rows>, Reply)]) -> Result<Vec<Inserted>, StoreError> {
+    #[derive(Deserialize)]
+    struct K {
+        sensor: String,
+        start: u64,
     }
+    let keys: Vec<String> = batch
+        .iter()
+        .map(|(r, _)| format!("({}, {})", lit(&r.window.sensor), r.window.start))
+        .collect();
+    let mut known: std::collections::HashSet<(String, u64)> = conn
+        .rows::<K>(&format!(
+            "SELECT sensor, start FROM {} FINAL WHERE (sensor, start) IN ({})",
+            conn.t("windows"),
+            keys.join(", ")
+        ))?
+        .into_iter()
+        .map(|k| (k.sensor, k.start))
+        .collect();
+    let (mut ports, mut sources, mut windows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(batch.len());
+    for (r, _) in batch {
+        let key = (r.window.sensor.clone(), r.window.start);
+        let existed = !known.insert(key);
+        if existed && !r.replace {
+            out.push(Inserted::Duplicate);
+            continue;
+        }
+        out.push(if existed {
+            Inserted::Replaced
+        } else {
+            Inserted::New
+        });
+        ports.extend(r.ports.iter());
+        sources.extend(r.sources.iter());
+        windows.push(&r.window);
+    }
+    conn.insert("port_rows", &ports)?;
+    conn.insert("sources", &sources)?;
+    conn.insert("windows", &windows)?;
+    Ok(out)
 }
 
 /// The statements of a migration file (comments dropped, split at `;`).
@@ -885,13 +1009,9 @@ impl Store for ClickHouseStore {
     }
 
     fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
-        if self.window_exists(&s.sensor.id, s.window.start)? {
-            return Ok(Inserted::Duplicate);
-        }
         // The export position: time-ordered, unique with high probability.
         let seq = Timestamp::now().0 * 1000 + rand::random::<u64>() % 1000;
-        self.store(s, country, seq)?;
-        Ok(Inserted::New)
+        self.submit(self.rows_of(s, country, seq, false))
     }
 
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
@@ -1436,14 +1556,8 @@ impl Store for ClickHouseStore {
                 s.sensor.id
             )));
         }
-        let existed = self.window_exists(&s.sensor.id, s.window.start)?;
         // A newer version replaces the stored one; imports are never exported.
-        self.store(s, country, 0)?;
-        Ok(if existed {
-            Inserted::Replaced
-        } else {
-            Inserted::New
-        })
+        self.submit(self.rows_of(s, country, 0, true))
     }
 
     fn peer_states(&self) -> Result<Vec<PeerState>, StoreError> {

@@ -1,6 +1,7 @@
-//! `darkscope-query-bench`: fills a SQLite store with `--days` of summaries
-//! from `--sensors` sensors, rolls up, then times `ports/top` and `series`
-//! queries over the whole span (store calls, as the API handlers make them).
+//! `darkscope-query-bench`: fills a store (SQLite, or ClickHouse with
+//! `--clickhouse URL`) with `--days` of summaries from `--sensors` sensors,
+//! rolls up, then times `ports/top` and `series` queries over the whole
+//! span (store calls, as the API handlers make them).
 
 use anyhow::Result;
 use clap::Parser;
@@ -15,9 +16,13 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
-    /// Database file (filled unless it already holds data).
+    /// SQLite database file, or with --clickhouse the ClickHouse database
+    /// name (filled unless it already holds data).
     #[arg(long)]
     db: std::path::PathBuf,
+    /// Benchmark ClickHouse at this HTTP URL instead of SQLite.
+    #[arg(long)]
+    clickhouse: Option<String>,
     /// Days of data.
     #[arg(long, default_value_t = 30)]
     days: u64,
@@ -42,7 +47,19 @@ const T0: u64 = 1_763_683_200_000_000; // 2025-11-21T00:00:00Z
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let store = SqliteStore::open(&cli.db)?;
+    let store: Box<dyn Store> = match &cli.clickhouse {
+        None => Box::new(SqliteStore::open(&cli.db)?),
+        Some(url) => {
+            let cfg = darkscope_aggregator::store::clickhouse::ClickHouseConfig {
+                url: url.clone(),
+                database: cli.db.display().to_string(),
+                timeout_secs: 3600,
+                ..Default::default()
+            };
+            darkscope_aggregator::store::clickhouse::ClickHouseStore::migrate(&cfg)?;
+            Box::new(darkscope_aggregator::store::clickhouse::ClickHouseStore::open(&cfg)?)
+        }
+    };
     let windows = cli.days * 24 * 60 / cli.window_min;
     let wlen = cli.window_min * 60_000_000;
     // An existing database from an earlier run is reused as it is.
@@ -57,7 +74,7 @@ fn main() -> Result<()> {
     // Several inserting threads, like concurrent uploads (group commit).
     std::thread::scope(|sc| {
         for part in (0..8u64).filter(|_| !reuse) {
-            let store = &store;
+            let store = store.as_ref();
             let cli = &cli;
             sc.spawn(move || {
                 for w in (part..windows).step_by(8) {
