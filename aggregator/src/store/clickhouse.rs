@@ -760,7 +760,8 @@ fn write_batch(conn: &Conn, batch: &[(Box<Rows>, Reply)]) -> Result<Vec<Inserted
         .collect();
     let mut known: std::collections::HashSet<(String, u64)> = conn
         .rows::<K>(&format!(
-            "SELECT sensor, start FROM {} FINAL WHERE (sensor, start) IN ({})",
+            // No FINAL: any stored copy of a key means it exists.
+            "SELECT DISTINCT sensor, start FROM {} WHERE (sensor, start) IN ({})",
             conn.t("windows"),
             keys.join(", ")
         ))?

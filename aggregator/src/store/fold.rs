@@ -2,7 +2,7 @@
 //! every backend so they answer identically: per-port totals with merged
 //! sketches, ranking, and a source's history.
 
-use super::{DayCount, PortTop, SourceInfo};
+use super::{DayCount, PortTop, Scope, SourceInfo, PEER_SENSOR_MARK};
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::PortCount;
 use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
@@ -165,4 +165,175 @@ pub fn top_sources(by_ip: FxHashMap<[u8; 16], u64>, n: usize) -> Vec<super::Sour
             packets,
         })
         .collect()
+}
+
+const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
+
+/// Key of the pre-merged roll-up rows across the scope's sensors (`*`
+/// local, `**` global), optionally of one sensor country.
+pub fn merged_key(scope: Scope, country: Option<&str>) -> String {
+    let stars = match scope {
+        Scope::Local => "*",
+        Scope::Global => "**",
+    };
+    format!("{stars}{}", country.unwrap_or(""))
+}
+
+/// A port row going into, or coming out of, a roll-up.
+#[derive(Clone, Debug)]
+pub struct RollRow {
+    /// Sensor, or a pre-merged key ([`merged_key`]).
+    pub sensor: String,
+    /// Country of the sensor (`*` for the all-countries keys).
+    pub country: String,
+    /// Protocol number.
+    pub proto: i64,
+    /// Port.
+    pub port: i64,
+    /// Packets.
+    pub packets: i64,
+    /// Bytes.
+    pub bytes: i64,
+    /// Distinct sources (exact for one window, else the sketch's estimate).
+    pub sources: i64,
+    /// Largest destination count of one window.
+    pub dsts: i64,
+    /// Sources sketch.
+    pub hll: Hll,
+    /// Windows covered.
+    pub windows: i64,
+}
+
+/// Rolls the port rows of one period up: per (sensor, proto, port) packets
+/// and bytes add up, destinations keep the largest window's count, sketches
+/// merge, `sources` stays exact when the period holds a single window; plus
+/// pre-merged rows across local sensors (`*`, `*CC`) and across all,
+/// peers' included (`**`, `**CC`), so queries read one row per port and
+/// period in either scope.
+pub fn roll(rows: impl IntoIterator<Item = RollRow>) -> Vec<RollRow> {
+    fn add(into: &mut RollRow, r: &RollRow) {
+        into.packets += r.packets;
+        into.bytes += r.bytes;
+        into.sources = r.sources;
+        into.dsts = into.dsts.max(r.dsts);
+        into.hll.merge(&r.hll);
+        into.windows += r.windows;
+    }
+    let empty = |sensor: String, country: String, proto: i64, port: i64| RollRow {
+        sensor,
+        country,
+        proto,
+        port,
+        packets: 0,
+        bytes: 0,
+        sources: 0,
+        dsts: 0,
+        hll: Hll::new(),
+        windows: 0,
+    };
+    let mut acc: FxHashMap<(String, i64, i64), RollRow> = FxHashMap::default();
+    for r in rows {
+        let a = acc
+            .entry((r.sensor.clone(), r.proto, r.port))
+            .or_insert_with(|| empty(r.sensor.clone(), r.country.clone(), r.proto, r.port));
+        add(a, &r);
+    }
+    let mut merged: FxHashMap<(String, i64, i64), RollRow> = FxHashMap::default();
+    for a in acc.values() {
+        let local = !a.sensor.starts_with(PEER_SENSOR_MARK);
+        let keys = [
+            (merged_key(Scope::Global, None), "*".to_string()),
+            (
+                merged_key(Scope::Global, Some(&a.country)),
+                a.country.clone(),
+            ),
+            (merged_key(Scope::Local, None), "*".to_string()),
+            (
+                merged_key(Scope::Local, Some(&a.country)),
+                a.country.clone(),
+            ),
+        ];
+        for (key, country) in keys.into_iter().take(if local { 4 } else { 2 }) {
+            let m = merged
+                .entry((key.clone(), a.proto, a.port))
+                .or_insert_with(|| empty(key, country, a.proto, a.port));
+            add(m, a);
+        }
+    }
+    acc.into_values()
+        .chain(merged.into_values())
+        .map(|mut a| {
+            if a.windows != 1 {
+                a.sources = a.hll.estimate() as i64;
+            }
+            a
+        })
+        .collect()
+}
+
+/// How finely a stretch of time is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Gran {
+    /// Per-window rows.
+    Raw,
+    /// Hourly roll-ups.
+    Hour,
+    /// Daily roll-ups.
+    Day,
+}
+
+/// Splits `[from, to)` into stretches read from the coarsest table that is
+/// complete and clean for them: daily rows for whole days before the roll-up
+/// watermark without a dirty hour, hourly rows for other whole rolled-up
+/// clean hours, raw rows for the rest (partial hours at the edges, dirty
+/// hours, everything after the watermark). `max` caps the coarseness.
+pub fn plan(
+    from: i64,
+    to: i64,
+    rolled_until: i64,
+    dirty: &[i64],
+    max: Gran,
+) -> Vec<(Gran, i64, i64)> {
+    let mut out: Vec<(Gran, i64, i64)> = Vec::new();
+    let mut push = |g: Gran, a: i64, b: i64| {
+        if a >= b {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.0 == g && last.2 == a => last.2 = b,
+            _ => out.push((g, a, b)),
+        }
+    };
+    let ceil = |t: i64, u: i64| t + (u - t.rem_euclid(u)) % u;
+    let h0 = ceil(from, HOUR);
+    let h1 = to.min(rolled_until);
+    let h1 = h1 - h1.rem_euclid(HOUR);
+    if max == Gran::Raw || h0 >= h1 {
+        push(Gran::Raw, from, to);
+        return out;
+    }
+    push(Gran::Raw, from, h0);
+    let is_dirty = |h: i64| dirty.contains(&h);
+    let mut h = h0;
+    while h < h1 {
+        let day_end = h + DAY;
+        let whole_day = max == Gran::Day
+            && h.rem_euclid(DAY) == 0
+            && day_end <= h1
+            && !(0..24).any(|i| is_dirty(h + i * HOUR));
+        if whole_day {
+            push(Gran::Day, h, day_end);
+            h = day_end;
+        } else {
+            push(
+                if is_dirty(h) { Gran::Raw } else { Gran::Hour },
+                h,
+                h + HOUR,
+            );
+            h += HOUR;
+        }
+    }
+    push(Gran::Raw, h1, to);
+    out
 }

@@ -19,7 +19,7 @@
 //! - Addresses are 16-byte big-endian blobs (IPv4 mapped); sketches are their
 //!   wire bytes.
 
-use super::fold::{self, bytes_hll, proto_of, SourceRowTuple};
+use super::fold::{self, bytes_hll, merged_key, proto_of, SourceRowTuple};
 use super::srcrec;
 use super::{
     Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
@@ -298,16 +298,6 @@ fn scope_pred(scope: Scope) -> &'static str {
     }
 }
 
-/// Key of the pre-merged roll-up rows across the scope's sensors
-/// (`*` local, `**` global), optionally of one sensor country.
-fn merged_key(scope: Scope, country: Option<&str>) -> String {
-    let stars = match scope {
-        Scope::Local => "*",
-        Scope::Global => "**",
-    };
-    format!("{stars}{}", country.unwrap_or(""))
-}
-
 fn gone() -> StoreError {
     StoreError::Backend("the SQLite writer thread stopped".into())
 }
@@ -526,93 +516,32 @@ fn roll_ports(
     at: i64,
     len: i64,
 ) -> Result<(), StoreError> {
-    struct Acc {
-        country: String,
-        packets: i64,
-        bytes: i64,
-        sources: i64,
-        dsts: i64,
-        hll: Hll,
-        windows: i64,
-    }
     let windows_col = if from == "port_rows" { "1" } else { "windows" };
-    let mut acc: FxHashMap<(String, i64, i64), Acc> = FxHashMap::default();
+    let mut rows = Vec::new();
     {
         let mut st = tx.prepare_cached(&format!(
             "SELECT sensor, country, proto, port, packets, bytes, sources, destinations, hll, {windows_col}
              FROM {from} WHERE {time_col} >= ?1 AND {time_col} < ?2 AND sensor NOT LIKE '*%'"
         ))?;
-        let rows = st.query_map(params![at, at + len], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, Vec<u8>>(8)?,
-                r.get::<_, i64>(9)?,
-            ))
+        let it = st.query_map(params![at, at + len], |r| {
+            Ok(fold::RollRow {
+                sensor: r.get(0)?,
+                country: r.get(1)?,
+                proto: r.get(2)?,
+                port: r.get(3)?,
+                packets: r.get(4)?,
+                bytes: r.get(5)?,
+                sources: r.get(6)?,
+                dsts: r.get(7)?,
+                hll: bytes_hll(&r.get::<_, Vec<u8>>(8)?),
+                windows: r.get(9)?,
+            })
         })?;
-        for r in rows {
-            let (sensor, country, proto, port, packets, bytes, sources, dsts, hll, windows) = r?;
-            let a = acc.entry((sensor, proto, port)).or_insert_with(|| Acc {
-                country,
-                packets: 0,
-                bytes: 0,
-                sources: 0,
-                dsts: 0,
-                hll: Hll::new(),
-                windows: 0,
-            });
-            a.packets += packets;
-            a.bytes += bytes;
-            a.sources = sources;
-            a.dsts = a.dsts.max(dsts);
-            a.hll.merge(&bytes_hll(&hll));
-            a.windows += windows;
+        for r in it {
+            rows.push(r?);
         }
     }
-    // Pre-merged rows across the local sensors ("*") and per country
-    // ("*JP"), and the same with peers' sensors ("**", "**JP"), so unfiltered
-    // and country queries read one row per port and period in either scope.
-    // Sensor ids cannot start with '*'.
-    let mut merged: FxHashMap<(String, i64, i64), Acc> = FxHashMap::default();
-    for ((sensor, proto, port), a) in &acc {
-        let local = !sensor.starts_with(super::PEER_SENSOR_MARK);
-        let keys = [
-            (merged_key(Scope::Global, None), "*".to_string()),
-            (
-                merged_key(Scope::Global, Some(&a.country)),
-                a.country.clone(),
-            ),
-            (merged_key(Scope::Local, None), "*".to_string()),
-            (
-                merged_key(Scope::Local, Some(&a.country)),
-                a.country.clone(),
-            ),
-        ];
-        for (key, country) in keys.into_iter().take(if local { 4 } else { 2 }) {
-            let m = merged.entry((key, *proto, *port)).or_insert_with(|| Acc {
-                country,
-                packets: 0,
-                bytes: 0,
-                sources: 0,
-                dsts: 0,
-                hll: Hll::new(),
-                windows: 0,
-            });
-            m.packets += a.packets;
-            m.bytes += a.bytes;
-            m.sources = a.sources;
-            m.dsts = m.dsts.max(a.dsts);
-            m.hll.merge(&a.hll);
-            m.windows += a.windows;
-        }
-    }
-    acc.extend(merged);
+    let acc = fold::roll(rows);
     tx.execute(
         &format!(
             "DELETE FROM {to} WHERE {} = ?1",
@@ -623,21 +552,16 @@ fn roll_ports(
     let mut ins = tx.prepare_cached(&format!(
         "INSERT INTO {to} VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
     ))?;
-    for ((sensor, proto, port), a) in acc {
-        let sources = if a.windows == 1 {
-            a.sources
-        } else {
-            a.hll.estimate() as i64
-        };
+    for a in acc {
         ins.execute(params![
             at,
-            sensor,
+            a.sensor,
             a.country,
-            proto,
-            port,
+            a.proto,
+            a.port,
             a.packets,
             a.bytes,
-            sources,
+            a.sources,
             a.dsts,
             a.hll.to_bytes(),
             a.windows
@@ -646,71 +570,7 @@ fn roll_ports(
     Ok(())
 }
 
-/// How finely a stretch of time is read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Gran {
-    /// Per-window rows.
-    Raw,
-    /// Hourly roll-ups.
-    Hour,
-    /// Daily roll-ups.
-    Day,
-}
-
-/// Splits `[from, to)` into stretches read from the coarsest table that is
-/// complete and clean for them: daily rows for whole days before the roll-up
-/// watermark without a dirty hour, hourly rows for other whole rolled-up
-/// clean hours, raw rows for the rest (partial hours at the edges, dirty
-/// hours, everything after the watermark). `max` caps the coarseness.
-pub fn plan(
-    from: i64,
-    to: i64,
-    rolled_until: i64,
-    dirty: &[i64],
-    max: Gran,
-) -> Vec<(Gran, i64, i64)> {
-    let mut out: Vec<(Gran, i64, i64)> = Vec::new();
-    let mut push = |g: Gran, a: i64, b: i64| {
-        if a >= b {
-            return;
-        }
-        match out.last_mut() {
-            Some(last) if last.0 == g && last.2 == a => last.2 = b,
-            _ => out.push((g, a, b)),
-        }
-    };
-    let ceil = |t: i64, u: i64| t + (u - t.rem_euclid(u)) % u;
-    let h0 = ceil(from, HOUR);
-    let h1 = to.min(rolled_until);
-    let h1 = h1 - h1.rem_euclid(HOUR);
-    if max == Gran::Raw || h0 >= h1 {
-        push(Gran::Raw, from, to);
-        return out;
-    }
-    push(Gran::Raw, from, h0);
-    let is_dirty = |h: i64| dirty.contains(&h);
-    let mut h = h0;
-    while h < h1 {
-        let day_end = h + DAY;
-        let whole_day = max == Gran::Day
-            && h.rem_euclid(DAY) == 0
-            && day_end <= h1
-            && !(0..24).any(|i| is_dirty(h + i * HOUR));
-        if whole_day {
-            push(Gran::Day, h, day_end);
-            h = day_end;
-        } else {
-            push(
-                if is_dirty(h) { Gran::Raw } else { Gran::Hour },
-                h,
-                h + HOUR,
-            );
-            h += HOUR;
-        }
-    }
-    push(Gran::Raw, h1, to);
-    out
-}
+pub use super::fold::{plan, Gran};
 
 fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
     let cutoff = {
