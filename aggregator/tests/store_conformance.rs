@@ -12,9 +12,10 @@ use darkscope_aggregator::store::sqlite::SqliteStore;
 use darkscope_aggregator::store::{Inserted, PortFilter, Scope, Store, StoreError};
 use darkscope_common::{Addr, Fingerprint, FingerprintSet, Proto, Timestamp};
 
-/// `rollups`: the backend pre-aggregates hours (SQLite) and keeps them
-/// longer than raw rows; ClickHouse answers from raw rows only.
-fn conformance(store: &dyn Store, rollups: bool) {
+/// `source_rollups`: the backend also rolls up source rows by hour and keeps
+/// them longer than raw rows (SQLite); ClickHouse answers a source's history
+/// from its raw rows. Both roll up port rows.
+fn conformance(store: &dyn Store, source_rollups: bool) {
     // Sensors.
     store.add_sensor("a", "JP", b"hash-a").unwrap();
     store.add_sensor("b", "DE", b"hash-b").unwrap();
@@ -154,10 +155,7 @@ fn conformance(store: &dyn Store, rollups: bool) {
     // at once, and again after the rebuild.
     let before = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!(store.rollup(Timestamp(T0 + 30 * MIN)).unwrap(), 0);
-    assert_eq!(
-        store.rollup(Timestamp(T0 + 66 * MIN)).unwrap(),
-        rollups as u64
-    );
+    assert_eq!(store.rollup(Timestamp(T0 + 66 * MIN)).unwrap(), 1);
     assert_eq!(
         store.source(Addr::v4(2), Scope::Local).unwrap().unwrap(),
         before
@@ -171,10 +169,7 @@ fn conformance(store: &dyn Store, rollups: bool) {
     let late = store.source(Addr::v4(2), Scope::Local).unwrap().unwrap();
     assert_eq!((late.packets, late.windows), (7, 3));
     assert_eq!(late.sensors, vec!["a".to_string(), "b".to_string()]);
-    assert_eq!(
-        store.rollup(Timestamp(T0 + 67 * MIN)).unwrap(),
-        rollups as u64
-    );
+    assert_eq!(store.rollup(Timestamp(T0 + 67 * MIN)).unwrap(), 1);
     assert_eq!(
         store.source(Addr::v4(2), Scope::Local).unwrap().unwrap(),
         late
@@ -204,7 +199,7 @@ fn conformance(store: &dyn Store, rollups: bool) {
             .source(Addr::v4(1), Scope::Local)
             .map(|s| s.map(|s| s.packets))
             .unwrap(),
-        rollups.then_some(2)
+        source_rollups.then_some(2)
     );
     store
         .apply_retention(Timestamp(T0 + MIN), Timestamp(T0 + 120 * MIN))
@@ -502,6 +497,12 @@ fn clickhouse_store_conforms() {
 }
 
 #[test]
+fn clickhouse_rollups_answer_like_raw_rows() {
+    let ch = common::clickhouse::Server::start();
+    rollups_answer_like_raw_rows(&ch.store("rollups"));
+}
+
+#[test]
 fn clickhouse_refuses_a_database_that_was_not_migrated() {
     let ch = common::clickhouse::Server::start();
     let e = darkscope_aggregator::store::clickhouse::ClickHouseStore::open(&ch.config("fresh"))
@@ -540,8 +541,11 @@ fn backends_answer_identically() {
             }
         }
     }
+    let raw = port_answers(&c);
     s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    c.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
     assert_eq!(port_answers(&s), port_answers(&c));
+    assert_eq!(port_answers(&c), raw);
     for scope in [Scope::Local, Scope::Global] {
         for ip in [1, 2, 100, 300] {
             assert_eq!(

@@ -26,7 +26,7 @@
 //! - Durability is ClickHouse's: an insert is acknowledged once its part is
 //!   written; use a replicated cluster for more (see deploy/clickhouse/).
 
-use super::fold::{self, proto_of, PortRowTuple, SourceRowTuple};
+use super::fold::{self, merged_key, proto_of, Gran, PortRowTuple, RollRow, SourceRowTuple};
 use super::{
     Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
     PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store,
@@ -52,7 +52,16 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
         2,
         include_str!("../../../deploy/clickhouse/002_heartbeats.sql"),
     ),
+    (
+        3,
+        include_str!("../../../deploy/clickhouse/003_rollups.sql"),
+    ),
 ];
+
+const HOUR: u64 = 3_600_000_000;
+const DAY: u64 = 24 * HOUR;
+/// Late windows are expected this long after an hour ends before it is rolled up.
+const ROLLUP_GRACE: u64 = 5 * 60_000_000;
 
 /// `[clickhouse]`: where the database is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +290,57 @@ struct PortRowCh {
     destinations: u64,
     hll: String,
     stored_at: u64,
+}
+
+/// A roll-up row; `at` is the `hour` or `day` column.
+#[derive(Deserialize)]
+struct RolledCh {
+    #[serde(alias = "hour", alias = "day")]
+    at: u64,
+    sensor: String,
+    country: String,
+    proto: u8,
+    port: u16,
+    packets: u64,
+    bytes: u64,
+    sources: u64,
+    destinations: u64,
+    hll: String,
+    windows: u64,
+}
+
+impl RolledCh {
+    fn tuple(self) -> PortRowTuple {
+        let hll = base64::engine::general_purpose::STANDARD
+            .decode(&self.hll)
+            .unwrap_or_default();
+        (
+            self.proto as i64,
+            self.port as i64,
+            self.packets as i64,
+            self.bytes as i64,
+            self.sources as i64,
+            self.destinations as i64,
+            hll,
+            self.sensor,
+            self.windows as i64,
+        )
+    }
+
+    fn roll_row(self) -> RollRow {
+        RollRow {
+            hll: hll_of(&self.hll),
+            sensor: self.sensor,
+            country: self.country,
+            proto: self.proto as i64,
+            port: self.port as i64,
+            packets: self.packets as i64,
+            bytes: self.bytes as i64,
+            sources: self.sources as i64,
+            dsts: self.destinations as i64,
+            windows: self.windows as i64,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -590,6 +650,66 @@ impl Conn {
         ))
     }
 
+    /// The roll-up watermark: hours before it have been rolled up.
+    fn rolled_until(&self) -> Result<u64, StoreError> {
+        self.count(&format!(
+            "SELECT max(value) AS n FROM {} FINAL WHERE key = 'rolled_until'",
+            self.t("rollup_state")
+        ))
+    }
+
+    /// Hours a late window made stale.
+    fn dirty_hours(&self) -> Result<Vec<u64>, StoreError> {
+        #[derive(Deserialize)]
+        struct H {
+            hour: u64,
+        }
+        let v: Vec<H> = self.rows(&format!(
+            "SELECT hour FROM {} FINAL WHERE dirty = 1",
+            self.t("rollup_hours")
+        ))?;
+        Ok(v.into_iter().map(|h| h.hour).collect())
+    }
+
+    /// The query plan for `[from, to)` (see [`fold::plan`]).
+    fn plan(&self, from: u64, to: u64, max: Gran) -> Result<Vec<(Gran, i64, i64)>, StoreError> {
+        let rolled = self.rolled_until()? as i64;
+        let dirty: Vec<i64> = self.dirty_hours()?.into_iter().map(|h| h as i64).collect();
+        Ok(fold::plan(from as i64, to as i64, rolled, &dirty, max))
+    }
+
+    /// Roll-up rows (`port_hours` or `port_days`) matching `cond`.
+    fn rolled_rows(&self, table: &str, cond: &str) -> Result<Vec<RolledCh>, StoreError> {
+        self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond}",
+            self.t(table)
+        ))
+    }
+
+    /// Writes `rows` as the roll-up of the period starting at `at`.
+    fn write_rolled(
+        &self,
+        table: &str,
+        at: u64,
+        rows: Vec<RollRow>,
+        ver: u64,
+    ) -> Result<(), StoreError> {
+        let time = if table == "port_days" { "day" } else { "hour" };
+        let lines: Vec<serde_json::Value> = rows
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    time: at, "sensor": r.sensor, "country": r.country,
+                    "proto": r.proto as u8, "port": r.port as u16,
+                    "packets": r.packets as u64, "bytes": r.bytes as u64,
+                    "sources": r.sources as u64, "destinations": r.dsts as u64,
+                    "hll": b64(&r.hll.to_bytes()), "windows": r.windows as u64, "ver": ver,
+                })
+            })
+            .collect();
+        self.insert(table, &lines)
+    }
+
     fn port_rows(&self, cond: &str) -> Result<Vec<PortRowCh>, StoreError> {
         self.rows(&format!(
             "SELECT * FROM {} FINAL WHERE {cond}",
@@ -789,6 +909,23 @@ fn write_batch(conn: &Conn, batch: &[(Box<Rows>, Reply)]) -> Result<Vec<Inserted
     conn.insert("port_rows", &ports)?;
     conn.insert("sources", &sources)?;
     conn.insert("windows", &windows)?;
+    // Windows for hours already rolled up make those hours dirty: queries
+    // read them raw until the leader rebuilds them. Marked after the rows
+    // are in, with a version newer than any rebuild that could miss them.
+    let rolled = conn.rolled_until()?;
+    let mut late: Vec<u64> = windows
+        .iter()
+        .filter(|w| w.start < rolled)
+        .map(|w| w.start - w.start % HOUR)
+        .collect();
+    late.sort_unstable();
+    late.dedup();
+    let ver = Timestamp::now().0;
+    let marks: Vec<serde_json::Value> = late
+        .into_iter()
+        .map(|h| serde_json::json!({"hour": h, "dirty": 1, "ver": ver}))
+        .collect();
+    conn.insert("rollup_hours", &marks)?;
     Ok(out)
 }
 
@@ -1016,22 +1153,55 @@ impl Store for ClickHouseStore {
     }
 
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
-        let mut cond = format!(
-            "start >= {} AND start < {} AND {}",
-            f.from.0,
-            f.to.0,
-            scope_pred(f.scope)
-        );
+        let mut cond = scope_pred(f.scope);
         if let Some(p) = f.proto {
             cond += &format!(" AND proto = {}", p as u8);
-        }
-        if let Some(s) = &f.sensor {
-            cond += &format!(" AND sensor = {}", lit(s));
         }
         if let Some(c) = &f.country {
             cond += &format!(" AND country = {}", lit(c));
         }
-        let rows = self.port_rows(&cond)?.into_iter().map(port_tuple);
+        // Roll-ups hold per-sensor rows and pre-merged ones.
+        let rolled_key = match (&f.sensor, &f.country) {
+            (Some(s), _) => s.clone(),
+            (None, cc) => merged_key(f.scope, cc.as_deref()),
+        };
+        let mut rows: Vec<PortRowTuple> = Vec::new();
+        for (g, a, b) in self.plan(f.from.0, f.to.0, Gran::Day)? {
+            match g {
+                Gran::Raw => {
+                    let sensor = f
+                        .sensor
+                        .as_ref()
+                        .map(|s| format!(" AND sensor = {}", lit(s)))
+                        .unwrap_or_default();
+                    rows.extend(
+                        self.port_rows(&format!(
+                            "start >= {a} AND start < {b} AND {cond}{sensor}"
+                        ))?
+                        .into_iter()
+                        .map(port_tuple),
+                    );
+                }
+                Gran::Hour | Gran::Day => {
+                    let (table, col) = if g == Gran::Hour {
+                        ("port_hours", "hour")
+                    } else {
+                        ("port_days", "day")
+                    };
+                    rows.extend(
+                        self.rolled_rows(
+                            table,
+                            &format!(
+                                "{col} >= {a} AND {col} < {b} AND {cond} AND sensor = {}",
+                                lit(&rolled_key)
+                            ),
+                        )?
+                        .into_iter()
+                        .map(RolledCh::tuple),
+                    );
+                }
+            }
+        }
         let (mut v, _) = fold::ports(rows);
         fold::rank(&mut v, limit);
         Ok(v)
@@ -1050,17 +1220,45 @@ impl Store for ClickHouseStore {
         let n = (to.0.saturating_sub(from.0)).div_ceil(step) as usize;
         let mut packets = vec![0u64; n];
         let mut sketches = vec![Hll::new(); n];
-        for r in self.port_rows(&format!(
-            "proto = {} AND port = {port} AND start >= {} AND start < {} AND {}",
-            proto as u8,
-            from.0,
-            to.0,
-            scope_pred(scope)
-        ))? {
-            let i = ((r.start - from.0) / step) as usize;
+        // Roll-up rows can only feed steps they fit in whole.
+        let max = if step % DAY == 0 && from.0 % DAY == 0 {
+            Gran::Day
+        } else if step % HOUR == 0 && from.0 % HOUR == 0 {
+            Gran::Hour
+        } else {
+            Gran::Raw
+        };
+        let key = proto as u8;
+        let mut add = |t: u64, p: u64, hll: &str| {
+            let i = ((t - from.0) / step) as usize;
             if i < n {
-                packets[i] += r.packets;
-                sketches[i].merge(&hll_of(&r.hll));
+                packets[i] += p;
+                sketches[i].merge(&hll_of(hll));
+            }
+        };
+        for (g, a, b) in self.plan(from.0, to.0, max)? {
+            if g == Gran::Raw {
+                for r in self.port_rows(&format!(
+                    "proto = {key} AND port = {port} AND start >= {a} AND start < {b} AND {}",
+                    scope_pred(scope)
+                ))? {
+                    add(r.start, r.packets, &r.hll);
+                }
+            } else {
+                let (table, col) = if g == Gran::Hour {
+                    ("port_hours", "hour")
+                } else {
+                    ("port_days", "day")
+                };
+                for r in self.rolled_rows(
+                    table,
+                    &format!(
+                        "proto = {key} AND port = {port} AND {col} >= {a} AND {col} < {b} AND sensor = {}",
+                        lit(&merged_key(scope, None))
+                    ),
+                )? {
+                    add(r.at, r.packets, &r.hll);
+                }
             }
         }
         Ok((0..n)
@@ -1371,8 +1569,25 @@ impl Store for ClickHouseStore {
     fn apply_retention(
         &self,
         cutoff: Timestamp,
-        _rollup_cutoff: Timestamp,
+        rollup_cutoff: Timestamp,
     ) -> Result<u64, StoreError> {
+        let r = rollup_cutoff.0;
+        if self.count(&format!(
+            "SELECT count() AS n FROM {} WHERE hour < {r}",
+            self.t("port_hours")
+        ))? > 0
+        {
+            for (t, col, cut) in [
+                ("port_hours", "hour", r),
+                ("port_days", "day", r - r % DAY),
+                ("rollup_hours", "hour", r),
+            ] {
+                self.run(
+                    &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", self.t(t)),
+                    None,
+                )?;
+            }
+        }
         let n = self.count(&format!(
             "SELECT count() AS n FROM {} FINAL WHERE start < {}",
             self.t("windows"),
@@ -1407,9 +1622,78 @@ impl Store for ClickHouseStore {
         Ok(n)
     }
 
-    fn rollup(&self, _now: Timestamp) -> Result<u64, StoreError> {
-        // ClickHouse answers from raw rows; nothing to pre-aggregate.
-        Ok(0)
+    fn rollup(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let cutoff = {
+            let t = now.0.saturating_sub(ROLLUP_GRACE);
+            t - t % HOUR
+        };
+        let rolled = self.rolled_until()?;
+        #[derive(Deserialize)]
+        struct H {
+            h: u64,
+        }
+        let mut hours: Vec<u64> = self
+            .rows::<H>(&format!(
+                "SELECT DISTINCT start - start % {HOUR} AS h FROM {} WHERE start >= {rolled} AND start < {cutoff}",
+                self.t("windows")
+            ))?
+            .into_iter()
+            .map(|h| h.h)
+            .collect();
+        hours.extend(self.dirty_hours()?);
+        hours.sort_unstable();
+        hours.dedup();
+        let mut days: Vec<u64> = Vec::new();
+        for &h in &hours {
+            // Marked clean with the time the rebuild started reading: a late
+            // window's dirty mark written after that wins, so the hour is
+            // rebuilt again rather than left stale.
+            let read_at = self.ver();
+            let rows = self
+                .port_rows(&format!("start >= {h} AND start < {}", h + HOUR))?
+                .into_iter()
+                .map(|p| RollRow {
+                    hll: hll_of(&p.hll),
+                    sensor: p.sensor,
+                    country: p.country,
+                    proto: p.proto as i64,
+                    port: p.port as i64,
+                    packets: p.packets as i64,
+                    bytes: p.bytes as i64,
+                    sources: p.sources as i64,
+                    dsts: p.destinations as i64,
+                    windows: 1,
+                });
+            self.write_rolled("port_hours", h, fold::roll(rows), self.ver())?;
+            self.insert(
+                "rollup_hours",
+                &[serde_json::json!({"hour": h, "dirty": 0, "ver": read_at})],
+            )?;
+            let day = h - h % DAY;
+            if !days.contains(&day) {
+                days.push(day);
+            }
+        }
+        for day in days {
+            let rows = self
+                .rolled_rows(
+                    "port_hours",
+                    &format!(
+                        "hour >= {day} AND hour < {} AND NOT startsWith(sensor, '*')",
+                        day + DAY
+                    ),
+                )?
+                .into_iter()
+                .map(RolledCh::roll_row);
+            self.write_rolled("port_days", day, fold::roll(rows), self.ver())?;
+        }
+        if cutoff > rolled {
+            self.insert(
+                "rollup_state",
+                &[serde_json::json!({"key": "rolled_until", "value": cutoff, "ver": self.ver()})],
+            )?;
+        }
+        Ok(hours.len() as u64)
     }
 
     fn local_changes(&self, cursor: u64, limit: usize) -> Result<Vec<LocalChange>, StoreError> {
