@@ -20,9 +20,12 @@
 //! - Distinct sources merge from the stored HyperLogLog sketches in Rust,
 //!   with the same folding code as SQLite ([`super::fold`]), so both
 //!   backends give identical answers on the same data.
-//! - Roll-ups are not needed (ClickHouse aggregates raw rows fast);
-//!   retention deletes by mutation (`ALTER TABLE … DELETE`), since TTL
-//!   clauses need 19.6+.
+//! - Port roll-ups by hour and day (per sensor and pre-merged across
+//!   sensors, local and global), built by the leader replica once an hour
+//!   is over, with late windows marking their hour dirty, and queries
+//!   planned over raw, hourly and daily rows exactly as on SQLite
+//!   ([`fold::plan`], [`fold::roll`]); a source's history is read from raw
+//!   rows (ordered by address).
 //! - Durability is ClickHouse's: an insert is acknowledged once its part is
 //!   written; use a replicated cluster for more (see deploy/clickhouse/).
 
