@@ -34,23 +34,21 @@ fn cli(config: &Path, args: &[&str]) -> String {
 }
 
 fn truth_ports(name: &str) -> std::collections::BTreeMap<(String, u64), (u64, u64)> {
-    truth(name)["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                (
-                    p["proto"].as_str().unwrap().to_string(),
-                    p["port"].as_u64().unwrap(),
-                ),
-                (
-                    p["packets"].as_u64().unwrap(),
-                    p["sources"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
+    port_map(&truth(name)["ports"])
+}
+
+/// An aggregator config on ClickHouse database `db` of `ch`, plus `extra` lines.
+fn ch_config(dir: &Path, ch: &clickhouse::Server, db: &str, extra: &str) -> std::path::PathBuf {
+    let config = dir.join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"clickhouse\"\n{extra}[clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\n",
+            ch.url
+        ),
+    )
+    .unwrap();
+    config
 }
 
 #[test]
@@ -58,15 +56,7 @@ fn replicas_on_clickhouse_serve_the_ground_truth_and_store_retries_once() {
     let ch = clickhouse::Server::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("aggregator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "storage = \"clickhouse\"\n[clickhouse]\nurl = \"{}\"\ndatabase = \"e2e\"\n",
-            ch.url
-        ),
-    )
-    .unwrap();
+    let config = ch_config(d, &ch, "e2e", "");
     // Serving before migrate is refused with the fix in the message.
     let out = Command::new(aggregator_bin())
         .arg("--config")
@@ -167,15 +157,7 @@ fn one_replica_leads_detection_and_another_takes_over_when_it_dies() {
     let store = ch.store("lead");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("aggregator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "storage = \"clickhouse\"\ndetect_interval_secs = 1\n[clickhouse]\nurl = \"{}\"\ndatabase = \"lead\"\n",
-            ch.url
-        ),
-    )
-    .unwrap();
+    let config = ch_config(d, &ch, "lead", "detect_interval_secs = 1\n");
     // Four hours of one-minute windows ending three minutes ago; tcp/23
     // rises fivefold for the last twenty.
     let now = darkscope_common::Timestamp::now().0;
@@ -243,15 +225,7 @@ fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
     let ch = clickhouse::Server::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = d.join("aggregator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "storage = \"clickhouse\"\n[clickhouse]\nurl = \"{}\"\ndatabase = \"fail\"\n",
-            ch.url
-        ),
-    )
-    .unwrap();
+    let config = ch_config(d, &ch, "fail", "");
     cli(&config, &["migrate"]);
     let (token, _) = cli2(
         &config,

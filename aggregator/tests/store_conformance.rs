@@ -259,8 +259,9 @@ fn port_answers_in(store: &dyn Store, scope: Scope) -> String {
     out
 }
 
-fn rollups_answer_like_raw_rows(store: &dyn Store) {
-    // Two sensors, a window every 20 minutes for 50 hours, overlapping sources.
+/// Two sensors, a window every 20 minutes for 50 hours, overlapping
+/// sources, and a federation peer's sensor sharing some of them.
+fn fill_fifty_hours(store: &dyn Store) {
     for w in (0..50 * 60).step_by(20) {
         let srcs: Vec<u32> = (0..(w % 7 + 1) as u32)
             .map(|i| i + (w as u32 / 60) % 5)
@@ -273,13 +274,16 @@ fn rollups_answer_like_raw_rows(store: &dyn Store) {
                 .insert_summary(&summary("b", w, &[100, 101], 2), "DE")
                 .unwrap();
         }
-        // A federation peer's sensor, sharing some sources with ours.
         if w % 60 == 0 {
             store
                 .import_summary(&summary("@th/s-1", w, &[1, 2, 300], 4), "TH")
                 .unwrap();
         }
     }
+}
+
+fn rollups_answer_like_raw_rows(store: &dyn Store) {
+    fill_fifty_hours(store);
     let raw = port_answers(store);
     assert_ne!(
         port_answers_in(store, Scope::Local),
@@ -521,26 +525,8 @@ fn backends_answer_identically() {
     let c = ch.store("same");
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("same.db")).unwrap();
-    for w in (0..50 * 60).step_by(20) {
-        let srcs: Vec<u32> = (0..(w % 7 + 1) as u32)
-            .map(|i| i + (w as u32 / 60) % 5)
-            .collect();
-        for store in [&s as &dyn Store, &c] {
-            store
-                .insert_summary(&summary("a", w, &srcs, 1 + w % 3), "JP")
-                .unwrap();
-            if w % 40 == 0 {
-                store
-                    .insert_summary(&summary("b", w, &[100, 101], 2), "DE")
-                    .unwrap();
-            }
-            if w % 60 == 0 {
-                store
-                    .import_summary(&summary("@th/s-1", w, &[1, 2, 300], 4), "TH")
-                    .unwrap();
-            }
-        }
-    }
+    fill_fifty_hours(&s);
+    fill_fifty_hours(&c);
     let raw = port_answers(&c);
     s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
     c.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();

@@ -729,6 +729,30 @@ impl Conn {
 }
 
 impl ClickHouseStore {
+    /// A new, unrevoked credential row.
+    fn new_cred(&self, id: &str, country: &str, prefixes: &str, token_hash: &[u8]) -> CredRow {
+        CredRow {
+            id: id.into(),
+            country: country.into(),
+            prefixes: prefixes.into(),
+            token_hash: hex(token_hash),
+            created: Timestamp::now().0,
+            revoked: 0,
+            ver: self.ver(),
+        }
+    }
+
+    /// The credential of `table` whose token digest is `token_hash`.
+    fn cred_by_token(
+        &self,
+        table: &str,
+        key: &str,
+        token_hash: &[u8],
+    ) -> Result<Option<CredRow>, StoreError> {
+        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
+        Ok(self.creds(table, key, &f)?.into_iter().next())
+    }
+
     fn revoke_cred(
         &self,
         table: &str,
@@ -1002,21 +1026,8 @@ fn ip_key(ip: &str) -> [u8; 16] {
 
 impl Store for ClickHouseStore {
     fn add_sensor(&self, id: &str, country: &str, token_hash: &[u8]) -> Result<(), StoreError> {
-        let now = Timestamp::now().0;
-        self.add_cred(
-            "sensors",
-            "id",
-            CredRow {
-                id: id.into(),
-                country: country.into(),
-                prefixes: String::new(),
-                token_hash: hex(token_hash),
-                created: now,
-                revoked: 0,
-                ver: self.ver(),
-            },
-            StoreError::SensorExists(id.into()),
-        )
+        let row = self.new_cred(id, country, "", token_hash);
+        self.add_cred("sensors", "id", row, StoreError::SensorExists(id.into()))
     }
 
     fn revoke_sensor(&self, id: &str) -> Result<(), StoreError> {
@@ -1032,27 +1043,17 @@ impl Store for ClickHouseStore {
     }
 
     fn sensor_by_token(&self, token_hash: &[u8]) -> Result<Option<SensorRecord>, StoreError> {
-        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
         Ok(self
-            .creds("sensors", "id", &f)?
-            .into_iter()
-            .next()
+            .cred_by_token("sensors", "id", token_hash)?
             .map(cred_sensor))
     }
 
     fn add_analyst(&self, name: &str, token_hash: &[u8]) -> Result<(), StoreError> {
+        let row = self.new_cred(name, "", "", token_hash);
         self.add_cred(
             "analysts",
             "name",
-            CredRow {
-                id: name.into(),
-                country: String::new(),
-                prefixes: String::new(),
-                token_hash: hex(token_hash),
-                created: Timestamp::now().0,
-                revoked: 0,
-                ver: self.ver(),
-            },
+            row,
             StoreError::AnalystExists(name.into()),
         )
     }
@@ -1070,11 +1071,8 @@ impl Store for ClickHouseStore {
     }
 
     fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError> {
-        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
         Ok(self
-            .creds("analysts", "name", &f)?
-            .into_iter()
-            .next()
+            .cred_by_token("analysts", "name", token_hash)?
             .map(cred_analyst))
     }
 
@@ -1084,18 +1082,11 @@ impl Store for ClickHouseStore {
         prefixes: &[String],
         token_hash: &[u8],
     ) -> Result<(), StoreError> {
+        let row = self.new_cred(id, "", &prefixes.join(","), token_hash);
         self.add_cred(
             "subscribers",
             "id",
-            CredRow {
-                id: id.into(),
-                country: String::new(),
-                prefixes: prefixes.join(","),
-                token_hash: hex(token_hash),
-                created: Timestamp::now().0,
-                revoked: 0,
-                ver: self.ver(),
-            },
+            row,
             StoreError::SubscriberExists(id.into()),
         )
     }
@@ -1116,11 +1107,8 @@ impl Store for ClickHouseStore {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<SubscriberRecord>, StoreError> {
-        let f = format!("WHERE token_hash = {}", lit(&hex(token_hash)));
         Ok(self
-            .creds("subscribers", "id", &f)?
-            .into_iter()
-            .next()
+            .cred_by_token("subscribers", "id", token_hash)?
             .map(cred_subscriber))
     }
 

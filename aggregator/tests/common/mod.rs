@@ -179,8 +179,12 @@ pub fn api_ports_in(agg: &Aggregator, scope: &str) -> BTreeMap<(String, u64), (u
     let v = agg.get(&format!(
         "/api/v1/ports/top?{ALL_TIME}&limit=1000&scope={scope}"
     ));
-    v["ports"]
-        .as_array()
+    port_map(&v["ports"])
+}
+
+/// Port rows (API answer or truth file) as (proto, port) -> (packets, sources).
+pub fn port_map(rows: &Value) -> BTreeMap<(String, u64), (u64, u64)> {
+    rows.as_array()
         .unwrap()
         .iter()
         .map(|p| {
