@@ -82,18 +82,34 @@ impl Aggregator {
     }
 
     pub fn start(&mut self) {
+        self.spawn(None);
+    }
+
+    /// Like [`Aggregator::start`], logging at `level` into `log`.
+    pub fn start_logging(&mut self, log: &Path, level: &str) {
+        self.spawn(Some((log, level)));
+    }
+
+    fn spawn(&mut self, log: Option<(&Path, &str)>) {
         let mut cmd = Command::new(aggregator_bin());
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
-        let child = cmd
-            .arg("--database")
-            .arg(&self.db)
-            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+        cmd.arg("--database").arg(&self.db).args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", self.port),
+        ]);
+        match log {
+            Some((file, level)) => {
+                cmd.env("RUST_LOG", level)
+                    .stderr(std::fs::File::create(file).unwrap());
+            }
+            None => {
+                cmd.env("RUST_LOG", "warn");
+            }
+        }
+        self.child = Some(cmd.spawn().unwrap());
         let t0 = Instant::now();
         while reqwest::blocking::get(format!("{}/healthz", self.url())).is_err() {
             assert!(

@@ -1,0 +1,291 @@
+//! Who reaches what, hostile parameters, and secrets in logs, against a
+//! real aggregator process (SQLite, and the injection strings on ClickHouse
+//! too), filled by a real sensor replay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(aggregator_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+struct Tokens {
+    sensor: String,
+    analyst: String,
+    subscriber: String,
+    peer: String,
+}
+
+/// An aggregator that requires tokens everywhere, with one credential of
+/// each kind; its log goes to `dir/aggregator.log` at debug level.
+fn setup(dir: &Path) -> (Aggregator, Tokens) {
+    let db = dir.join("darkscope.db");
+    let db_s = db.to_str().unwrap();
+    let sensor = cli(&[
+        "--database",
+        db_s,
+        "sensor",
+        "add",
+        "--id",
+        "s-sec",
+        "--country",
+        "JP",
+    ]);
+    let analyst = cli(&["--database", db_s, "analyst", "add", "--name", "alice"]);
+    let subscriber = cli(&[
+        "--database",
+        db_s,
+        "subscriber",
+        "add",
+        "--id",
+        "isp",
+        "--prefix",
+        "198.18.0.0/16",
+    ]);
+    let peer = darkscope_aggregator::auth::new_token();
+    let key = dir.join("fed.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    let config = dir.join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "query_auth = \"always\"\n[federation]\nid = \"jp\"\nkey_file = \"{}\"\n[[federation.peers]]\nid = \"th\"\ninbound_token_sha256 = \"{}\"\n",
+            key.display(),
+            darkscope_aggregator::federation::hex(&darkscope_aggregator::auth::token_hash(&peer))
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("s-sec.token"), &sensor).unwrap();
+    let mut agg = Aggregator::new(dir);
+    agg.config = Some(config);
+    agg.start_logging(&dir.join("aggregator.log"), "debug");
+    (
+        agg,
+        Tokens {
+            sensor,
+            analyst,
+            subscriber,
+            peer,
+        },
+    )
+}
+
+fn status(agg: &Aggregator, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> u16 {
+    let c = reqwest::blocking::Client::new();
+    let url = format!("{}{path}", agg.url());
+    let mut r = if method == "POST" {
+        c.post(url).body(body.to_vec())
+    } else {
+        c.get(url)
+    };
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().unwrap().status().as_u16()
+}
+
+#[test]
+fn each_credential_reaches_only_its_own_endpoints_and_no_secret_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (agg, t) = setup(d);
+    // A real replay, logged at debug level, so the logs have work to show.
+    let mut sensor = sensor_cmd(&agg, d, "s-sec", "all-small.pcap", 60);
+    sensor.env("RUST_LOG", "debug").stderr(Stdio::piped());
+    let out = sensor.output().unwrap();
+    assert!(out.status.success());
+    let sensor_log = String::from_utf8_lossy(&out.stderr).to_string();
+    let summary = std::fs::read_to_string(d.join("s-sec.jsonl")).unwrap();
+    let summary = summary.lines().next().unwrap().as_bytes().to_vec();
+
+    let q = ALL_TIME;
+    let endpoints: Vec<(&str, String, &str)> = vec![
+        // (method, path, who may)
+        ("POST", "/api/v1/summaries".into(), "sensor"),
+        ("GET", format!("/api/v1/ports/top?{q}"), "analyst"),
+        ("GET", format!("/api/v1/ports/tcp/23/series?{q}"), "analyst"),
+        ("GET", "/api/v1/sources/198.18.1.2".into(), "analyst"),
+        ("GET", "/api/v1/sensors".into(), "analyst"),
+        ("GET", format!("/api/v1/overview?{q}"), "analyst"),
+        ("GET", "/api/v1/alerts".into(), "analyst"),
+        ("GET", "/api/v1/federation/peers".into(), "analyst"),
+        ("GET", "/api/v1/federation/audit".into(), "analyst"),
+        ("GET", "/api/v1/cluster".into(), "analyst"),
+        (
+            "GET",
+            "/api/v1/feeds/events.json?date=2026-11-21".into(),
+            "subscriber",
+        ),
+        (
+            "GET",
+            "/api/v1/feeds/events.csv?date=2026-11-21".into(),
+            "subscriber",
+        ),
+        ("GET", "/api/v1/federation/changes?cursor=0".into(), "peer"),
+    ];
+    let who: [(&str, Option<&str>); 5] = [
+        ("sensor", Some(&t.sensor)),
+        ("analyst", Some(&t.analyst)),
+        ("subscriber", Some(&t.subscriber)),
+        ("peer", Some(&t.peer)),
+        ("nobody", None),
+    ];
+    for (method, path, owner) in &endpoints {
+        for (name, token) in who {
+            let got = status(&agg, method, path, token, &summary);
+            if name == *owner {
+                assert!(got < 300, "{name} on {method} {path}: {got}");
+            } else {
+                assert_eq!(got, 401, "{name} must not reach {method} {path}");
+            }
+        }
+    }
+    // A revoked analyst is shut out at once.
+    cli(&[
+        "--database",
+        agg.db.to_str().unwrap(),
+        "analyst",
+        "revoke",
+        "alice",
+    ]);
+    assert_eq!(
+        status(&agg, "GET", "/api/v1/sensors", Some(&t.analyst), b""),
+        401
+    );
+
+    // No token appears in either log, at debug level.
+    let agg_log = std::fs::read_to_string(d.join("aggregator.log")).unwrap();
+    assert!(
+        agg_log.len() > 100,
+        "the aggregator logged nothing: {agg_log}"
+    );
+    for (name, secret) in [
+        ("sensor", &t.sensor),
+        ("analyst", &t.analyst),
+        ("subscriber", &t.subscriber),
+        ("peer", &t.peer),
+    ] {
+        assert!(
+            !agg_log.contains(secret.as_str()),
+            "the {name} token is in the aggregator log"
+        );
+        assert!(
+            !sensor_log.contains(secret.as_str()),
+            "the {name} token is in the sensor log"
+        );
+    }
+    assert!(
+        !agg_log.contains(&"ab".repeat(32)),
+        "the federation key is in the log"
+    );
+}
+
+/// Strings an attacker would put in a query parameter.
+const HOSTILE: &[&str] = &[
+    "' OR '1'='1",
+    "x'; DROP TABLE windows; --",
+    "\\' OR 1=1 --",
+    "1) UNION SELECT * FROM sensors --",
+    "%27%20OR%201%3D1",
+    "@th/s-1",
+    "*",
+    "**JP",
+    "\u{0}",
+];
+
+fn hostile_queries(agg: &Aggregator, token: Option<&str>) {
+    let enc = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let before = agg.get(&format!("/api/v1/overview?{ALL_TIME}"));
+    for h in HOSTILE {
+        let e = enc(h);
+        let paths = [
+            format!("/api/v1/ports/top?{ALL_TIME}&sensor={e}"),
+            format!("/api/v1/ports/top?{ALL_TIME}&country={e}"),
+            format!("/api/v1/ports/top?{ALL_TIME}&proto={e}"),
+            format!("/api/v1/ports/top?{ALL_TIME}&limit={e}"),
+            format!("/api/v1/ports/top?{ALL_TIME}&scope={e}"),
+            format!("/api/v1/ports/top?from={e}"),
+            format!("/api/v1/ports/{e}/23/series?{ALL_TIME}"),
+            format!("/api/v1/ports/tcp/{e}/series?{ALL_TIME}"),
+            format!("/api/v1/ports/tcp/23/series?{ALL_TIME}&step={e}"),
+            format!("/api/v1/sources/{e}"),
+            format!("/api/v1/overview?{ALL_TIME}&scope={e}"),
+            format!("/api/v1/alerts?state={e}"),
+            format!("/api/v1/alerts?since={e}"),
+            format!("/api/v1/federation/audit?peer={e}"),
+            format!("/api/v1/sensors?scope={e}"),
+        ];
+        for p in &paths {
+            let got = status(agg, "GET", p, token, b"");
+            assert!(
+                got == 200 || got == 400 || got == 404,
+                "{p}: {got} (a parameter must never reach the database as SQL)"
+            );
+        }
+        // A hostile sensor or country filter matches nothing.
+        let v = agg.get(&format!("/api/v1/ports/top?{ALL_TIME}&sensor={e}"));
+        assert!(v["ports"].as_array().unwrap().is_empty(), "{h}");
+    }
+    assert_eq!(agg.get(&format!("/api/v1/overview?{ALL_TIME}")), before);
+}
+
+#[test]
+fn hostile_query_parameters_are_data_never_sql_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.add_sensor(dir.path(), "s-inj");
+    agg.start();
+    assert!(sensor_cmd(&agg, dir.path(), "s-inj", "all-small.pcap", 60)
+        .status()
+        .unwrap()
+        .success());
+    hostile_queries(&agg, None);
+}
+
+#[test]
+fn hostile_query_parameters_are_data_never_sql_on_clickhouse() {
+    let ch = clickhouse::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = d.join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage = \"clickhouse\"\n[clickhouse]\nurl = \"{}\"\ndatabase = \"inj\"\n",
+            ch.url
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    cli(&["--config", c, "migrate"]);
+    let token = cli(&[
+        "--config",
+        c,
+        "sensor",
+        "add",
+        "--id",
+        "s-inj",
+        "--country",
+        "JP",
+    ]);
+    std::fs::write(d.join("s-inj.token"), token).unwrap();
+    let mut agg = Aggregator::new(d);
+    agg.config = Some(config.clone());
+    agg.start();
+    assert!(sensor_cmd(&agg, d, "s-inj", "all-small.pcap", 60)
+        .status()
+        .unwrap()
+        .success());
+    hostile_queries(&agg, None);
+}
