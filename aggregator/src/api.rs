@@ -709,6 +709,8 @@ pub struct Background {
     pub detector: crate::detect::Detector,
     /// Webhook receivers of new alerts.
     pub webhooks: Vec<crate::webhook::Webhook>,
+    /// TLS for the listener ([`crate::config::Config::tls`]); plain HTTP without.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves. In the
@@ -724,6 +726,7 @@ pub async fn serve(
     let metrics = state.metrics.clone();
     let events = state.alert_events.clone();
     let leadership = state.leadership.clone();
+    let tls = bg.tls.clone();
     let retention = bg.retention;
     let hooks =
         (!bg.webhooks.is_empty()).then(|| crate::webhook::spawn(bg.webhooks, metrics.clone()));
@@ -788,9 +791,28 @@ pub async fn serve(
         }
     });
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let r = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(cfg) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(cfg),
+            )
+            .handle(handle)
+            .serve(app)
+            .await
+        }
+    };
     janitor.abort();
     r
 }

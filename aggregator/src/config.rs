@@ -25,6 +25,15 @@ pub enum ConfigError {
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: String,
+    /// TLS for the listener: PEM certificate chain (with `tls_key`). Without
+    /// it the listener speaks plain HTTP (fine on loopback or behind a
+    /// TLS-terminating proxy).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients (sensors, peers, analysts' tools) must present a
+    /// certificate signed by this PEM CA, on top of their bearer token.
+    pub tls_client_ca: Option<PathBuf>,
     /// Where data lives: `sqlite` (one file, the default) or `clickhouse`.
     pub storage: Storage,
     /// SQLite database file.
@@ -86,6 +95,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             storage: Storage::Sqlite,
             database: PathBuf::from("darkscope.db"),
             clickhouse: Default::default(),
@@ -136,6 +148,16 @@ impl Config {
                 )));
             }
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key go together (PEM certificate chain and its key)".into(),
+            ));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "tls_client_ca (mutual TLS) needs tls_cert and tls_key".into(),
+            ));
+        }
         if self.storage == Storage::Clickhouse {
             self.clickhouse.validate().map_err(ConfigError::Invalid)?;
         }
@@ -178,6 +200,55 @@ impl Config {
             raw: std::time::Duration::from_secs(self.retention_days * 86_400),
             rollups: std::time::Duration::from_secs(self.rollup_retention_days * 86_400),
         }
+    }
+
+    /// The TLS configuration of the listener, when `tls_cert` is set: the
+    /// certificate chain and key, and client certificates required when
+    /// `tls_client_ca` is set. Uses rustls with the ring provider.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let bad = |p: &Path, e: &dyn std::fmt::Display| {
+            ConfigError::Invalid(format!("TLS file '{}': {e}", p.display()))
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| bad(cert, &e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(cert, &e))?;
+        if certs.is_empty() {
+            return Err(bad(cert, &"no certificate in the file"));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::Invalid(format!("TLS: {e}")))?;
+        let builder = match &self.tls_client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, &e))? {
+                    roots
+                        .add(c.map_err(|e| bad(ca, &e))?)
+                        .map_err(|e| bad(ca, &e))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    std::sync::Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad(ca, &e))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut cfg = builder
+            .with_single_cert(certs, key_der)
+            .map_err(|e| bad(key, &e))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(std::sync::Arc::new(cfg)))
     }
 
     /// Opens the configured storage backend.

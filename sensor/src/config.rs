@@ -59,6 +59,13 @@ pub struct UploadSection {
     pub timeout_secs: u64,
     /// At exit, how long to keep uploading what is spooled, seconds.
     pub drain_secs: u64,
+    /// PEM CA to trust for the aggregator's certificate (a private CA), on
+    /// top of the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for aggregators that require mutual TLS (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for UploadSection {
@@ -70,6 +77,9 @@ impl Default for UploadSection {
             spool_mib: 1024,
             timeout_secs: 30,
             drain_secs: 30,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -89,6 +99,10 @@ pub struct UploadSettings {
     pub timeout: std::time::Duration,
     /// Drain time at exit.
     pub drain: std::time::Duration,
+    /// Extra CA to trust (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[sensor]`.
@@ -313,6 +327,9 @@ impl Config {
                 {
                     return Err(invalid(format!("aggregator '{url}' must be an http:// or https:// URL")));
                 }
+                if u.client_cert.is_some() != u.client_key.is_some() {
+                    return Err(invalid("client_cert and client_key go together"));
+                }
                 if u.spool_mib == 0 || u.timeout_secs == 0 {
                     return Err(invalid("spool_mib and timeout_secs must be at least 1"));
                 }
@@ -323,6 +340,8 @@ impl Config {
                     cap_bytes: u.spool_mib << 20,
                     timeout: std::time::Duration::from_secs(u.timeout_secs),
                     drain: std::time::Duration::from_secs(u.drain_secs),
+                    ca_file: u.ca_file.clone(),
+                    client_identity: u.client_cert.clone().zip(u.client_key.clone()),
                 })
             }
         };

@@ -179,6 +179,10 @@ pub struct UploadTarget {
     pub token: String,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Extra CA to trust (PEM), for an aggregator with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and key (PEM, concatenated), for mutual TLS.
+    pub identity_pem: Option<Vec<u8>>,
 }
 
 impl UploadTarget {
@@ -218,9 +222,20 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 impl Uploader {
     /// Starts uploading everything in `spool` (including what a previous run left).
     pub fn start(spool: Arc<Spool>, target: UploadTarget) -> Result<Uploader, UploadError> {
-        let client = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .timeout(target.timeout)
-            .user_agent(concat!("darkscope-sensor/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("darkscope-sensor/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = &target.ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| UploadError::Client(format!("CA file: {e}")))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        if let Some(pem) = &target.identity_pem {
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| UploadError::Client(format!("client certificate: {e}")))?;
+            builder = builder.identity(id);
+        }
+        let client = builder
             .build()
             .map_err(|e| UploadError::Client(e.to_string()))?;
         let done = Arc::new(AtomicBool::new(false));

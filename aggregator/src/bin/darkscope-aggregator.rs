@@ -446,7 +446,12 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         log::info!(
-            "listening on http://{} ({}); API description at /api/v1/openapi.json",
+            "listening on {}://{} ({}); API description at /api/v1/openapi.json",
+            if cfg.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             listener.local_addr()?,
             match cfg.storage {
                 Storage::Sqlite => format!("SQLite {}", cfg.database.display()),
@@ -501,7 +506,18 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
             interval: std::time::Duration::from_secs(cfg.detect_interval_secs),
             detector: darkscope_aggregator::detect::Detector::new(cfg.detect),
             webhooks: cfg.load_webhooks()?,
+            tls: cfg.tls()?,
         };
+        if bg.tls.is_some() {
+            log::info!(
+                "TLS on the listener{}",
+                if cfg.tls_client_ca.is_some() {
+                    ", client certificates required"
+                } else {
+                    ""
+                }
+            );
+        }
         if !bg.webhooks.is_empty() {
             log::info!("alerts go to {} webhook(s)", bg.webhooks.len());
         }

@@ -74,6 +74,15 @@ struct Cli {
     /// the spool; comma-separate several replicas to fail over between them.
     #[arg(long)]
     aggregator: Option<String>,
+    /// PEM CA to trust for the aggregator's certificate (a private CA).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate, for an aggregator that requires mutual TLS.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// File with this sensor's token (from `darkscope-aggregator sensor add`).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -140,6 +149,13 @@ fn real_main() -> Result<i32> {
     if cli.metrics_listen.is_some() {
         cfg.output.metrics_listen = cli.metrics_listen.clone();
     }
+    if cli.ca_file.is_some() {
+        cfg.upload.ca_file = cli.ca_file.clone();
+    }
+    if cli.client_cert.is_some() {
+        cfg.upload.client_cert = cli.client_cert.clone();
+        cfg.upload.client_key = cli.client_key.clone();
+    }
     if cli.aggregator.is_some() {
         cfg.upload.aggregator = cli.aggregator.clone();
     }
@@ -163,10 +179,25 @@ fn real_main() -> Result<i32> {
                 );
             }
             sinks.push(Box::new(SpoolSink(spool.clone())));
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).with_context(|| format!("cannot read '{}'", p.display()))
+            };
+            let ca_pem = u.ca_file.as_deref().map(read).transpose()?;
+            let identity_pem = match &u.client_identity {
+                Some((cert, key)) => {
+                    let mut pem = read(cert)?;
+                    pem.push(b'\n');
+                    pem.extend(read(key)?);
+                    Some(pem)
+                }
+                None => None,
+            };
             let target = UploadTarget {
                 urls: u.urls.clone(),
                 token,
                 timeout: u.timeout,
+                ca_pem,
+                identity_pem,
             };
             log::info!(
                 "uploading to {} (spool {})",
