@@ -36,6 +36,8 @@ pub struct AppState {
     pub federation: Option<Arc<crate::federation::Federation>>,
     /// This replica's part in the leader election.
     pub leadership: Arc<crate::cluster::Leadership>,
+    /// Rate, in-flight and time limits on every request.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// An error answer: a status and a message, sent as `{"error": "..."}`.
@@ -185,6 +187,10 @@ pub fn router(state: AppState) -> Router {
                 "no such endpoint; see /api/v1/openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            crate::limits::enforce,
+        ))
         .with_state(state)
 }
 

@@ -56,6 +56,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// Sharing with peer aggregators (off without peers).
     pub federation: crate::federation::FederationConfig,
+    /// Rate, in-flight and time limits on every request.
+    pub limits: crate::limits::LimitsConfig,
 }
 
 /// `[[webhooks]]`: a receiver of alerts.
@@ -109,6 +111,7 @@ impl Default for Config {
             detect: Default::default(),
             webhooks: Vec::new(),
             federation: Default::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -148,6 +151,7 @@ impl Config {
                 )));
             }
         }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls_cert and tls_key go together (PEM certificate chain and its key)".into(),

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod federation;
 pub mod feeds;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod store;
 pub mod webhook;

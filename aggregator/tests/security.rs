@@ -289,3 +289,48 @@ fn hostile_query_parameters_are_data_never_sql_on_clickhouse() {
         .success());
     hostile_queries(&agg, None);
 }
+
+/// Each credential has its own budget: past its burst one analyst gets 429
+/// with Retry-After, another is unaffected, and the limited one is back
+/// once its bucket refills.
+#[test]
+fn rate_limits_apply_per_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = d.join("darkscope.db");
+    let db_s = db.to_str().unwrap();
+    let alice = cli(&["--database", db_s, "analyst", "add", "--name", "alice"]);
+    let bob = cli(&["--database", db_s, "analyst", "add", "--name", "bob"]);
+    let config = d.join("limits.toml");
+    std::fs::write(
+        &config,
+        "query_auth = \"always\"\n[limits]\nrequests_per_minute = 60\nburst = 5\n",
+    )
+    .unwrap();
+    let mut agg = Aggregator::new(d);
+    agg.config = Some(config);
+    agg.start();
+    let c = reqwest::blocking::Client::new();
+    let get = |token: &str| {
+        c.get(format!("{}/api/v1/sensors", agg.url()))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(get(&alice).status(), 200);
+    }
+    let r = get(&alice);
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(get(&bob).status(), 200, "bob has his own budget");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(get(&alice).status(), 200, "one request per second refills");
+    // Health checks from the host are never limited.
+    for _ in 0..20 {
+        assert!(reqwest::blocking::get(format!("{}/healthz", agg.url()))
+            .unwrap()
+            .status()
+            .is_success());
+    }
+}

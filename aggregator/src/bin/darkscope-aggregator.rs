@@ -485,6 +485,9 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
             }
         }
         let state = AppState {
+            limits: Arc::new(darkscope_aggregator::limits::Limits::new(
+                cfg.limits.clone(),
+            )),
             leadership,
             federation: fed,
             store,
