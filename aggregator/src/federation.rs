@@ -201,6 +201,16 @@ pub struct PeerConfig {
     /// token is being rotated; omit to give the peer no access.
     #[serde(default, deserialize_with = "one_or_many")]
     pub inbound_token_sha256: Vec<String>,
+    /// PEM CA to trust for the peer's certificate (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate we present, for a peer that requires mutual
+    /// TLS (with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// What we share with this peer.
     #[serde(default)]
     pub export: Policy,
@@ -301,6 +311,12 @@ impl FederationConfig {
             }
             if !seen.insert(&p.id) {
                 return bad(format!("peer '{}' is listed twice", p.id));
+            }
+            if p.client_cert.is_some() != p.client_key.is_some() {
+                return bad(format!(
+                    "peer '{}': client_cert and client_key go together",
+                    p.id
+                ));
             }
             if let Some(u) = &p.url {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
@@ -902,6 +918,39 @@ pub struct PullReport {
     pub cursor: u64,
 }
 
+/// The HTTP client for pulling from `peer`: its private CA trusted and our
+/// client certificate presented when configured.
+pub fn peer_client(peer: &PeerConfig) -> Result<reqwest::Client, FederationError> {
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| {
+            FederationError::Config(format!(
+                "peer '{}': cannot read '{}': {e}",
+                peer.id,
+                p.display()
+            ))
+        })
+    };
+    let mut b = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(ca) = &peer.ca_file {
+        let c = reqwest::Certificate::from_pem(&read(ca)?)
+            .map_err(|e| FederationError::Config(format!("peer '{}': CA file: {e}", peer.id)))?;
+        b = b.add_root_certificate(c);
+    }
+    if let (Some(cert), Some(key)) = (&peer.client_cert, &peer.client_key) {
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            FederationError::Config(format!("peer '{}': client certificate: {e}", peer.id))
+        })?;
+        b = b.identity(id);
+    }
+    b.build()
+        .map_err(|e| FederationError::Config(format!("peer '{}': HTTP client: {e}", peer.id)))
+}
+
 /// Reads the token we present to `peer`.
 fn outbound_token(peer: &PeerConfig) -> Result<String, FederationError> {
     let path = peer
@@ -1094,17 +1143,13 @@ pub async fn run_puller(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     leadership: std::sync::Arc<crate::cluster::Leadership>,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("federation: cannot build the HTTP client: {e}");
-            return;
+    let mut clients = Vec::new();
+    for peer in fed.peers.iter().filter(|p| p.url.is_some()) {
+        match peer_client(peer) {
+            Ok(c) => clients.push((peer, c)),
+            Err(e) => log::error!("federation: {e}; not pulling from '{}'", peer.id),
         }
-    };
+    }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(fed.pull_interval_secs));
     loop {
         tick.tick().await;
@@ -1119,8 +1164,8 @@ pub async fn run_puller(
         if !leadership.is_leader() {
             continue;
         }
-        for peer in fed.peers.iter().filter(|p| p.url.is_some()) {
-            match pull_once(store.clone(), &client, &fed, peer, 1000).await {
+        for (peer, client) in &clients {
+            match pull_once(store.clone(), client, &fed, peer, 1000).await {
                 Ok(r) => {
                     metrics.federation_pull(&peer.id, r.imported, true);
                     if r.imported > 0 {
@@ -1171,6 +1216,9 @@ mod tests {
             url: None,
             token_file: None,
             inbound_token_sha256: Vec::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             export: Policy {
                 share,
                 tlp: Tlp::Green,

@@ -73,6 +73,10 @@ fn client(p: &Pki, with_identity: bool) -> reqwest::blocking::Client {
 }
 
 fn start(dir: &Path, port: u16, p: &Pki, mutual: bool) -> Child {
+    start_with(dir, port, p, mutual, "")
+}
+
+fn start_with(dir: &Path, port: u16, p: &Pki, mutual: bool, extra: &str) -> Child {
     let config = dir.join("tls.toml");
     let mut text = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
@@ -82,6 +86,7 @@ fn start(dir: &Path, port: u16, p: &Pki, mutual: bool) -> Child {
     if mutual {
         text += &format!("tls_client_ca = \"{}\"\n", p.ca.display());
     }
+    text += extra;
     std::fs::write(&config, text).unwrap();
     let child = Command::new(aggregator_bin())
         .arg("--config")
@@ -218,6 +223,88 @@ fn sensors_upload_over_tls_and_mutual_tls_admits_only_certified_clients() {
         30_346,
         "retried windows stored once"
     );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// Federation to a peer that serves mutual TLS with a private CA: the
+/// puller trusts the peer's CA and presents its client certificate; without
+/// the certificate the pull fails and nothing is stored.
+#[test]
+fn federation_pulls_from_a_peer_over_mutual_tls() {
+    use darkscope_aggregator::federation::{self, FederationConfig, PeerConfig, Policy};
+    use darkscope_aggregator::store::{sqlite::SqliteStore, Scope, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = pki(d);
+    let th = Aggregator::new(d);
+    th.add_sensor(d, "s-tls");
+    let peer_token = darkscope_aggregator::auth::new_token();
+    std::fs::write(d.join("jp-pulls-th.token"), &peer_token).unwrap();
+    std::fs::write(d.join("th.key"), "cd".repeat(32)).unwrap();
+    let port = free_port();
+    let mut server = start_with(
+        d,
+        port,
+        &p,
+        true,
+        &format!(
+            "[federation]\nid = \"th\"\nkey_file = \"{}\"\n[[federation.peers]]\nid = \"jp\"\ninbound_token_sha256 = \"{}\"\n",
+            d.join("th.key").display(),
+            federation::hex(&darkscope_aggregator::auth::token_hash(&peer_token))
+        ),
+    );
+    assert!(
+        sensor(d, port, "spool", &[&p.ca, &p.client_cert, &p.client_key])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(d.join("jp.key"), "ef".repeat(32)).unwrap();
+    let peer = |with_cert: bool| PeerConfig {
+        id: "th".into(),
+        url: Some(format!("https://127.0.0.1:{port}")),
+        token_file: Some(d.join("jp-pulls-th.token")),
+        inbound_token_sha256: Vec::new(),
+        ca_file: Some(p.ca.clone()),
+        client_cert: with_cert.then(|| p.client_cert.clone()),
+        client_key: with_cert.then(|| p.client_key.clone()),
+        export: Policy::default(),
+        import: Policy::accept_all(),
+    };
+    let jp = std::sync::Arc::new(SqliteStore::open(&d.join("jp.db")).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pull = |peer: PeerConfig| {
+        let fed = FederationConfig {
+            id: "jp".into(),
+            key_file: Some(d.join("jp.key")),
+            peers: vec![peer.clone()],
+            ..Default::default()
+        };
+        let client = federation::peer_client(&peer).unwrap();
+        rt.block_on(federation::pull_once(
+            jp.clone() as std::sync::Arc<dyn Store>,
+            &client,
+            &fed,
+            &peer,
+            100,
+        ))
+    };
+    let e = pull(peer(false)).unwrap_err().to_string();
+    assert!(e.contains("request failed"), "{e}");
+    let all = |s: &SqliteStore| {
+        s.overview(
+            darkscope_common::Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+            darkscope_common::Timestamp::parse_rfc3339("2027-01-01T00:00:00Z").unwrap(),
+            Scope::Global,
+        )
+        .unwrap()
+        .packets
+    };
+    assert_eq!(all(&jp), 0);
+    let r = pull(peer(true)).unwrap();
+    assert!(r.imported >= 1);
+    assert_eq!(all(&jp), 30_346);
     server.kill().unwrap();
     server.wait().unwrap();
 }

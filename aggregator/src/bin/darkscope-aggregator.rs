@@ -360,11 +360,9 @@ fn federation_cmd(cfg: Config, store: Arc<dyn Store>, cmd: FederationCmd) -> Res
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(async {
-                let client = reqwest::Client::builder()
-                    .timeout(std::time::Duration::from_secs(120))
-                    .build()?;
                 let mut failed = 0;
                 for p in peers {
+                    let client = federation::peer_client(p)?;
                     match federation::pull_once(store.clone(), &client, fed, p, 10_000).await {
                         Ok(r) => println!(
                             "{}: {} observations imported ({} replaced earlier versions) in {} requests; cursor {}",
