@@ -222,3 +222,54 @@ pub fn evaluate(s: &Scenario, cfg: &DetectConfig) -> Outcome {
         port_days: s.ports.len() as f64 * s.sensors.len() as f64 / DAY as f64,
     }
 }
+
+/// DShield's port trend score, as the comparison baseline:
+/// `sqrt((S - s)^2 / s)` with `S` the port's sources over the last 24 h and
+/// `s` their daily mean over up to 30 earlier days (the targets term is
+/// left out: the scenarios carry sources only). `S` sums the per-window
+/// distinct sources of the trailing day (the scenarios do not name sources,
+/// so a day's union cannot be taken). Evaluated every window — the most
+/// favourable timing for it — on rises only, after one full day of
+/// history; an alert opens when the score crosses `theta` and re-arms when
+/// it falls back below.
+pub fn evaluate_dshield(s: &Scenario, theta: f64) -> Outcome {
+    let n = s.sensors.len();
+    let mut delay = None;
+    let mut false_alarms = 0;
+    for (p, series) in s.ports.iter().enumerate() {
+        let mut prefix = vec![0u64; n + 1];
+        for t in 0..n {
+            prefix[t + 1] = prefix[t] + series[t];
+        }
+        let mut above = false;
+        for t in 2 * DAY - 1..n {
+            let end = t + 1;
+            let day_start = end - DAY;
+            let big_s = (prefix[end] - prefix[day_start]) as f64;
+            let hist_start = day_start.saturating_sub(30 * DAY);
+            let days = (day_start - hist_start) as f64 / DAY as f64;
+            let small_s = (prefix[day_start] - prefix[hist_start]) as f64 / days;
+            let score = if small_s > 0.0 && big_s > small_s {
+                (big_s - small_s) / small_s.sqrt()
+            } else {
+                0.0
+            };
+            if score > theta && !above {
+                above = true;
+                match s.surge {
+                    Some((sp, a, b)) if sp == p && (a..=b + 5).contains(&t) => {
+                        delay.get_or_insert(t - a);
+                    }
+                    _ => false_alarms += 1,
+                }
+            } else if score <= theta {
+                above = false;
+            }
+        }
+    }
+    Outcome {
+        delay,
+        false_alarms,
+        port_days: s.ports.len() as f64 * s.sensors.len() as f64 / DAY as f64,
+    }
+}

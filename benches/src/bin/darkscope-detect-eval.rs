@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use darkscope_aggregator::detect::DetectConfig;
-use darkscope_benches::scenarios::{all, evaluate};
+use darkscope_benches::scenarios::{all, evaluate, evaluate_dshield};
 
 /// Evaluate the detector over labelled scenarios.
 #[derive(Parser, Debug)]
@@ -27,10 +27,18 @@ struct Cli {
     /// Override the minimum ratio to the baseline.
     #[arg(long)]
     min_ratio: Option<f64>,
+    /// Also run DShield's port trend score on the same scenarios, with its
+    /// threshold set to the lowest that raises no false alarm on the
+    /// scenarios without a surge, and print both side by side.
+    #[arg(long)]
+    dshield: bool,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if cli.dshield {
+        return compare(&cli);
+    }
     let mut cfg = DetectConfig::default();
     cfg.h = cli.h.unwrap_or(cfg.h);
     cfg.k = cli.k.unwrap_or(cfg.k);
@@ -73,5 +81,63 @@ fn main() {
             "| {name} | {det} | {med} | {worst} | {fa} | {:.2} |",
             fa as f64 * 1000.0 / pd
         );
+    }
+}
+
+/// Ours vs DShield's trend score, same scenarios, DShield at the lowest
+/// threshold with no false alarm where there is no surge.
+fn compare(cli: &Cli) {
+    let cfg = DetectConfig::default();
+    let sets: Vec<Vec<darkscope_benches::scenarios::Scenario>> = (0..cli.runs)
+        .map(|run| all(cli.days, run * 1000 + 1))
+        .collect();
+    let quiet = |theta: f64| {
+        sets.iter()
+            .flatten()
+            .filter(|s| s.surge.is_none())
+            .all(|s| evaluate_dshield(s, theta).false_alarms == 0)
+    };
+    let mut theta = 1.0;
+    while !quiet(theta) && theta < 1e6 {
+        theta *= 1.1;
+    }
+    println!("DShield threshold with no false alarm on the scenarios without a surge: {theta:.1}");
+    println!();
+    println!("| scenario | ours: detected | ours: median / worst delay | ours: false alarms | DShield: detected | DShield: median / worst delay | DShield: false alarms |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let names: Vec<String> = sets[0].iter().map(|s| s.name.clone()).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut row = Vec::new();
+        for dshield in [false, true] {
+            let (mut n, mut found, mut delays, mut fa) = (0, 0, Vec::new(), 0);
+            for set in &sets {
+                let s = &set[i];
+                let o = if dshield {
+                    evaluate_dshield(s, theta)
+                } else {
+                    evaluate(s, &cfg)
+                };
+                if s.surge.is_some() {
+                    n += 1;
+                    if let Some(d) = o.delay {
+                        found += 1;
+                        delays.push(d);
+                    }
+                }
+                fa += o.false_alarms;
+            }
+            delays.sort_unstable();
+            let med = delays
+                .get(delays.len() / 2)
+                .map_or("–".into(), |d: &usize| d.to_string());
+            let worst = delays.last().map_or("–".into(), |d| d.to_string());
+            let det = if n == 0 {
+                "–".to_string()
+            } else {
+                format!("{found}/{n}")
+            };
+            row.push(format!("{det} | {med} / {worst} | {fa}"));
+        }
+        println!("| {name} | {} | {} |", row[0], row[1]);
     }
 }
