@@ -97,6 +97,17 @@ fn live_capture_over_veth_matches_the_replayed_capture() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("live.jsonl");
     let pcap = testdata("all-small.pcap");
+    // Frames sent out of the sensor's interface: the sensor must never add any.
+    let counter = |ns: &str, dev: &str| -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat"])
+            .arg(format!("/sys/class/net/{dev}/statistics/tx_packets"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let tx_before = counter(&bed.rx, "vrx");
+    let replayer_before = counter(&bed.tx, "vtx");
     let mut sensor = Command::new("ip")
         .args([
             "netns",
@@ -148,6 +159,13 @@ fn live_capture_over_veth_matches_the_replayed_capture() {
     let mut log = String::new();
     std::io::Read::read_to_string(sensor.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(status.success(), "sensor: {log}");
+    assert_eq!(
+        counter(&bed.rx, "vrx"),
+        tx_before,
+        "a frame left the capture interface while the sensor ran"
+    );
+    // The counters are live: the replaying side counted the frames it sent.
+    assert!(counter(&bed.tx, "vtx") - replayer_before >= 30_000);
 
     let sums: Vec<Summary> = std::fs::read_to_string(&out)
         .unwrap()
