@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DetectConfig {
-    /// Run detection on this aggregator. With several replicas on one
-    /// ClickHouse database, enable it on one of them only.
+    /// Run surge detection at all. With several replicas only the elected
+    /// leader runs it ([`crate::cluster`]); this turns it off everywhere.
     pub enabled: bool,
     /// EWMA weight of a new window in the baseline.
     pub alpha: f64,

@@ -22,9 +22,9 @@
 //!   detector read `scope=local` (own sensors) or `scope=global` (merged
 //!   with the sketches, so a scanner seen in two countries counts once).
 
+use crate::store::fold;
 use crate::store::{peer_sensor_key, ExportRecord, Inserted, PeerState, Store, StoreError};
 use darkscope_common::anon::CryptoPan;
-use darkscope_common::hll::Hll;
 use darkscope_common::wire::{
     CaptureHealth, ClassTotals, FingerprintCounts, PortCount, PortRow, SensorInfo, SourceRow,
     Summary, TopPorts, Totals, Truncation, Window, SCHEMA,
@@ -217,6 +217,24 @@ pub struct PeerConfig {
     /// What we keep of what the peer sends (`share`, `ports`).
     #[serde(default = "Policy::accept_all")]
     pub import: Policy,
+}
+
+impl PeerConfig {
+    /// A peer with only an id: no url, no credentials, the default export
+    /// policy (`aggregates`) and import policy (keep what is sent).
+    pub fn named(id: &str) -> PeerConfig {
+        PeerConfig {
+            id: id.into(),
+            url: None,
+            token_file: None,
+            inbound_token_sha256: Vec::new(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            export: Policy::default(),
+            import: Policy::accept_all(),
+        }
+    }
 }
 
 /// `[federation]`.
@@ -508,98 +526,48 @@ pub struct Changes {
 }
 
 /// Merges one sensor's windows into one period-long summary (for a
-/// minimum-window policy): counts add up, sketches merge, a source's rows
-/// fold together.
-fn merge_period(mut parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Option<Summary> {
-    let mut out = parts.pop()?;
-    if parts.is_empty() && out.window.start == start && out.window.end == end {
+/// minimum-window policy): counts add up, port rows fold as roll-ups do
+/// ([`fold::by_port`]), a source's rows fold together.
+fn merge_period(parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Option<Summary> {
+    let whole = Window { start, end };
+    let mut parts = parts.into_iter();
+    let mut out = parts.next()?;
+    let rest: Vec<Summary> = parts.collect();
+    if rest.is_empty() && out.window == whole {
         return Some(out);
     }
-    let mut ports: FxHashMap<(Proto, u16), (PortRow, u64)> = FxHashMap::default();
-    // Per source: the folded row and its per-port packet tally.
-    type Folded = (SourceRow, FxHashMap<(Proto, u16), u64>);
-    let mut sources: FxHashMap<std::net::IpAddr, Folded> = FxHashMap::default();
-    let mut fold = |s: Summary, out: &mut Summary, first: bool| {
-        if !first {
-            let mut c = out.classes.to_array();
-            for (a, b) in c.iter_mut().zip(s.classes.to_array()) {
-                *a += b;
-            }
-            out.classes = ClassTotals::from_array(c);
-            out.fingerprints.mirai += s.fingerprints.mirai;
-            out.fingerprints.zmap += s.fingerprints.zmap;
-            out.fingerprints.masscan += s.fingerprints.masscan;
-            out.totals.packets += s.totals.packets;
-            out.totals.bytes += s.totals.bytes;
-            out.totals.sources_hll.merge(&s.totals.sources_hll);
-            out.truncation.exact &= s.truncation.exact;
+    let mut ports = Vec::new();
+    let mut sources = SourceFold::default();
+    ports.extend(std::mem::take(&mut out.ports).into_iter().map(roll_row));
+    sources.add(std::mem::take(&mut out.sources));
+    for s in rest {
+        let mut c = out.classes.to_array();
+        for (a, b) in c.iter_mut().zip(s.classes.to_array()) {
+            *a += b;
         }
-        for p in s.ports {
-            let e = ports.entry((p.proto, p.port)).or_insert_with(|| {
-                (
-                    PortRow {
-                        packets: 0,
-                        bytes: 0,
-                        destinations: 0,
-                        sources_hll: Hll::new(),
-                        ..p.clone()
-                    },
-                    0,
-                )
-            });
-            e.0.packets += p.packets;
-            e.0.bytes += p.bytes;
-            e.0.destinations = e.0.destinations.max(p.destinations);
-            e.0.sources_hll.merge(&p.sources_hll);
-            e.1 += 1;
-            e.0.sources = p.sources;
-        }
-        for r in s.sources {
-            let e = sources.entry(r.ip).or_insert_with(|| {
-                (
-                    SourceRow {
-                        packets: 0,
-                        bytes: 0,
-                        first_seen: r.first_seen,
-                        last_seen: r.last_seen,
-                        ..r.clone()
-                    },
-                    FxHashMap::default(),
-                )
-            });
-            e.0.packets += r.packets;
-            e.0.bytes += r.bytes;
-            e.0.ports = e.0.ports.max(r.ports);
-            e.0.destinations = e.0.destinations.max(r.destinations);
-            e.0.classes.0 |= r.classes.0;
-            e.0.fingerprints.0 |= r.fingerprints.0;
-            e.0.first_seen = e.0.first_seen.min(r.first_seen);
-            e.0.last_seen = e.0.last_seen.max(r.last_seen);
-            for p in r.top_ports.iter() {
-                *e.1.entry((p.proto, p.port)).or_default() += p.packets;
-            }
-        }
-    };
-    let ports_out = std::mem::take(&mut out.ports);
-    let sources_out = std::mem::take(&mut out.sources);
-    let head = Summary {
-        ports: ports_out,
-        sources: sources_out,
-        ..out.clone()
-    };
-    fold(head, &mut out, true);
-    for s in parts {
-        fold(s, &mut out, false);
+        out.classes = ClassTotals::from_array(c);
+        out.fingerprints.mirai += s.fingerprints.mirai;
+        out.fingerprints.zmap += s.fingerprints.zmap;
+        out.fingerprints.masscan += s.fingerprints.masscan;
+        out.totals.packets += s.totals.packets;
+        out.totals.bytes += s.totals.bytes;
+        out.totals.sources_hll.merge(&s.totals.sources_hll);
+        out.truncation.exact &= s.truncation.exact;
+        ports.extend(s.ports.into_iter().map(roll_row));
+        sources.add(s.sources);
     }
-    out.window = Window { start, end };
+    out.window = whole;
     out.totals.sources = out.totals.sources_hll.estimate();
-    out.ports = ports
-        .into_values()
-        .map(|(mut p, n)| {
-            if n > 1 {
-                p.sources = p.sources_hll.estimate();
-            }
-            p
+    out.ports = fold::by_port(ports)
+        .into_iter()
+        .map(|r| PortRow {
+            proto: fold::proto_of(r.proto),
+            port: r.port as u16,
+            packets: r.packets as u64,
+            bytes: r.bytes as u64,
+            sources: r.sources as u64,
+            destinations: r.dsts as u64,
+            sources_hll: r.hll,
         })
         .collect();
     out.ports.sort_by(|a, b| {
@@ -608,20 +576,77 @@ fn merge_period(mut parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Op
             .then(a.proto.cmp(&b.proto))
             .then(a.port.cmp(&b.port))
     });
-    out.sources = sources
-        .into_values()
-        .map(|(mut r, tally)| {
-            let mut top = TopPorts::default();
-            for p in PortCount::busiest(tally, TopPorts::CAP) {
-                top.push(p);
-            }
-            r.top_ports = top;
-            r
-        })
-        .collect();
-    out.sources
-        .sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+    out.sources = sources.finish();
     Some(out)
+}
+
+/// A port row as one window's roll-up input.
+fn roll_row(p: PortRow) -> fold::RollRow {
+    fold::RollRow {
+        sensor: String::new(),
+        country: String::new(),
+        proto: p.proto as i64,
+        port: p.port as i64,
+        packets: p.packets as i64,
+        bytes: p.bytes as i64,
+        sources: p.sources as i64,
+        dsts: p.destinations as i64,
+        hll: p.sources_hll,
+        windows: 1,
+    }
+}
+
+/// A source's folded row and its packets per port.
+type Folded = (SourceRow, FxHashMap<(Proto, u16), u64>);
+
+/// A source's rows of several windows folded into one.
+#[derive(Default)]
+struct SourceFold(FxHashMap<std::net::IpAddr, Folded>);
+
+impl SourceFold {
+    fn add(&mut self, rows: Vec<SourceRow>) {
+        for r in rows {
+            let (e, tally) = self.0.entry(r.ip).or_insert_with(|| {
+                (
+                    SourceRow {
+                        packets: 0,
+                        bytes: 0,
+                        ..r.clone()
+                    },
+                    FxHashMap::default(),
+                )
+            });
+            e.packets += r.packets;
+            e.bytes += r.bytes;
+            e.ports = e.ports.max(r.ports);
+            e.destinations = e.destinations.max(r.destinations);
+            e.classes.0 |= r.classes.0;
+            e.fingerprints.0 |= r.fingerprints.0;
+            e.first_seen = e.first_seen.min(r.first_seen);
+            e.last_seen = e.last_seen.max(r.last_seen);
+            for p in r.top_ports.iter() {
+                *tally.entry((p.proto, p.port)).or_default() += p.packets;
+            }
+        }
+    }
+
+    /// The folded rows, busiest first, each with its busiest ports.
+    fn finish(self) -> Vec<SourceRow> {
+        let mut v: Vec<SourceRow> = self
+            .0
+            .into_values()
+            .map(|(mut r, tally)| {
+                let mut top = TopPorts::default();
+                for p in PortCount::busiest(tally, TopPorts::CAP) {
+                    top.push(p);
+                }
+                r.top_ports = top;
+                r
+            })
+            .collect();
+        v.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+        v
+    }
 }
 
 /// Applies `policy` and anonymisation to a stored summary.
@@ -1209,23 +1234,17 @@ pub fn peer_by_token<'a>(fed: &'a FederationConfig, token: &str) -> Option<&'a P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use darkscope_common::hll::Hll;
 
     fn peer(share: Share, ports: &[&str], min_window_secs: u64) -> PeerConfig {
         PeerConfig {
-            id: "th".into(),
-            url: None,
-            token_file: None,
-            inbound_token_sha256: Vec::new(),
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
             export: Policy {
                 share,
                 tlp: Tlp::Green,
                 ports: ports.iter().map(|s| s.to_string()).collect(),
                 min_window_secs,
             },
-            import: Policy::accept_all(),
+            ..PeerConfig::named("th")
         }
     }
 

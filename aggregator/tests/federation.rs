@@ -416,15 +416,9 @@ fn jp_federation(d: &Path, th: &Aggregator, token: &Path, batch: usize) -> Feder
         key_file: Some(keygen(d, "jp")),
         pull_batch: batch,
         peers: vec![PeerConfig {
-            id: "th".into(),
             url: Some(th.url()),
             token_file: Some(token.to_path_buf()),
-            inbound_token_sha256: Vec::new(),
-            ca_file: None,
-            client_cert: None,
-            client_key: None,
-            export: Policy::default(),
-            import: Policy::accept_all(),
+            ..PeerConfig::named("th")
         }],
         ..Default::default()
     }
@@ -713,19 +707,12 @@ fn minimum_window_policy_exports_whole_periods_and_resends_late_ones() {
             .unwrap();
     }
     let mut peer = PeerConfig {
-        id: "th".into(),
-        url: None,
-        token_file: None,
-        inbound_token_sha256: Vec::new(),
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
         export: Policy {
             share: Share::AggregatesAndSources,
             min_window_secs: 3600,
             ..Default::default()
         },
-        import: Policy::accept_all(),
+        ..PeerConfig::named("th")
     };
     let anon = federation::Anonymiser::new(&[3u8; 32]);
     let export = |cursor, now_min: u64, peer: &PeerConfig| {

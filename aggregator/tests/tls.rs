@@ -232,7 +232,7 @@ fn sensors_upload_over_tls_and_mutual_tls_admits_only_certified_clients() {
 /// the certificate the pull fails and nothing is stored.
 #[test]
 fn federation_pulls_from_a_peer_over_mutual_tls() {
-    use darkscope_aggregator::federation::{self, FederationConfig, PeerConfig, Policy};
+    use darkscope_aggregator::federation::{self, FederationConfig, PeerConfig};
     use darkscope_aggregator::store::{sqlite::SqliteStore, Scope, Store};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -262,15 +262,12 @@ fn federation_pulls_from_a_peer_over_mutual_tls() {
     );
     std::fs::write(d.join("jp.key"), "ef".repeat(32)).unwrap();
     let peer = |with_cert: bool| PeerConfig {
-        id: "th".into(),
         url: Some(format!("https://127.0.0.1:{port}")),
         token_file: Some(d.join("jp-pulls-th.token")),
-        inbound_token_sha256: Vec::new(),
         ca_file: Some(p.ca.clone()),
         client_cert: with_cert.then(|| p.client_cert.clone()),
         client_key: with_cert.then(|| p.client_key.clone()),
-        export: Policy::default(),
-        import: Policy::accept_all(),
+        ..PeerConfig::named("th")
     };
     let jp = std::sync::Arc::new(SqliteStore::open(&d.join("jp.db")).unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();

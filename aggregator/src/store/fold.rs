@@ -205,44 +205,46 @@ pub struct RollRow {
     pub windows: i64,
 }
 
-/// Rolls the port rows of one period up: per (sensor, proto, port) packets
-/// and bytes add up, destinations keep the largest window's count, sketches
-/// merge, `sources` stays exact when the period holds a single window; plus
-/// pre-merged rows across local sensors (`*`, `*CC`) and across all,
-/// peers' included (`**`, `**CC`), so queries read one row per port and
-/// period in either scope.
-pub fn roll(rows: impl IntoIterator<Item = RollRow>) -> Vec<RollRow> {
-    fn add(into: &mut RollRow, r: &RollRow) {
-        into.packets += r.packets;
-        into.bytes += r.bytes;
-        into.sources = r.sources;
-        into.dsts = into.dsts.max(r.dsts);
-        into.hll.merge(&r.hll);
-        into.windows += r.windows;
-    }
-    let empty = |sensor: String, country: String, proto: i64, port: i64| RollRow {
-        sensor,
-        country,
-        proto,
-        port,
-        packets: 0,
-        bytes: 0,
-        sources: 0,
-        dsts: 0,
-        hll: Hll::new(),
-        windows: 0,
-    };
+/// Folds rows with the same (sensor, proto, port) into one: packets and
+/// bytes add up, destinations keep the largest window's count, sketches
+/// merge, and `sources` stays exact only when a single window contributes.
+pub fn by_port(rows: impl IntoIterator<Item = RollRow>) -> Vec<RollRow> {
     let mut acc: FxHashMap<(String, i64, i64), RollRow> = FxHashMap::default();
     for r in rows {
-        let a = acc
-            .entry((r.sensor.clone(), r.proto, r.port))
-            .or_insert_with(|| empty(r.sensor.clone(), r.country.clone(), r.proto, r.port));
-        add(a, &r);
+        match acc.entry((r.sensor.clone(), r.proto, r.port)) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let a = e.get_mut();
+                a.packets += r.packets;
+                a.bytes += r.bytes;
+                a.sources = r.sources;
+                a.dsts = a.dsts.max(r.dsts);
+                a.hll.merge(&r.hll);
+                a.windows += r.windows;
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(r);
+            }
+        }
     }
-    let mut merged: FxHashMap<(String, i64, i64), RollRow> = FxHashMap::default();
-    for a in acc.values() {
+    acc.into_values()
+        .map(|mut a| {
+            if a.windows != 1 {
+                a.sources = a.hll.estimate() as i64;
+            }
+            a
+        })
+        .collect()
+}
+
+/// Rolls the port rows of one period up: per (sensor, proto, port) as
+/// [`by_port`]; plus pre-merged rows across local sensors (`*`, `*CC`) and
+/// across all, peers' included (`**`, `**CC`), so queries read one row per
+/// port and period in either scope.
+pub fn roll(rows: impl IntoIterator<Item = RollRow>) -> Vec<RollRow> {
+    let per_sensor = by_port(rows);
+    let merged = per_sensor.iter().flat_map(|a| {
         let local = !a.sensor.starts_with(PEER_SENSOR_MARK);
-        let keys = [
+        [
             (merged_key(Scope::Global, None), "*".to_string()),
             (
                 merged_key(Scope::Global, Some(&a.country)),
@@ -253,23 +255,17 @@ pub fn roll(rows: impl IntoIterator<Item = RollRow>) -> Vec<RollRow> {
                 merged_key(Scope::Local, Some(&a.country)),
                 a.country.clone(),
             ),
-        ];
-        for (key, country) in keys.into_iter().take(if local { 4 } else { 2 }) {
-            let m = merged
-                .entry((key.clone(), a.proto, a.port))
-                .or_insert_with(|| empty(key, country, a.proto, a.port));
-            add(m, a);
-        }
-    }
-    acc.into_values()
-        .chain(merged.into_values())
-        .map(|mut a| {
-            if a.windows != 1 {
-                a.sources = a.hll.estimate() as i64;
-            }
-            a
+        ]
+        .into_iter()
+        .take(if local { 4 } else { 2 })
+        .map(|(sensor, country)| RollRow {
+            sensor,
+            country,
+            ..a.clone()
         })
-        .collect()
+    });
+    let merged = by_port(merged.collect::<Vec<_>>());
+    per_sensor.into_iter().chain(merged).collect()
 }
 
 /// How finely a stretch of time is read.

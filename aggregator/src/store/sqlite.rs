@@ -570,7 +570,7 @@ fn roll_ports(
     Ok(())
 }
 
-pub use super::fold::{plan, Gran};
+use super::fold::{plan, Gran};
 
 fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
     let cutoff = {
