@@ -38,6 +38,8 @@ pub struct AppState {
     pub leadership: Arc<crate::cluster::Leadership>,
     /// Rate, in-flight and time limits on every request.
     pub limits: Arc<crate::limits::Limits>,
+    /// Feed settings and the subscriptions ingest matches against.
+    pub feeds: Arc<crate::feeds::FeedState>,
 }
 
 /// An error answer: a status and a message, sent as `{"error": "..."}`.
@@ -49,14 +51,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -102,7 +104,7 @@ fn bearer_token<'a>(headers: &'a HeaderMap, missing: &str) -> ApiResult<&'a str>
 }
 
 /// Runs blocking storage work off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -256,7 +258,16 @@ async fn ingest_inner(st: AppState, headers: HeaderMap, body: Body) -> ApiResult
     let country = sensor.country.clone();
     let start = summary.window.start;
     let id = sensor.id.clone();
-    let inserted = blocking(move || Ok(store.insert_summary(&summary, &country)?)).await?;
+    let (feeds, metrics) = (st.feeds.clone(), st.metrics.clone());
+    let inserted = blocking(move || {
+        let matches = feeds.owners(store.as_ref()).matches(&summary);
+        let r = store.insert_summary_with(&summary, &country, &matches)?;
+        if r != Inserted::Duplicate {
+            metrics.feed_events.fetch_add(matches.len() as u64, Relaxed);
+        }
+        Ok(r)
+    })
+    .await?;
     let body = json!({
         "sensor": id,
         "window_start": start,
@@ -476,20 +487,28 @@ async fn alert_stream(State(st): State<AppState>) -> ApiResult<Response> {
         .into_response())
 }
 
-/// The subscriber behind the request's bearer token (401 otherwise), and
-/// the requested day (`date=YYYY-MM-DD`, default today, UTC).
-async fn feed_request(
+/// The active subscriber behind the request's token (bearer, or the
+/// password of HTTP Basic as TAXII clients send it); 401 otherwise.
+pub(crate) async fn subscriber_auth(
     st: &AppState,
     headers: &HeaderMap,
-    q: &HashMap<String, String>,
-) -> ApiResult<(String, Timestamp, String)> {
-    let token = bearer_token(
-        headers,
-        "feeds need the subscriber's token: 'Authorization: Bearer <token>'",
-    )?;
-    let hash = auth::token_hash(token);
+) -> ApiResult<crate::store::SubscriberRecord> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token = auth::bearer(value)
+        .map(str::to_string)
+        .or_else(|| auth::basic_password(value))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "feeds need the subscriber's token: 'Authorization: Bearer <token>' (or HTTP Basic with the token as password)",
+            )
+        })?;
+    let hash = auth::token_hash(&token);
     let store = st.store.clone();
-    let sub = blocking(move || Ok(store.subscriber_by_token(&hash)?))
+    blocking(move || Ok(store.subscriber_by_token(&hash)?))
         .await?
         .filter(|s| s.revoked.is_none())
         .ok_or_else(|| {
@@ -497,14 +516,31 @@ async fn feed_request(
                 StatusCode::UNAUTHORIZED,
                 "unknown or revoked subscriber token",
             )
-        })?;
+        })
+}
+
+/// The requested day (`date=YYYY-MM-DD`, default today, UTC).
+fn feed_day(q: &HashMap<String, String>) -> ApiResult<(Timestamp, String)> {
     let date = match q.get("date") {
         Some(d) => d.clone(),
         None => Timestamp::now().to_string()[..10].to_string(),
     };
     let day = Timestamp::parse_rfc3339(&format!("{date}T00:00:00Z"))
-        .map_err(|_| ApiError::bad_request(format!("'date' must be YYYY-MM-DD, not '{date}'")))?;
-    Ok((sub.id, day, date))
+        .ok()
+        .filter(|_| date.len() == 10)
+        .ok_or_else(|| ApiError::bad_request(format!("'date' must be YYYY-MM-DD, not '{date}'")))?;
+    Ok((day, date))
+}
+
+/// The optional `tag` filter (`darknet-scan` or `backscatter`).
+fn feed_tag(q: &HashMap<String, String>) -> ApiResult<Option<String>> {
+    match q.get("tag").map(String::as_str) {
+        None => Ok(None),
+        Some(t @ ("darknet-scan" | "backscatter")) => Ok(Some(t.to_string())),
+        Some(t) => Err(ApiError::bad_request(format!(
+            "'tag' must be darknet-scan or backscatter, not '{t}'"
+        ))),
+    }
 }
 
 async fn feed_csv(
@@ -512,9 +548,13 @@ async fn feed_csv(
     headers: HeaderMap,
     Query(q): Params,
 ) -> ApiResult<Response> {
-    let (id, day, date) = feed_request(&st, &headers, &q).await?;
+    let sub = subscriber_auth(&st, &headers).await?;
+    let (day, date) = feed_day(&q)?;
+    let tag = feed_tag(&q)?;
     let store = st.store.clone();
-    let events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
+    let mut events =
+        blocking(move || Ok(crate::feeds::build(store.as_ref(), &sub.id, day)?)).await?;
+    events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -528,16 +568,69 @@ async fn feed_csv(
         .into_response())
 }
 
+/// Most host-days per page of the JSON change feed.
+const FEED_PAGE_MAX: usize = 5000;
+
 async fn feed_json(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Params,
 ) -> ApiResult<Response> {
-    let (id, day, date) = feed_request(&st, &headers, &q).await?;
+    let sub = subscriber_auth(&st, &headers).await?;
+    let tag = feed_tag(&q)?;
     let store = st.store.clone();
-    let sub = id.clone();
-    let events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
-    Ok(Json(json!({ "subscriber": sub, "date": date, "events": events })).into_response())
+    let after = match (q.get("cursor"), time_param(&q, "since")?) {
+        (Some(c), _) => Some(crate::feeds::parse_cursor(c).ok_or_else(|| {
+            ApiError::bad_request("'cursor' must be a 'next' value this server handed out")
+        })?),
+        (None, Some(t)) => Some(crate::feeds::cursor_after(t)),
+        (None, None) => None,
+    };
+    let Some(after) = after else {
+        // One day, whole.
+        let (day, date) = feed_day(&q)?;
+        let id = sub.id.clone();
+        let mut events =
+            blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
+        events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
+        return Ok(Json(json!({ "subscriber": sub.id, "date": date, "events": events })).into_response());
+    };
+    let limit = match q.get("limit") {
+        None => 500,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=FEED_PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("'limit' must be 1-{FEED_PAGE_MAX}, not '{v}'"))
+            })?,
+    };
+    let id = sub.id.clone();
+    let start = after.clone();
+    let mut page = blocking(move || {
+        Ok(crate::feeds::changes(
+            store.as_ref(),
+            &id,
+            &start,
+            limit + 1,
+        )?)
+    })
+    .await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = page.last().map(|(c, _)| c.clone()).unwrap_or(after);
+    let events: Vec<_> = page
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| tag.as_ref().is_none_or(|t| *t == e.tag))
+        .collect();
+    Ok(Json(json!({
+        "subscriber": sub.id,
+        "events": events,
+        "next": crate::feeds::cursor_text(&next),
+        "more": more,
+    }))
+    .into_response())
 }
 
 /// A peer pulls our changes with the token it was given; the document is

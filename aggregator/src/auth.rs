@@ -32,9 +32,40 @@ pub fn bearer(header: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The password of an `Authorization: Basic ...` header value (TAXII
+/// clients send tokens this way; the user name is ignored).
+pub fn basic_password(header: &str) -> Option<String> {
+    let (scheme, rest) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_, pass) = text.split_once(':')?;
+    (!pass.is_empty()).then(|| pass.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn basic_auth_carries_the_token_as_password() {
+        let h = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("isp:dst_secret")
+        );
+        assert_eq!(basic_password(&h).as_deref(), Some("dst_secret"));
+        assert_eq!(basic_password("Basic !!!"), None);
+        assert_eq!(basic_password("Bearer x"), None);
+        let empty = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("isp:")
+        );
+        assert_eq!(basic_password(&empty), None);
+    }
 
     #[test]
     fn tokens_are_unique_and_hash_stably() {

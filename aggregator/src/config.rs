@@ -58,6 +58,8 @@ pub struct Config {
     pub federation: crate::federation::FederationConfig,
     /// Rate, in-flight and time limits on every request.
     pub limits: crate::limits::LimitsConfig,
+    /// Infection-alert feeds for subscribers (ASN table, STIX identity, TLP, push).
+    pub feeds: crate::feeds::FeedsConfig,
 }
 
 /// `[[webhooks]]`: a receiver of alerts.
@@ -112,6 +114,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             federation: Default::default(),
             limits: Default::default(),
+            feeds: Default::default(),
         }
     }
 }
@@ -132,6 +135,7 @@ impl Config {
                 self.listen
             ))
         })?;
+        self.feeds.validate().map_err(ConfigError::Invalid)?;
         if !(1..=1024).contains(&self.max_body_mib) {
             return Err(ConfigError::Invalid("max_body_mib must be 1-1024".into()));
         }

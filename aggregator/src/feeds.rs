@@ -17,12 +17,17 @@
 //! `tag` (`darknet-scan` or `backscatter`), `event_id` (deterministic),
 //! `count` (packets to that port). The rest stay empty.
 
-use darkscope_common::wire::PortCount;
+use crate::enrich::AsnTable;
+use crate::store::{FeedCursor, FeedMatch, FeedRow, Store, StoreError, SubscriberRecord};
+use darkscope_common::wire::{PortCount, Summary};
 use darkscope_common::{Addr, ClassSet, FingerprintSet, PacketClass, Timestamp};
 use ipnet::{Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 /// The Shadowserver `event4_honeypot_darknet` header, in order.
 pub const COLUMNS: [&str; 31] = [
@@ -59,56 +64,234 @@ pub const COLUMNS: [&str; 31] = [
     "count",
 ];
 
-/// Which subscriber owns an address (longest prefix across all subscribers).
+/// `[feeds]`: how feeds are built and published.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedsConfig {
+    /// An `ip2asn`-style TSV (optionally `.gz`) mapping addresses to AS
+    /// numbers and countries: enables ASN subscriptions and fills `src_asn`
+    /// and `src_geo`.
+    pub asn_table: Option<PathBuf>,
+    /// Name of the organisation running this aggregator, as STIX objects
+    /// credit it (`identity`, and `where_sighted_refs` of sightings).
+    pub operator: String,
+    /// TLP marking of subscribers' STIX objects: `white`, `green`, `amber`
+    /// (default) or `red`.
+    pub tlp: String,
+    /// Also offer every subscriber a shared TAXII collection of aggregate
+    /// indicators (the detector's surge alerts; no host addresses).
+    pub shared_collection: bool,
+    /// Seconds between webhook digests of new events to subscribers that
+    /// have a webhook.
+    pub push_interval_secs: u64,
+}
+
+impl Default for FeedsConfig {
+    fn default() -> Self {
+        FeedsConfig {
+            asn_table: None,
+            operator: "darkscope operator".into(),
+            tlp: "amber".into(),
+            shared_collection: false,
+            push_interval_secs: 300,
+        }
+    }
+}
+
+impl FeedsConfig {
+    /// Checks values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !["white", "green", "amber", "red"].contains(&self.tlp.as_str()) {
+            return Err(format!(
+                "[feeds] tlp must be white, green, amber or red, not '{}'",
+                self.tlp
+            ));
+        }
+        if self.operator.trim().is_empty() || self.operator.len() > 200 {
+            return Err("[feeds] operator must be a name of 1-200 characters".into());
+        }
+        if !(10..=86_400).contains(&self.push_interval_secs) {
+            return Err("[feeds] push_interval_secs must be 10-86400".into());
+        }
+        Ok(())
+    }
+}
+
+/// How long ingest reuses the subscriptions it read before reading them
+/// again (subscribers are managed by another process, the CLI).
+const OWNERS_TTL: Duration = Duration::from_secs(5);
+
+/// Feed settings and the subscriptions that ingest matches against.
+pub struct FeedState {
+    /// Settings.
+    pub cfg: FeedsConfig,
+    /// The loaded ASN table, if configured.
+    pub table: Option<Arc<AsnTable>>,
+    owners: RwLock<(Instant, Arc<Owners>)>,
+    refreshing: Mutex<()>,
+}
+
+impl FeedState {
+    /// Loads the ASN table (if any).
+    pub fn new(cfg: FeedsConfig) -> Result<FeedState, crate::enrich::EnrichError> {
+        let table = match &cfg.asn_table {
+            Some(p) => Some(Arc::new(AsnTable::load(p)?)),
+            None => None,
+        };
+        Ok(FeedState {
+            cfg,
+            table,
+            owners: RwLock::new((Instant::now() - OWNERS_TTL * 2, Arc::new(Owners::default()))),
+            refreshing: Mutex::new(()),
+        })
+    }
+
+    /// The current subscriptions, read again from the store when older than
+    /// a few seconds. A failed read or an invalid set keeps the last good one.
+    pub fn owners(&self, store: &dyn Store) -> Arc<Owners> {
+        let (at, cur) = {
+            let g = self.owners.read().unwrap_or_else(|p| p.into_inner());
+            (g.0, g.1.clone())
+        };
+        if at.elapsed() < OWNERS_TTL {
+            return cur;
+        }
+        // One caller refreshes; the others go on with what there is.
+        let Ok(_one) = self.refreshing.try_lock() else {
+            return cur;
+        };
+        let fresh = store
+            .subscribers()
+            .map_err(|e| e.to_string())
+            .and_then(|subs| Owners::build(&subs, self.table.clone()).map_err(|e| e.to_string()));
+        let mut g = self.owners.write().unwrap_or_else(|p| p.into_inner());
+        g.0 = Instant::now();
+        match fresh {
+            Ok(o) => g.1 = Arc::new(o),
+            Err(e) => log::error!("feed subscriptions not reloaded (keeping the previous set): {e}"),
+        }
+        g.1.clone()
+    }
+}
+
+/// Which subscriber owns an address: the longest matching prefix across
+/// all active subscribers; failing that, when an ASN table is loaded, the
+/// subscriber owning the address's AS.
 #[derive(Default)]
 pub struct Owners {
     v4: PrefixMap<Ipv4Net, String>,
     v6: PrefixMap<Ipv6Net, String>,
+    asns: rustc_hash::FxHashMap<u32, String>,
+    table: Option<Arc<AsnTable>>,
 }
 
-/// A prefix that does not parse.
+/// Why a set of subscriptions is not valid.
 #[derive(Debug, thiserror::Error)]
-#[error("'{0}' is not a prefix such as 192.0.2.0/24 or 2001:db8::/32")]
-pub struct BadPrefix(pub String);
+pub enum BadSubscription {
+    /// A prefix that does not parse.
+    #[error("'{0}' is not a prefix such as 192.0.2.0/24 or 2001:db8::/32")]
+    Prefix(String),
+    /// A prefix or AS claimed by two subscribers (ownership would be ambiguous).
+    #[error("{what} is already owned by subscriber '{owner}'")]
+    Taken {
+        /// The prefix or AS.
+        what: String,
+        /// Its owner.
+        owner: String,
+    },
+}
 
 impl Owners {
-    /// From (subscriber id, its prefixes).
-    pub fn build<'a>(
-        subs: impl IntoIterator<Item = (&'a str, &'a [String])>,
-    ) -> Result<Owners, BadPrefix> {
-        let mut o = Owners::default();
-        for (id, prefixes) in subs {
-            for p in prefixes {
-                match p
+    /// From the subscribers (revoked ones are skipped) and the optional ASN
+    /// table. The same prefix or AS in two subscribers is an error.
+    pub fn build(
+        subs: &[SubscriberRecord],
+        table: Option<Arc<AsnTable>>,
+    ) -> Result<Owners, BadSubscription> {
+        let mut o = Owners {
+            table,
+            ..Default::default()
+        };
+        let taken = |what: String, owner: &str| BadSubscription::Taken {
+            what,
+            owner: owner.to_string(),
+        };
+        for s in subs.iter().filter(|s| s.revoked.is_none()) {
+            for p in &s.prefixes {
+                let net = p
                     .parse::<ipnet::IpNet>()
-                    .map_err(|_| BadPrefix(p.clone()))?
-                    .trunc()
-                {
-                    ipnet::IpNet::V4(n) => {
-                        o.v4.insert(n, id.to_string());
-                    }
-                    ipnet::IpNet::V6(n) => {
-                        o.v6.insert(n, id.to_string());
-                    }
+                    .map_err(|_| BadSubscription::Prefix(p.clone()))?
+                    .trunc();
+                let before = match net {
+                    ipnet::IpNet::V4(n) => o.v4.insert(n, s.id.clone()),
+                    ipnet::IpNet::V6(n) => o.v6.insert(n, s.id.clone()),
+                };
+                if let Some(b) = before.filter(|b| *b != s.id) {
+                    return Err(taken(format!("prefix {net}"), &b));
+                }
+            }
+            for a in &s.asns {
+                if let Some(b) = o.asns.insert(*a, s.id.clone()).filter(|b| *b != s.id) {
+                    return Err(taken(format!("AS{a}"), &b));
                 }
             }
         }
         Ok(o)
     }
 
+    /// Number of prefixes.
+    pub fn prefixes(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
     /// The owner of `a`, if any.
     pub fn owner(&self, a: Addr) -> Option<&str> {
-        match a.to_ip() {
-            IpAddr::V4(v4) => self
-                .v4
-                .get_lpm(&Ipv4Net::from(v4))
-                .map(|(_, id)| id.as_str()),
-            IpAddr::V6(v6) => self
-                .v6
-                .get_lpm(&Ipv6Net::from(v6))
-                .map(|(_, id)| id.as_str()),
+        let by_prefix = match a.to_ip() {
+            IpAddr::V4(v4) => self.v4.get_lpm(&Ipv4Net::from(v4)).map(|(_, id)| id),
+            IpAddr::V6(v6) => self.v6.get_lpm(&Ipv6Net::from(v6)).map(|(_, id)| id),
+        };
+        if let Some(id) = by_prefix {
+            return Some(id);
         }
+        if self.asns.is_empty() {
+            return None;
+        }
+        let asn = self.table.as_ref()?.lookup(a)?.asn;
+        self.asns.get(&asn).map(String::as_str)
     }
+
+    /// The sources of `s` that subscribers own, with their AS (if known).
+    pub fn matches(&self, s: &Summary) -> Vec<FeedMatch> {
+        if self.prefixes() == 0 && self.asns.is_empty() {
+            return Vec::new();
+        }
+        s.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let a = Addr::from(r.ip);
+                let owner = self.owner(a)?;
+                let info = self.table.as_ref().and_then(|t| t.lookup(a));
+                Some(FeedMatch {
+                    subscriber: owner.to_string(),
+                    source: i,
+                    asn: info.map(|x| x.asn).unwrap_or(0),
+                    geo: info.map(|x| x.country.to_string()).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The key that signs a subscriber's webhook digests: derived from its
+/// token, so the subscriber can compute it and no second secret has to be
+/// handed over: `SHA-256("darkscope feed webhook\0" || token)`.
+pub fn webhook_key(token: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"darkscope feed webhook\0");
+    h.update(token.trim().as_bytes());
+    h.finalize().to_vec()
 }
 
 /// One host in a subscriber's feed for one day.
@@ -116,18 +299,34 @@ impl Owners {
 pub struct FeedEvent {
     /// The host.
     pub ip: String,
+    /// The UTC day (`YYYY-MM-DD`).
+    pub date: String,
     /// First packet that day.
     pub first_seen: Timestamp,
     /// Last packet that day.
     pub last_seen: Timestamp,
+    /// When the aggregator last added to this event.
+    pub updated: Timestamp,
+    /// When the aggregator first recorded this event.
+    #[serde(skip)]
+    pub first_stored: Timestamp,
     /// Packets to the darknet that day.
     pub packets: u64,
+    /// Most distinct darknet addresses it reached in one window at one
+    /// sensor (a lower bound for the day).
+    pub destinations: u64,
     /// Its ports, busiest first.
     pub ports: Vec<PortCount>,
     /// Sensors that saw it.
     pub sensors: Vec<String>,
     /// Countries of those sensors.
     pub countries: Vec<String>,
+    /// Its AS number, when an ASN table is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// The country of its AS, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub geo: Option<String>,
     /// Fingerprints it carried (e.g. mirai).
     pub fingerprints: FingerprintSet,
     /// Classes of its packets.
@@ -145,47 +344,37 @@ impl FeedEvent {
             "darknet-scan"
         }
     }
+
+    /// True when the host only sent replies (a victim of spoofing, not a scanner).
+    pub fn is_backscatter(&self) -> bool {
+        self.tag == "backscatter"
+    }
 }
 
 /// Packets per (protocol, port).
 type PortTally = rustc_hash::FxHashMap<(darkscope_common::Proto, u16), u64>;
 
-/// The feed of `subscriber` for the UTC day starting at `day`: every host
-/// it owns (longest prefix across all active subscribers) that sent to the
-/// darknet that day, busiest first.
-pub fn build(
-    store: &dyn crate::store::Store,
-    subscriber: &str,
-    day: Timestamp,
-) -> Result<Vec<FeedEvent>, crate::store::StoreError> {
+/// Folds stored rows into one event per (day, host), busiest first.
+pub fn fold(rows: Vec<FeedRow>) -> Vec<FeedEvent> {
     use rustc_hash::FxHashMap;
-    let subs: Vec<_> = store
-        .subscribers()?
-        .into_iter()
-        .filter(|s| s.revoked.is_none())
-        .collect();
-    let owners = Owners::build(subs.iter().map(|s| (s.id.as_str(), &s.prefixes[..])))
-        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))?;
-    let countries: FxHashMap<String, String> = store
-        .sensors()?
-        .into_iter()
-        .map(|s| (s.id, s.country))
-        .collect();
-    let mut by: FxHashMap<Addr, (FeedEvent, PortTally)> = FxHashMap::default();
-    for r in store.sources_between(day, Timestamp(day.0 + 86_400_000_000))? {
-        if owners.owner(r.ip) != Some(subscriber) {
-            continue;
-        }
-        let (e, ports) = by.entry(r.ip).or_insert_with(|| {
+    let mut by: FxHashMap<(Timestamp, Addr), (FeedEvent, PortTally)> = FxHashMap::default();
+    for r in rows {
+        let (e, ports) = by.entry((r.day, r.ip)).or_insert_with(|| {
             (
                 FeedEvent {
                     ip: r.ip.to_string(),
+                    date: r.day.to_string()[..10].to_string(),
                     first_seen: r.first,
                     last_seen: r.last,
+                    updated: r.stored_at,
+                    first_stored: r.stored_at,
                     packets: 0,
+                    destinations: 0,
                     ports: Vec::new(),
                     sensors: Vec::new(),
                     countries: Vec::new(),
+                    asn: (r.asn != 0).then_some(r.asn),
+                    geo: Some(r.geo.clone()).filter(|g| !g.is_empty()),
                     fingerprints: FingerprintSet::default(),
                     classes: ClassSet::default(),
                     tag: String::new(),
@@ -195,16 +384,17 @@ pub fn build(
         });
         e.first_seen = e.first_seen.min(r.first);
         e.last_seen = e.last_seen.max(r.last);
+        e.updated = e.updated.max(r.stored_at);
+        e.first_stored = e.first_stored.min(r.stored_at);
         e.packets += r.packets;
+        e.destinations = e.destinations.max(r.destinations);
         e.fingerprints.0 |= r.fingerprints.0;
         e.classes.0 |= r.classes.0;
         if !e.sensors.contains(&r.sensor) {
-            if let Some(cc) = countries.get(&r.sensor) {
-                if !e.countries.contains(cc) {
-                    e.countries.push(cc.clone());
-                }
-            }
-            e.sensors.push(r.sensor.clone());
+            e.sensors.push(r.sensor);
+        }
+        if !r.country.is_empty() && !e.countries.contains(&r.country) {
+            e.countries.push(r.country);
         }
         for p in r.ports {
             *ports.entry((p.proto, p.port)).or_default() += p.packets;
@@ -220,8 +410,61 @@ pub fn build(
             e
         })
         .collect();
-    out.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
-    Ok(out)
+    out.sort_by(|a, b| {
+        b.packets
+            .cmp(&a.packets)
+            .then(a.date.cmp(&b.date))
+            .then(a.ip.cmp(&b.ip))
+    });
+    out
+}
+
+/// The feed of `subscriber` for the UTC day starting at `day`: every host
+/// it owned when the data arrived that sent to the darknet that day,
+/// busiest first.
+pub fn build(store: &dyn Store, subscriber: &str, day: Timestamp) -> Result<Vec<FeedEvent>, StoreError> {
+    Ok(fold(store.feed_day(subscriber, day)?))
+}
+
+/// The host-days of `subscriber` updated after `after`, oldest update
+/// first, at most `limit`, each with its cursor (pass the last one back to
+/// continue).
+pub fn changes(
+    store: &dyn Store,
+    subscriber: &str,
+    after: &FeedCursor,
+    limit: usize,
+) -> Result<Vec<(FeedCursor, FeedEvent)>, StoreError> {
+    Ok(store
+        .feed_changes(subscriber, after, limit)?
+        .into_iter()
+        .filter_map(|(k, rows)| Some((k, fold(rows).into_iter().next()?)))
+        .collect())
+}
+
+/// A cursor as the opaque text handed to clients.
+pub fn cursor_text(c: &FeedCursor) -> String {
+    format!("{}_{}_{}", c.stored_at, c.day, c.ip)
+}
+
+/// Parses [`cursor_text`]; `None` when it is not one.
+pub fn parse_cursor(s: &str) -> Option<FeedCursor> {
+    let mut it = s.splitn(3, '_');
+    let c = FeedCursor {
+        stored_at: it.next()?.parse().ok()?,
+        day: it.next()?.parse().ok()?,
+        ip: it.next()?.to_string(),
+    };
+    (c.ip.parse::<IpAddr>().is_ok() || c.ip.is_empty()).then_some(c)
+}
+
+/// The cursor just before everything updated after `t`.
+pub fn cursor_after(t: Timestamp) -> FeedCursor {
+    FeedCursor {
+        stored_at: t.0,
+        day: u64::MAX,
+        ip: String::new(),
+    }
 }
 
 fn csv_field(s: &str) -> String {
@@ -260,6 +503,8 @@ pub fn to_csv(events: &[FeedEvent]) -> String {
             row[0] = ts.clone();
             row[1] = p.proto.as_str().to_string();
             row[2] = e.ip.clone();
+            row[4] = e.asn.map(|a| a.to_string()).unwrap_or_default();
+            row[5] = e.geo.clone().unwrap_or_default();
             row[15] = p.port.to_string();
             row[17] = e.countries.first().cloned().unwrap_or_default();
             row[23] = "darkscope".into();
@@ -288,16 +533,59 @@ mod tests {
         Addr::from(s.parse::<IpAddr>().unwrap())
     }
 
+    fn sub(id: &str, resources: &str) -> SubscriberRecord {
+        let mut s = SubscriberRecord {
+            id: id.into(),
+            ..Default::default()
+        };
+        s.set_resources(resources);
+        s
+    }
+
     #[test]
-    fn longest_prefix_wins_across_subscribers() {
-        let isp = ["198.18.0.0/16".to_string(), "2001:db8::/32".to_string()];
-        let customer = ["198.18.1.8/29".to_string()];
-        let o = Owners::build([("isp", &isp[..]), ("customer", &customer[..])]).unwrap();
+    fn longest_prefix_wins_across_subscribers_then_asns() {
+        let table = AsnTable::parse(
+            "203.0.113.0\t203.0.113.255\t64500\tJP\tEX\n198.18.0.0\t198.18.255.255\t64501\tJP\tEX2\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        let subs = [
+            sub("isp", "198.18.0.0/16,2001:db8::/32"),
+            sub("customer", "198.18.1.8/29"),
+            sub("asn-owner", "AS64500,AS64501"),
+        ];
+        let o = Owners::build(&subs, Some(Arc::new(table))).unwrap();
         assert_eq!(o.owner(a("198.18.1.2")), Some("isp"));
         assert_eq!(o.owner(a("198.18.1.9")), Some("customer"));
-        assert_eq!(o.owner(a("203.0.113.1")), None);
+        assert_eq!(o.owner(a("203.0.113.1")), Some("asn-owner"), "by AS");
+        assert_eq!(o.owner(a("192.0.2.1")), None);
         assert_eq!(o.owner(a("2001:db8:1::1")), Some("isp"));
-        assert!(Owners::build([("x", &["nope".to_string()][..])]).is_err());
+        // Without a table, ASN subscriptions match nothing.
+        let o = Owners::build(&subs, None).unwrap();
+        assert_eq!(o.owner(a("203.0.113.1")), None);
+        assert!(Owners::build(&[sub("x", "nope")], None).is_err());
+        // The same prefix or AS twice is ambiguous; a revoked owner frees it.
+        let e = Owners::build(&[sub("a", "198.18.0.0/16"), sub("b", "198.18.0.0/16")], None);
+        assert!(e.err().unwrap().to_string().contains("owned by subscriber 'a'"));
+        assert!(Owners::build(&[sub("a", "AS1"), sub("b", "AS1")], None).is_err());
+        let mut gone = sub("a", "198.18.0.0/16");
+        gone.revoked = Some(Timestamp(1));
+        assert!(Owners::build(&[gone, sub("b", "198.18.0.0/16")], None).is_ok());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        for ip in ["198.18.1.2", "2001:db8::1", ""] {
+            let c = FeedCursor {
+                stored_at: 17,
+                day: 1_763_683_200_000_000,
+                ip: ip.into(),
+            };
+            assert_eq!(parse_cursor(&cursor_text(&c)), Some(c));
+        }
+        for bad in ["", "x", "1_2", "1_2_notanip", "-1_2_198.18.0.1", "1_2_' OR 1=1"] {
+            assert_eq!(parse_cursor(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod detect;
+pub mod enrich;
 pub mod federation;
 pub mod feeds;
 pub mod ingest;

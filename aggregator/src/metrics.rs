@@ -26,6 +26,12 @@ pub struct Metrics {
     pub webhooks_failed: AtomicU64,
     /// Alerts dropped because the delivery queue was full.
     pub webhooks_dropped: AtomicU64,
+    /// Feed events recorded (sources matched to a subscriber at ingest).
+    pub feed_events: AtomicU64,
+    /// Feed digests delivered to subscribers' webhooks.
+    pub feed_pushes: AtomicU64,
+    /// Feed digests a subscriber's webhook never took (retried next round).
+    pub feed_push_failures: AtomicU64,
     ingest_us: Mutex<Histogram<u64>>,
     /// Per federation peer.
     peers: Mutex<std::collections::BTreeMap<String, PeerCounters>>,
@@ -54,6 +60,9 @@ impl Default for Metrics {
             webhooks_delivered: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             webhooks_dropped: AtomicU64::new(0),
+            feed_events: AtomicU64::new(0),
+            feed_pushes: AtomicU64::new(0),
+            feed_push_failures: AtomicU64::new(0),
             ingest_us: Mutex::new(
                 Histogram::new(3).expect("3 significant digits is a valid histogram precision"),
             ),
@@ -134,6 +143,21 @@ impl Metrics {
                 "darkscope_aggregator_queries_total",
                 "Query requests served.",
                 &self.queries,
+            ),
+            (
+                "darkscope_aggregator_feed_events_total",
+                "Sources matched to a feed subscriber at ingest.",
+                &self.feed_events,
+            ),
+            (
+                "darkscope_aggregator_feed_pushes_total",
+                "Feed digests delivered to subscribers' webhooks.",
+                &self.feed_pushes,
+            ),
+            (
+                "darkscope_aggregator_feed_push_failures_total",
+                "Feed digests a subscriber's webhook did not take.",
+                &self.feed_push_failures,
             ),
             (
                 "darkscope_aggregator_webhooks_delivered_total",

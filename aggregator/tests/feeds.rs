@@ -8,16 +8,17 @@
 mod common;
 
 use common::*;
-use darkscope_common::{Addr, PrefixSet};
+use darkscope_common::{Addr, PrefixSet, Timestamp};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
 
-fn add_subscriber(agg: &Aggregator, id: &str, prefixes: &str) -> String {
+fn add_subscriber(agg: &Aggregator, id: &str, args: &[&str]) -> String {
     let out = Command::new(aggregator_bin())
         .arg("--database")
         .arg(&agg.db)
-        .args(["subscriber", "add", "--id", id, "--prefix", prefixes])
+        .args(["subscriber", "add", "--id", id])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -28,16 +29,30 @@ fn add_subscriber(agg: &Aggregator, id: &str, prefixes: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn feed(agg: &Aggregator, token: &str, fmt: &str) -> (u16, String) {
+fn cli(agg: &Aggregator, args: &[&str]) -> std::process::Output {
+    Command::new(aggregator_bin())
+        .arg("--database")
+        .arg(&agg.db)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn get(agg: &Aggregator, token: &str, path: &str) -> (u16, String) {
     let r = reqwest::blocking::Client::new()
-        .get(format!(
-            "{}/api/v1/feeds/events.{fmt}?date=2026-11-21",
-            agg.url()
-        ))
+        .get(format!("{}{path}", agg.url()))
         .bearer_auth(token)
         .send()
         .unwrap();
     (r.status().as_u16(), r.text().unwrap())
+}
+
+fn feed(agg: &Aggregator, token: &str, fmt: &str) -> (u16, String) {
+    get(
+        agg,
+        token,
+        &format!("/api/v1/feeds/events.{fmt}?date=2026-11-21"),
+    )
 }
 
 fn hosts(json: &str) -> BTreeMap<String, Value> {
@@ -50,40 +65,75 @@ fn hosts(json: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Addresses below 100.0.0.0 belong to AS64999 (owned by subscriber
+/// "by-asn"); the scanners' block is AS64500 in JP.
+const ASN_TABLE: &str = "0.0.0.0\t99.255.255.255\t64999\tDE\tEXAMPLE-LOW\n\
+198.18.0.0\t198.18.255.255\t64500\tJP\tEXAMPLE-SCANNERS\n";
+
+fn ip(s: &str) -> Addr {
+    Addr::from(s.parse::<std::net::IpAddr>().unwrap())
+}
+
+/// Everything a subscriber should see, from the tshark truth: longest
+/// prefix first, then the AS.
+fn expected() -> BTreeMap<&'static str, BTreeMap<String, u64>> {
+    let inner = PrefixSet::parse_list("198.18.1.8/29").unwrap();
+    let outer = PrefixSet::parse_list("198.18.0.0/16,2001:db8::/32").unwrap();
+    let low = PrefixSet::parse_list("0.0.0.0/2,64.0.0.0/3,96.0.0.0/6").unwrap();
+    let mut want: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for s in truth("all-small")["sources"].as_array().unwrap() {
+        let a = s["ip"].as_str().unwrap();
+        let owner = if inner.contains(ip(a)) {
+            "customer"
+        } else if outer.contains(ip(a)) {
+            "isp"
+        } else if low.contains(ip(a)) {
+            "by-asn"
+        } else {
+            continue;
+        };
+        want.entry(owner)
+            .or_default()
+            .insert(a.to_string(), s["packets"].as_u64().unwrap());
+    }
+    want
+}
+
 #[test]
 fn each_subscriber_gets_exactly_its_own_hosts() {
     let dir = tempfile::tempdir().unwrap();
     let mut agg = Aggregator::new(dir.path());
+    let table = dir.path().join("ip2asn.tsv");
+    std::fs::write(&table, ASN_TABLE).unwrap();
+    let cfg = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &cfg,
+        format!("[feeds]\nasn_table = \"{}\"\n", table.display()),
+    )
+    .unwrap();
+    agg.config = Some(cfg);
     let sensor_token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
-    let isp = add_subscriber(&agg, "isp", "198.18.0.0/16,2001:db8::/32");
-    let customer = add_subscriber(&agg, "customer", "198.18.1.8/29");
+    let isp = add_subscriber(&agg, "isp", &["--prefix", "198.18.0.0/16,2001:db8::/32"]);
+    let customer = add_subscriber(&agg, "customer", &["--prefix", "198.18.1.8/29"]);
+    let by_asn = add_subscriber(&agg, "by-asn", &["--asn", "64999"]);
+    // Ownership must be unambiguous.
+    let dup = cli(
+        &agg,
+        &["subscriber", "add", "--id", "dup", "--prefix", "198.18.1.8/29"],
+    );
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already owned by subscriber 'customer'"));
     agg.start();
     assert!(sensor_cmd(&agg, dir.path(), "s-1", "all-small.pcap", 60)
         .status()
         .unwrap()
         .success());
 
-    // Expected owners from the tshark truth: longest prefix wins.
-    let inner = PrefixSet::parse_list("198.18.1.8/29").unwrap();
-    let outer = PrefixSet::parse_list("198.18.0.0/16,2001:db8::/32").unwrap();
-    let mut want: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
-    for s in truth("all-small")["sources"].as_array().unwrap() {
-        let ip = s["ip"].as_str().unwrap();
-        let a = Addr::from(ip.parse::<std::net::IpAddr>().unwrap());
-        let owner = if inner.contains(a) {
-            "customer"
-        } else if outer.contains(a) {
-            "isp"
-        } else {
-            continue;
-        };
-        want.entry(owner)
-            .or_default()
-            .insert(ip.to_string(), s["packets"].as_u64().unwrap());
-    }
+    let want = expected();
     assert_eq!(want["customer"].len(), 3);
+    assert!(want["by-asn"].len() > 100, "spoofed sources below 100/8");
 
-    for (id, token) in [("isp", &isp), ("customer", &customer)] {
+    for (id, token) in [("isp", &isp), ("customer", &customer), ("by-asn", &by_asn)] {
         let (st, body) = feed(&agg, token, "json");
         assert_eq!(st, 200, "{body}");
         let got: BTreeMap<String, u64> = hosts(&body)
@@ -104,11 +154,14 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             let f: Vec<&str> = l.split(',').collect();
             assert_eq!(f.len(), 31, "{l}");
             assert_eq!(f[23], "darkscope");
+            // src_asn and src_geo come from the ASN table.
+            let (asn, geo) = if id == "by-asn" { ("64999", "DE") } else if f[2].contains(':') { ("", "") } else { ("64500", "JP") };
+            assert_eq!((f[4], f[5]), (asn, geo), "{l}");
             ips.insert(f[2].to_string());
         }
         assert_eq!(ips, want[id].keys().cloned().collect(), "{id} csv");
     }
-    // Evidence: fingerprints and tags.
+    // Evidence: fingerprints, tags, AS, sensor countries.
     let c = hosts(&feed(&agg, &customer, "json").1);
     assert_eq!(
         c["198.18.1.10"]["fingerprints"],
@@ -122,20 +175,112 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
     assert_eq!(i["198.18.1.6"]["tag"], "backscatter");
     assert_eq!(i["198.18.1.4"]["tag"], "darknet-scan");
     assert_eq!(i["198.18.1.4"]["countries"], serde_json::json!(["JP"]));
+    assert_eq!(i["198.18.1.4"]["asn"], 64500);
+    assert!(i["198.18.1.4"]["destinations"].as_u64().unwrap() > 1);
+    // Backscatter victims apart from scanners.
+    let (_, b) = get(&agg, &isp, "/api/v1/feeds/events.json?date=2026-11-21&tag=backscatter");
+    let b = hosts(&b);
+    assert!(b.contains_key("198.18.1.6") && b.contains_key("198.18.1.7"));
+    assert!(b.values().all(|e| e["tag"] == "backscatter"));
+    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.csv?tag=worms").0, 400);
+    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.csv?date=2026-13-01").0, 400);
 
     // Other credentials read nothing.
     assert_eq!(feed(&agg, "dst_wrong", "csv").0, 401);
     assert_eq!(feed(&agg, sensor_token.trim(), "json").0, 401);
-    // Revoking the customer hands its hosts back to the covering prefix.
-    assert!(Command::new(aggregator_bin())
-        .arg("--database")
-        .arg(&agg.db)
-        .args(["subscriber", "revoke", "customer"])
+    assert_eq!(
+        reqwest::blocking::get(format!("{}/api/v1/feeds/events.json", agg.url()))
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+/// Pages through `events.json?since=...` with `limit`, following `next`.
+fn page_all(agg: &Aggregator, token: &str, first: &str, limit: usize) -> (Vec<Value>, String) {
+    let mut all = Vec::new();
+    let mut q = format!("since={first}");
+    loop {
+        let (st, body) = get(
+            agg,
+            token,
+            &format!("/api/v1/feeds/events.json?{q}&limit={limit}"),
+        );
+        assert_eq!(st, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let page = v["events"].as_array().unwrap();
+        assert!(page.len() <= limit);
+        all.extend(page.iter().cloned());
+        let next = v["next"].as_str().unwrap().to_string();
+        if !v["more"].as_bool().unwrap() {
+            return (all, next);
+        }
+        q = format!("cursor={next}");
+    }
+}
+
+#[test]
+fn the_change_feed_pages_and_follows_ownership_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    agg.add_sensor(dir.path(), "s-1");
+    agg.add_sensor(dir.path(), "s-2");
+    let isp = add_subscriber(&agg, "isp", &["--prefix", "198.18.0.0/16,2001:db8::/32"]);
+    let customer = add_subscriber(&agg, "customer", &["--prefix", "198.18.1.8/29"]);
+    agg.start();
+    assert!(sensor_cmd(&agg, dir.path(), "s-1", "all-small.pcap", 60)
         .status()
         .unwrap()
         .success());
+    let want = expected();
+
+    // Paging with a small limit yields each host-day once, ordered by update.
+    let (events, next) = page_all(&agg, &isp, "2026-01-01T00:00:00Z", 2);
+    let ips: BTreeMap<String, u64> = events
+        .iter()
+        .map(|e| (e["ip"].as_str().unwrap().to_string(), e["packets"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ips.len(), events.len(), "no host twice");
+    assert_eq!(ips, want["isp"]);
+    let updated: Vec<Timestamp> = events
+        .iter()
+        .map(|e| Timestamp::parse_rfc3339(e["updated"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(updated.windows(2).all(|w| w[0] <= w[1]));
+    // Nothing new since the last page.
+    let (st, body) = get(&agg, &isp, &format!("/api/v1/feeds/events.json?cursor={next}"));
+    assert_eq!(st, 200);
+    assert_eq!(hosts(&body).len(), 0);
+    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.json?cursor=garbage").0, 400);
+    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.json?since=2026-01-01T00:00:00Z&limit=0").0, 400);
+
+    // The customer leaves; its hosts are the ISP's again for new data.
+    assert!(cli(&agg, &["subscriber", "revoke", "customer"]).status.success());
     assert_eq!(feed(&agg, &customer, "json").0, 401);
-    let i = hosts(&feed(&agg, &isp, "json").1);
-    assert!(i.contains_key("198.18.1.10"));
-    assert_eq!(i.len(), want["isp"].len() + 3);
+    // Subscriptions are re-read within seconds.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    assert!(sensor_cmd(&agg, dir.path(), "s-2", "all-small.pcap", 60)
+        .status()
+        .unwrap()
+        .success());
+    let (st, body) = get(&agg, &isp, &format!("/api/v1/feeds/events.json?cursor={next}&limit=5000"));
+    assert_eq!(st, 200);
+    let again = hosts(&body);
+    let mut expect: BTreeMap<String, u64> = want["isp"].iter().map(|(k, v)| (k.clone(), 2 * v)).collect();
+    expect.extend(want["customer"].iter().map(|(k, v)| (k.clone(), *v)));
+    let got: BTreeMap<String, u64> = again
+        .iter()
+        .map(|(k, e)| (k.clone(), e["packets"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, expect, "ISP hosts updated by s-2, the customer's hosts newly the ISP's");
+    assert_eq!(again["198.18.1.4"]["sensors"], serde_json::json!(["s-1", "s-2"]));
+
+    // Updating prefixes: the ISP keeps only IPv6; new data follows.
+    let up = cli(&agg, &["subscriber", "update", "isp", "--prefix", "2001:db8::/32"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let list = String::from_utf8(cli(&agg, &["subscriber", "list"]).stdout).unwrap();
+    assert!(list.lines().any(|l| l.starts_with("isp ") && l.ends_with("2001:db8::/32")), "{list}");
+    let bad = cli(&agg, &["subscriber", "update", "isp", "--webhook", "ftp://x"]);
+    assert!(!bad.status.success());
+    assert!(!cli(&agg, &["subscriber", "update", "nobody", "--prefix", "10.0.0.0/8"]).status.success());
 }

@@ -9,7 +9,7 @@ use darkscope_aggregator::config::Storage;
 use darkscope_aggregator::federation;
 use darkscope_aggregator::metrics::Metrics;
 use darkscope_aggregator::store::clickhouse::ClickHouseStore;
-use darkscope_aggregator::store::Store;
+use darkscope_aggregator::store::{self, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -96,14 +96,41 @@ enum FederationCmd {
 
 #[derive(Subcommand, Debug)]
 enum SubscriberCmd {
-    /// Register a subscriber owning prefixes; prints its token once (stored hashed).
+    /// Register a subscriber owning prefixes and/or ASNs; prints its token
+    /// once (stored hashed). The key that signs its webhook digests is
+    /// SHA-256("darkscope feed webhook\0" + token).
     Add {
         /// Subscriber id.
         #[arg(long)]
         id: String,
         /// Prefixes it owns (repeat or comma-separate), IPv4 or IPv6.
-        #[arg(long = "prefix", required = true, value_delimiter = ',')]
+        #[arg(long = "prefix", value_delimiter = ',')]
         prefixes: Vec<String>,
+        /// AS numbers it owns (repeat or comma-separate); used when
+        /// [feeds] asn_table is configured. A matching prefix wins over an AS.
+        #[arg(long = "asn", value_delimiter = ',')]
+        asns: Vec<u32>,
+        /// URL that receives HMAC-signed digests of its new events.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+    /// Change a subscriber's prefixes, ASNs or webhook (its token stays).
+    /// Ownership applies to data arriving from then on.
+    Update {
+        /// Subscriber id.
+        id: String,
+        /// Replace its prefixes with these.
+        #[arg(long = "prefix", value_delimiter = ',')]
+        prefixes: Option<Vec<String>>,
+        /// Replace its AS numbers with these (`--asn ''` clears them).
+        #[arg(long = "asn", value_delimiter = ',')]
+        asns: Option<Vec<String>>,
+        /// Set its webhook URL.
+        #[arg(long, conflicts_with = "no_webhook")]
+        webhook: Option<String>,
+        /// Remove its webhook.
+        #[arg(long)]
+        no_webhook: bool,
     },
     /// List subscribers.
     List,
@@ -149,6 +176,36 @@ enum SensorCmd {
         /// Sensor id.
         id: String,
     },
+}
+
+/// Refuses a subscription that does not parse, claims what another
+/// subscriber owns, or has a webhook that is not an http(s) URL.
+fn check_subscription(
+    store: &dyn Store,
+    sub: &store::SubscriberRecord,
+    cfg: &Config,
+) -> Result<()> {
+    let mut all: Vec<_> = store
+        .subscribers()?
+        .into_iter()
+        .filter(|s| s.id != sub.id)
+        .collect();
+    all.push(sub.clone());
+    darkscope_aggregator::feeds::Owners::build(&all, None)?;
+    if let Some(w) = &sub.webhook {
+        let u = reqwest::Url::parse(w).with_context(|| format!("webhook '{w}' is not a URL"))?;
+        anyhow::ensure!(
+            matches!(u.scheme(), "http" | "https"),
+            "webhook '{w}' must be an http:// or https:// URL"
+        );
+    }
+    if !sub.asns.is_empty() && cfg.feeds.asn_table.is_none() {
+        log::warn!(
+            "subscriber '{}' owns ASNs, but no [feeds] asn_table is configured: they match nothing until one is",
+            sub.id
+        );
+    }
+    Ok(())
 }
 
 fn main() {
@@ -258,7 +315,12 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Subscriber(SubscriberCmd::Add { id, prefixes }) => {
+        Command::Subscriber(SubscriberCmd::Add {
+            id,
+            prefixes,
+            asns,
+            webhook,
+        }) => {
             let ok = !id.is_empty()
                 && id.len() <= 64
                 && id
@@ -268,26 +330,98 @@ fn real_main() -> Result<()> {
                 ok,
                 "subscriber id '{id}' must be 1-64 letters, digits, '.', '_' or '-'"
             );
-            darkscope_aggregator::feeds::Owners::build([(id.as_str(), &prefixes[..])])?;
+            anyhow::ensure!(
+                !prefixes.is_empty() || !asns.is_empty(),
+                "a subscriber owns at least one --prefix or --asn"
+            );
             let token = auth::new_token();
-            store.add_subscriber(&id, &prefixes, &auth::token_hash(&token))?;
-            eprintln!("subscriber '{id}' ({}) registered; its token follows (shown once, keep it secret):", prefixes.join(", "));
+            let sub = store::SubscriberRecord {
+                id: id.clone(),
+                prefixes,
+                asns,
+                webhook,
+                webhook_key: darkscope_aggregator::feeds::webhook_key(&token),
+                ..Default::default()
+            };
+            check_subscription(store.as_ref(), &sub, &cfg)?;
+            store.add_subscriber(&sub, &auth::token_hash(&token))?;
+            eprintln!(
+                "subscriber '{id}' ({}) registered; its token follows (shown once, keep it secret):",
+                sub.resources()
+            );
             println!("{token}");
             Ok(())
         }
+        Command::Subscriber(SubscriberCmd::Update {
+            id,
+            prefixes,
+            asns,
+            webhook,
+            no_webhook,
+        }) => {
+            let mut sub = store
+                .subscribers()?
+                .into_iter()
+                .find(|s| s.id == id)
+                .ok_or_else(|| anyhow::anyhow!("no subscriber '{id}'"))?;
+            anyhow::ensure!(sub.revoked.is_none(), "subscriber '{id}' is revoked");
+            if let Some(p) = prefixes {
+                sub.prefixes = p.into_iter().filter(|p| !p.is_empty()).collect();
+            }
+            if let Some(a) = asns {
+                sub.asns = a
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .map(|a| {
+                        a.trim_start_matches("AS")
+                            .parse()
+                            .with_context(|| format!("'{a}' is not an AS number"))
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            if webhook.is_some() {
+                anyhow::ensure!(
+                    !sub.webhook_key.is_empty(),
+                    "subscriber '{id}' was registered before webhooks existed: revoke it and add it again to get a token that keys them"
+                );
+                sub.webhook = webhook;
+            }
+            if no_webhook {
+                sub.webhook = None;
+            }
+            anyhow::ensure!(
+                !sub.prefixes.is_empty() || !sub.asns.is_empty(),
+                "a subscriber owns at least one prefix or ASN"
+            );
+            check_subscription(store.as_ref(), &sub, &cfg)?;
+            store.update_subscriber(&sub)?;
+            eprintln!(
+                "subscriber '{id}' now owns {}{}; applies to data arriving from now on",
+                sub.resources(),
+                sub.webhook
+                    .as_deref()
+                    .map(|w| format!(", webhook {w}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
         Command::Subscriber(SubscriberCmd::List) => {
-            println!("{:<24} {:<28} {:<12} prefixes", "id", "created", "revoked");
+            println!(
+                "{:<24} {:<28} {:<12} {:<8} prefixes and ASNs",
+                "id", "created", "revoked", "webhook"
+            );
             for s in store.subscribers()? {
                 let revoked = s
                     .revoked
                     .map(|t| t.to_string()[..10].to_string())
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<24} {:<28} {:<12} {}",
+                    "{:<24} {:<28} {:<12} {:<8} {}",
                     s.id,
                     s.created.to_string(),
                     revoked,
-                    s.prefixes.join(",")
+                    if s.webhook.is_some() { "yes" } else { "-" },
+                    s.resources()
                 );
             }
             Ok(())
@@ -482,7 +616,12 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
                 ));
             }
         }
+        let feeds = Arc::new(
+            darkscope_aggregator::feeds::FeedState::new(cfg.feeds.clone())
+                .context("loading [feeds] asn_table")?,
+        );
         let state = AppState {
+            feeds,
             limits: Arc::new(darkscope_aggregator::limits::Limits::new(
                 cfg.limits.clone(),
             )),

@@ -31,9 +31,9 @@
 
 use super::fold::{self, merged_key, proto_of, Gran, PortRowTuple, RollRow, SourceRowTuple};
 use super::{
-    Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
-    PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store,
-    StoreError, SubscriberRecord, PEER_SENSOR_MARK,
+    Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, Inserted, LocalChange,
+    Overview, PeerState, PortFilter, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint,
+    SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord, PEER_SENSOR_MARK,
 };
 use base64::Engine;
 use darkscope_common::hll::Hll;
@@ -59,9 +59,15 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
         3,
         include_str!("../../../deploy/clickhouse/003_rollups.sql"),
     ),
+    (
+        4,
+        include_str!("../../../deploy/clickhouse/004_feed_events.sql"),
+    ),
 ];
 
 const HOUR: u64 = 3_600_000_000;
+/// Feed changes younger than this are not handed out yet (see `feed_changes`).
+const FEED_SETTLE_US: u64 = 5_000_000;
 const DAY: u64 = 24 * HOUR;
 /// Late windows are expected this long after an hour ends before it is rolled up.
 const ROLLUP_GRACE: u64 = 5 * 60_000_000;
@@ -150,6 +156,12 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
 fn opt(t: u64) -> Option<Timestamp> {
     (t != 0).then_some(Timestamp(t))
 }
@@ -176,7 +188,56 @@ struct Rows {
     replace: bool,
     ports: Vec<PortRowCh>,
     sources: Vec<SourceRowCh>,
+    feed: Vec<FeedRowCh>,
     window: WindowRow,
+}
+
+/// A `feed_events` row.
+#[derive(Serialize, Deserialize)]
+struct FeedRowCh {
+    #[serde(default)]
+    subscriber: String,
+    day: u64,
+    ip: String,
+    sensor: String,
+    start: u64,
+    stored_at: u64,
+    country: String,
+    asn: u32,
+    geo: String,
+    packets: u64,
+    destinations: u64,
+    classes: u8,
+    fingerprints: u8,
+    first_seen: u64,
+    last_seen: u64,
+    top_ports: String,
+}
+
+impl FeedRowCh {
+    fn row(self) -> FeedRow {
+        FeedRow {
+            day: Timestamp(self.day),
+            ip: self
+                .ip
+                .parse::<std::net::IpAddr>()
+                .map(Addr::from)
+                .unwrap_or_default(),
+            sensor: self.sensor,
+            country: self.country,
+            start: Timestamp(self.start),
+            stored_at: Timestamp(self.stored_at),
+            asn: self.asn,
+            geo: self.geo,
+            packets: self.packets,
+            destinations: self.destinations,
+            classes: ClassSet(self.classes),
+            fingerprints: FingerprintSet(self.fingerprints),
+            first: Timestamp(self.first_seen),
+            last: Timestamp(self.last_seen),
+            ports: serde_json::from_str(&self.top_ports).unwrap_or_default(),
+        }
+    }
 }
 
 type Reply = std::sync::mpsc::SyncSender<Result<Inserted, StoreError>>;
@@ -207,6 +268,10 @@ struct CredRow {
     country: String,
     #[serde(default)]
     prefixes: String,
+    #[serde(default)]
+    webhook: String,
+    #[serde(default)]
+    webhook_key: String,
     token_hash: String,
     created: u64,
     revoked: u64,
@@ -638,7 +703,8 @@ impl Conn {
             }
             "subscribers" => {
                 serde_json::json!({"id": r.id, "prefixes": r.prefixes, "token_hash": r.token_hash,
-                "created": r.created, "revoked": r.revoked, "ver": r.ver})
+                "created": r.created, "revoked": r.revoked, "ver": r.ver,
+                "webhook": r.webhook, "webhook_key": r.webhook_key})
             }
             _ => serde_json::json!({key: r.id, "token_hash": r.token_hash,
                 "created": r.created, "revoked": r.revoked, "ver": r.ver}),
@@ -735,6 +801,8 @@ impl ClickHouseStore {
             id: id.into(),
             country: country.into(),
             prefixes: prefixes.into(),
+            webhook: String::new(),
+            webhook_key: String::new(),
             token_hash: hex(token_hash),
             created: Timestamp::now().0,
             revoked: 0,
@@ -850,6 +918,7 @@ impl ClickHouseStore {
             replace,
             ports,
             sources,
+            feed: Vec::new(),
             window: w,
         }
     }
@@ -916,6 +985,7 @@ fn write_batch(conn: &Conn, batch: &[(Box<Rows>, Reply)]) -> Result<Vec<Inserted
         .map(|k| (k.sensor, k.start))
         .collect();
     let (mut ports, mut sources, mut windows) = (Vec::new(), Vec::new(), Vec::new());
+    let mut feed = Vec::new();
     let mut out = Vec::with_capacity(batch.len());
     for (r, _) in batch {
         let key = (r.window.sensor.clone(), r.window.start);
@@ -931,10 +1001,12 @@ fn write_batch(conn: &Conn, batch: &[(Box<Rows>, Reply)]) -> Result<Vec<Inserted
         });
         ports.extend(r.ports.iter());
         sources.extend(r.sources.iter());
+        feed.extend(r.feed.iter());
         windows.push(&r.window);
     }
     conn.insert("port_rows", &ports)?;
     conn.insert("sources", &sources)?;
+    conn.insert("feed_events", &feed)?;
     conn.insert("windows", &windows)?;
     // Windows for hours already rolled up make those hours dirty: queries
     // read them raw until the leader rebuilds them. Marked after the rows
@@ -988,18 +1060,18 @@ fn cred_analyst(r: CredRow) -> AnalystRecord {
 }
 
 fn cred_subscriber(r: CredRow) -> SubscriberRecord {
-    SubscriberRecord {
+    let mut s = SubscriberRecord {
         id: r.id,
-        prefixes: r
-            .prefixes
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect(),
         created: Timestamp(r.created),
         revoked: opt(r.revoked),
-    }
+        webhook: Some(r.webhook).filter(|w| !w.is_empty()),
+        webhook_key: unhex(&r.webhook_key),
+        ..Default::default()
+    };
+    s.set_resources(&r.prefixes);
+    s
 }
+
 
 fn port_tuple(p: PortRowCh) -> PortRowTuple {
     let hll = base64::engine::general_purpose::STANDARD
@@ -1076,19 +1148,27 @@ impl Store for ClickHouseStore {
             .map(cred_analyst))
     }
 
-    fn add_subscriber(
-        &self,
-        id: &str,
-        prefixes: &[String],
-        token_hash: &[u8],
-    ) -> Result<(), StoreError> {
-        let row = self.new_cred(id, "", &prefixes.join(","), token_hash);
+    fn add_subscriber(&self, s: &SubscriberRecord, token_hash: &[u8]) -> Result<(), StoreError> {
+        let mut row = self.new_cred(&s.id, "", &s.resources(), token_hash);
+        row.webhook = s.webhook.clone().unwrap_or_default();
+        row.webhook_key = hex(&s.webhook_key);
         self.add_cred(
             "subscribers",
             "id",
             row,
-            StoreError::SubscriberExists(id.into()),
+            StoreError::SubscriberExists(s.id.clone()),
         )
+    }
+
+    fn update_subscriber(&self, s: &SubscriberRecord) -> Result<(), StoreError> {
+        let mut r = self
+            .cred("subscribers", "id", &s.id)?
+            .ok_or_else(|| StoreError::NoSubscriber(s.id.clone()))?;
+        r.prefixes = s.resources();
+        r.webhook = s.webhook.clone().unwrap_or_default();
+        r.webhook_key = hex(&s.webhook_key);
+        r.ver = self.ver().max(r.ver + 1);
+        self.insert_cred("subscribers", "id", &r)
     }
 
     fn revoke_subscriber(&self, id: &str) -> Result<(), StoreError> {
@@ -1137,10 +1217,113 @@ impl Store for ClickHouseStore {
             .collect())
     }
 
-    fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
+    fn insert_summary_with(
+        &self,
+        s: &Summary,
+        country: &str,
+        matches: &[FeedMatch],
+    ) -> Result<Inserted, StoreError> {
         // The export position: time-ordered, unique with high probability.
         let seq = Timestamp::now().0 * 1000 + rand::random::<u64>() % 1000;
-        self.submit(self.rows_of(s, country, seq, false))
+        let mut rows = self.rows_of(s, country, seq, false);
+        let (start, at) = (rows.window.start, rows.window.stored_at);
+        rows.feed = matches
+            .iter()
+            .filter_map(|m| {
+                let r = s.sources.get(m.source)?;
+                Some(FeedRowCh {
+                    subscriber: m.subscriber.clone(),
+                    day: start - start % DAY,
+                    ip: Addr::from(r.ip).to_string(),
+                    sensor: s.sensor.id.clone(),
+                    start,
+                    stored_at: at,
+                    country: country.to_string(),
+                    asn: m.asn,
+                    geo: m.geo.clone(),
+                    packets: r.packets,
+                    destinations: r.destinations,
+                    classes: r.classes.0,
+                    fingerprints: r.fingerprints.0,
+                    first_seen: r.first_seen.0,
+                    last_seen: r.last_seen.0,
+                    top_ports: serde_json::to_string(&r.top_ports.to_vec())
+                        .unwrap_or_else(|_| "[]".into()),
+                })
+            })
+            .collect();
+        self.submit(rows)
+    }
+
+    fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError> {
+        let v: Vec<FeedRowCh> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE subscriber = {} AND day = {}",
+            self.t("feed_events"),
+            lit(subscriber),
+            day.0
+        ))?;
+        Ok(v.into_iter().map(FeedRowCh::row).collect())
+    }
+
+    fn feed_changes(
+        &self,
+        subscriber: &str,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<(FeedCursor, Vec<FeedRow>)>, StoreError> {
+        #[derive(Deserialize)]
+        struct K {
+            m: u64,
+            day: u64,
+            ip: String,
+        }
+        // Replicas stamp rows with their own clocks and a batch becomes
+        // visible only once written: rows younger than FEED_SETTLE are left
+        // for the next poll so a cursor never runs ahead of a slower writer.
+        let settle = Timestamp::now().0.saturating_sub(FEED_SETTLE_US);
+        let (a, d) = (after.stored_at, after.day);
+        let keys: Vec<K> = self.rows(&format!(
+            "SELECT max(stored_at) AS m, day, ip FROM {} FINAL
+             WHERE subscriber = {sub} AND stored_at >= {a}
+             GROUP BY day, ip
+             HAVING m < {settle} AND (m > {a} OR (m = {a} AND (day > {d} OR (day = {d} AND ip > {ip}))))
+             ORDER BY m, day, ip LIMIT {limit}",
+            self.t("feed_events"),
+            sub = lit(subscriber),
+            ip = lit(&after.ip),
+        ))?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<String> = keys
+            .iter()
+            .map(|k| format!("({}, {})", k.day, lit(&k.ip)))
+            .collect();
+        let rows: Vec<FeedRowCh> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE subscriber = {} AND (day, ip) IN ({})",
+            self.t("feed_events"),
+            lit(subscriber),
+            pairs.join(", ")
+        ))?;
+        let mut by: std::collections::HashMap<(u64, String), Vec<FeedRow>> =
+            std::collections::HashMap::new();
+        for r in rows {
+            by.entry((r.day, r.ip.clone())).or_default().push(r.row());
+        }
+        Ok(keys
+            .into_iter()
+            .map(|k| {
+                let v = by.remove(&(k.day, k.ip.clone())).unwrap_or_default();
+                (
+                    FeedCursor {
+                        stored_at: k.m,
+                        day: k.day,
+                        ip: k.ip,
+                    },
+                    v,
+                )
+            })
+            .collect())
     }
 
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
@@ -1572,6 +1755,7 @@ impl Store for ClickHouseStore {
                 ("port_hours", "hour", r),
                 ("port_days", "day", r - r % DAY),
                 ("rollup_hours", "hour", r),
+                ("feed_events", "day", r - r % DAY),
             ] {
                 self.run(
                     &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", self.t(t)),

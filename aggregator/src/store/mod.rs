@@ -95,16 +95,109 @@ pub struct Alert {
 }
 
 /// A feed subscriber (an ISP or CSIRT constituent).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SubscriberRecord {
     /// Subscriber id.
     pub id: String,
     /// Prefixes it owns.
     pub prefixes: Vec<String>,
+    /// Autonomous systems it owns (used when an ASN table is configured).
+    pub asns: Vec<u32>,
+    /// Where digests of its new events are pushed, if anywhere.
+    pub webhook: Option<String>,
+    /// HMAC-SHA256 key of its webhook digests (derived from its token; see
+    /// [`crate::feeds::webhook_key`]). Never serialised.
+    #[serde(skip)]
+    pub webhook_key: Vec<u8>,
     /// Creation time.
     pub created: Timestamp,
     /// Revocation time, if revoked.
     pub revoked: Option<Timestamp>,
+}
+
+impl SubscriberRecord {
+    /// Its prefixes and ASNs as one stored list (`198.18.0.0/16,AS64500`).
+    pub fn resources(&self) -> String {
+        self.prefixes
+            .iter()
+            .cloned()
+            .chain(self.asns.iter().map(|a| format!("AS{a}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Splits a stored resource list back into prefixes and ASNs.
+    pub fn set_resources(&mut self, list: &str) {
+        self.prefixes.clear();
+        self.asns.clear();
+        for r in list.split(',').filter(|r| !r.is_empty()) {
+            match r.strip_prefix("AS").and_then(|n| n.parse().ok()) {
+                Some(n) => self.asns.push(n),
+                None => self.prefixes.push(r.to_string()),
+            }
+        }
+    }
+}
+
+/// A source in a summary that belongs to a subscriber, found at ingest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedMatch {
+    /// The owning subscriber.
+    pub subscriber: String,
+    /// Index of the source row in the summary.
+    pub source: usize,
+    /// The source's AS number (0 when unknown).
+    pub asn: u32,
+    /// The source's country from the ASN table ("" when unknown).
+    pub geo: String,
+}
+
+/// One subscriber's host as one sensor saw it in one window: a feed event
+/// as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedRow {
+    /// UTC day (of the window start).
+    pub day: Timestamp,
+    /// The host.
+    pub ip: Addr,
+    /// The sensor.
+    pub sensor: String,
+    /// The sensor's country.
+    pub country: String,
+    /// Window start.
+    pub start: Timestamp,
+    /// When the aggregator stored it.
+    pub stored_at: Timestamp,
+    /// AS number of the host (0 when unknown).
+    pub asn: u32,
+    /// Country of the host from the ASN table ("" when unknown).
+    pub geo: String,
+    /// Packets.
+    pub packets: u64,
+    /// Distinct darknet addresses it sent to.
+    pub destinations: u64,
+    /// Classes.
+    pub classes: ClassSet,
+    /// Fingerprints.
+    pub fingerprints: FingerprintSet,
+    /// First packet.
+    pub first: Timestamp,
+    /// Last packet.
+    pub last: Timestamp,
+    /// Busiest ports.
+    pub ports: Vec<PortCount>,
+}
+
+/// A position in a subscriber's change stream: host-days ordered by their
+/// last update, then day, then address text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    /// Last update of the host-day.
+    pub stored_at: u64,
+    /// Its day.
+    pub day: u64,
+    /// Its address, as text.
+    pub ip: String,
 }
 
 /// A source as stored for one window or hour and one sensor.
@@ -397,13 +490,11 @@ pub trait Store: Send + Sync {
     fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError>;
     /// The analyst a token digest belongs to.
     fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError>;
-    /// Registers a feed subscriber with its prefixes and token digest.
-    fn add_subscriber(
-        &self,
-        id: &str,
-        prefixes: &[String],
-        token_hash: &[u8],
-    ) -> Result<(), StoreError>;
+    /// Registers a feed subscriber (id, prefixes, ASNs, webhook) with its
+    /// token digest.
+    fn add_subscriber(&self, s: &SubscriberRecord, token_hash: &[u8]) -> Result<(), StoreError>;
+    /// Changes a subscriber's prefixes, ASNs and webhook (not its token).
+    fn update_subscriber(&self, s: &SubscriberRecord) -> Result<(), StoreError>;
     /// Revokes a subscriber's token.
     fn revoke_subscriber(&self, id: &str) -> Result<(), StoreError>;
     /// All subscribers.
@@ -421,7 +512,27 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<SourceSeen>, StoreError>;
     /// Stores a validated summary durably, once per (sensor id, window start).
     /// `country` is the sensor's registered country.
-    fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError>;
+    fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
+        self.insert_summary_with(s, country, &[])
+    }
+    /// [`Store::insert_summary`], recording `matches` as feed events in the
+    /// same commit (and not at all when the window was already stored).
+    fn insert_summary_with(
+        &self,
+        s: &Summary,
+        country: &str,
+        matches: &[FeedMatch],
+    ) -> Result<Inserted, StoreError>;
+    /// A subscriber's feed events of the UTC day starting at `day`.
+    fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError>;
+    /// A subscriber's host-days updated after `after` (see [`FeedCursor`]),
+    /// at most `limit`, in cursor order, each with all its stored rows.
+    fn feed_changes(
+        &self,
+        subscriber: &str,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<(FeedCursor, Vec<FeedRow>)>, StoreError>;
     /// Ports over a range, by distinct sources.
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError>;
     /// A port's packets and distinct sources per step over `[from, to)`.

@@ -23,8 +23,8 @@ use super::fold::{self, bytes_hll, merged_key, proto_of, SourceRowTuple};
 use super::srcrec;
 use super::{
     Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
-    PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store,
-    StoreError, SubscriberRecord,
+    FeedCursor, FeedMatch, FeedRow, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint,
+    SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, Summary};
@@ -48,7 +48,16 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_start ON alerts(start);
 CREATE TABLE IF NOT EXISTS subscribers (
   id TEXT PRIMARY KEY, prefixes TEXT NOT NULL, token_hash BLOB NOT NULL UNIQUE,
-  created INTEGER NOT NULL, revoked INTEGER);
+  created INTEGER NOT NULL, revoked INTEGER,
+  webhook TEXT NOT NULL DEFAULT '', webhook_key BLOB NOT NULL DEFAULT x'');
+CREATE TABLE IF NOT EXISTS feed_events (
+  subscriber TEXT NOT NULL, day INTEGER NOT NULL, ip TEXT NOT NULL, sensor TEXT NOT NULL,
+  start INTEGER NOT NULL, stored_at INTEGER NOT NULL, country TEXT NOT NULL,
+  asn INTEGER NOT NULL, geo TEXT NOT NULL, packets INTEGER NOT NULL, destinations INTEGER NOT NULL,
+  classes INTEGER NOT NULL, fingerprints INTEGER NOT NULL,
+  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
+  PRIMARY KEY (subscriber, day, ip, sensor, start)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS feed_events_stored ON feed_events(subscriber, stored_at);
 CREATE TABLE IF NOT EXISTS windows (
   sensor TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
   stored_at INTEGER NOT NULL, country TEXT NOT NULL,
@@ -105,7 +114,7 @@ CREATE INDEX IF NOT EXISTS export_audit_time ON export_audit(time);
 CREATE TABLE IF NOT EXISTS heartbeats (
   role TEXT NOT NULL, holder TEXT NOT NULL, since INTEGER NOT NULL, at INTEGER NOT NULL,
   PRIMARY KEY (role, holder)) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '4');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '5');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
@@ -142,6 +151,44 @@ struct Encoded {
     /// Replace a stored window with the same key (federation imports)
     /// instead of keeping the first.
     replace: bool,
+    /// Feed events to record with the window.
+    feed: Vec<FeedEnc>,
+}
+
+/// A feed event ready for the writer thread.
+struct FeedEnc {
+    subscriber: String,
+    ip: String,
+    asn: i64,
+    geo: String,
+    v: [i64; 6],
+    top_ports: String,
+}
+
+/// Feed events of a summary's matched sources.
+fn encode_feed(s: &Summary, matches: &[FeedMatch]) -> Vec<FeedEnc> {
+    matches
+        .iter()
+        .filter_map(|m| {
+            let r = s.sources.get(m.source)?;
+            Some(FeedEnc {
+                subscriber: m.subscriber.clone(),
+                ip: Addr::from(r.ip).to_string(),
+                asn: m.asn as i64,
+                geo: m.geo.clone(),
+                v: [
+                    r.packets as i64,
+                    r.destinations as i64,
+                    r.classes.0 as i64,
+                    r.fingerprints.0 as i64,
+                    r.first_seen.0 as i64,
+                    r.last_seen.0 as i64,
+                ],
+                top_ports: serde_json::to_string(&r.top_ports.to_vec())
+                    .unwrap_or_else(|_| "[]".into()),
+            })
+        })
+        .collect()
 }
 
 /// Where the writer thread answers an insert.
@@ -207,16 +254,42 @@ fn sensor_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SensorRecord> {
 }
 
 fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRecord> {
-    Ok(SubscriberRecord {
+    let mut s = SubscriberRecord {
         id: r.get(0)?,
-        prefixes: r
-            .get::<_, String>(1)?
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect(),
         created: ts(r.get(2)?),
         revoked: r.get::<_, Option<i64>>(3)?.map(ts),
+        webhook: Some(r.get::<_, String>(4)?).filter(|w| !w.is_empty()),
+        webhook_key: r.get(5)?,
+        ..Default::default()
+    };
+    s.set_resources(&r.get::<_, String>(1)?);
+    Ok(s)
+}
+
+const FEED_COLS: &str = "day, ip, sensor, country, start, stored_at, asn, geo, packets, destinations,
+    classes, fingerprints, first_seen, last_seen, top_ports";
+
+fn feed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FeedRow> {
+    Ok(FeedRow {
+        day: ts(r.get(0)?),
+        ip: r
+            .get::<_, String>(1)?
+            .parse::<std::net::IpAddr>()
+            .map(Addr::from)
+            .unwrap_or_default(),
+        sensor: r.get(2)?,
+        country: r.get(3)?,
+        start: ts(r.get(4)?),
+        stored_at: ts(r.get(5)?),
+        asn: r.get::<_, i64>(6)? as u32,
+        geo: r.get(7)?,
+        packets: r.get::<_, i64>(8)? as u64,
+        destinations: r.get::<_, i64>(9)? as u64,
+        classes: ClassSet(r.get::<_, i64>(10)? as u8),
+        fingerprints: FingerprintSet(r.get::<_, i64>(11)? as u8),
+        first: ts(r.get(12)?),
+        last: ts(r.get(13)?),
+        ports: serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or_default(),
     })
 }
 
@@ -241,13 +314,19 @@ impl SqliteStore {
             writer.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
             })?;
-        if version == "3" {
-            migrate_3_to_4(&writer)?;
-        } else if version != "4" {
-            return Err(StoreError::Backend(format!(
-                "{} has storage schema {version}; this build reads schemas 3 and 4 (move the old file aside)",
-                path.display()
-            )));
+        match version.as_str() {
+            "3" => {
+                migrate_3_to_4(&writer)?;
+                migrate_4_to_5(&writer)?;
+            }
+            "4" => migrate_4_to_5(&writer)?,
+            "5" => {}
+            _ => {
+                return Err(StoreError::Backend(format!(
+                    "{} has storage schema {version}; this build reads schemas 3 to 5 (move the old file aside)",
+                    path.display()
+                )))
+            }
         }
         let reader = open(path)?;
         let ingest = open(path)?;
@@ -285,6 +364,20 @@ fn migrate_3_to_4(c: &Connection) -> Result<(), StoreError> {
          INSERT OR IGNORE INTO port_days SELECT day, '*' || sensor, country, proto, port, packets, bytes,
            sources, destinations, hll, windows FROM port_days WHERE sensor LIKE '*%';
          UPDATE meta SET value = '4' WHERE key = 'schema';
+         COMMIT;",
+    )?;
+    Ok(())
+}
+
+/// Schema 5 (feeds at ingest): subscribers gain a webhook; feed events are
+/// recorded as summaries arrive (the table itself is created by the schema).
+fn migrate_4_to_5(c: &Connection) -> Result<(), StoreError> {
+    log::info!("upgrading the database from storage schema 4 to 5 (feed events)");
+    c.execute_batch(
+        "BEGIN;
+         ALTER TABLE subscribers ADD COLUMN webhook TEXT NOT NULL DEFAULT '';
+         ALTER TABLE subscribers ADD COLUMN webhook_key BLOB NOT NULL DEFAULT x'';
+         UPDATE meta SET value = '5' WHERE key = 'schema';
          COMMIT;",
     )?;
     Ok(())
@@ -361,6 +454,7 @@ fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
         darknet: s.sensor.darknet.join(","),
         monitored_ipv4: n(s.sensor.monitored_ipv4),
         replace: false,
+        feed: Vec::new(),
     })
 }
 
@@ -399,6 +493,20 @@ fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The wall clock in microseconds, strictly increasing across calls, so
+/// feed cursors (ordered by store time) never see two batches share a time.
+fn monotonic_now() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = Timestamp::now().0 as i64;
+    let prev = LAST.fetch_max(now, Ordering::Relaxed);
+    if prev >= now {
+        LAST.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        now
+    }
+}
+
 fn write_batch(
     c: &mut Connection,
     jobs: &[(Box<Encoded>, InsertReply)],
@@ -424,7 +532,10 @@ fn write_batch(
         let mut ss = tx.prepare_cached("INSERT INTO source_blobs VALUES (?1, ?2, ?3)")?;
         let mut dirty =
             tx.prepare_cached("INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 1)")?;
-        let now = Timestamp::now().0 as i64;
+        let mut fe = tx.prepare_cached(
+            "INSERT OR IGNORE INTO feed_events VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+        )?;
+        let now = monotonic_now();
         for (e, _) in jobs {
             let w = &e.window;
             let mut replaced = false;
@@ -475,6 +586,28 @@ fn write_batch(
                 ])?;
             }
             ss.execute(params![e.start, e.sensor, e.sources])?;
+            let day = e.start - e.start.rem_euclid(DAY);
+            for f in &e.feed {
+                let v = &f.v;
+                fe.execute(params![
+                    f.subscriber,
+                    day,
+                    f.ip,
+                    e.sensor,
+                    e.start,
+                    now,
+                    e.country,
+                    f.asn,
+                    f.geo,
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[3],
+                    v[4],
+                    v[5],
+                    f.top_ports
+                ])?;
+            }
             if e.start < rolled_until {
                 dirty.execute([e.start - e.start.rem_euclid(HOUR)])?;
             }
@@ -742,17 +875,34 @@ impl Store for SqliteStore {
         .optional()?)
     }
 
-    fn add_subscriber(
-        &self,
-        id: &str,
-        prefixes: &[String],
-        token_hash: &[u8],
-    ) -> Result<(), StoreError> {
+    fn add_subscriber(&self, s: &SubscriberRecord, token_hash: &[u8]) -> Result<(), StoreError> {
         write_one(
             &lock(&self.writer),
-            "INSERT OR IGNORE INTO subscribers (id, prefixes, token_hash, created) VALUES (?1, ?2, ?3, ?4)",
-            params![id, prefixes.join(","), token_hash, Timestamp::now().0 as i64],
-            StoreError::SubscriberExists(id.to_string()),
+            "INSERT OR IGNORE INTO subscribers (id, prefixes, token_hash, created, webhook, webhook_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                s.id,
+                s.resources(),
+                token_hash,
+                Timestamp::now().0 as i64,
+                s.webhook.clone().unwrap_or_default(),
+                s.webhook_key
+            ],
+            StoreError::SubscriberExists(s.id.clone()),
+        )
+    }
+
+    fn update_subscriber(&self, s: &SubscriberRecord) -> Result<(), StoreError> {
+        write_one(
+            &lock(&self.writer),
+            "UPDATE subscribers SET prefixes = ?2, webhook = ?3, webhook_key = ?4 WHERE id = ?1",
+            params![
+                s.id,
+                s.resources(),
+                s.webhook.clone().unwrap_or_default(),
+                s.webhook_key
+            ],
+            StoreError::NoSubscriber(s.id.clone()),
         )
     }
 
@@ -768,7 +918,7 @@ impl Store for SqliteStore {
     fn subscribers(&self) -> Result<Vec<SubscriberRecord>, StoreError> {
         let c = lock(&self.reader);
         let mut st =
-            c.prepare("SELECT id, prefixes, created, revoked FROM subscribers ORDER BY id")?;
+            c.prepare("SELECT id, prefixes, created, revoked, webhook, webhook_key FROM subscribers ORDER BY id")?;
         let rows = st.query_map([], subscriber_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -779,7 +929,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<SubscriberRecord>, StoreError> {
         let c = lock(&self.reader);
         Ok(c.query_row(
-            "SELECT id, prefixes, created, revoked FROM subscribers WHERE token_hash = ?1",
+            "SELECT id, prefixes, created, revoked, webhook, webhook_key FROM subscribers WHERE token_hash = ?1",
             [token_hash],
             subscriber_row,
         )
@@ -973,8 +1123,14 @@ impl Store for SqliteStore {
         Ok(v.collect::<Result<_, _>>()?)
     }
 
-    fn insert_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
-        let enc = encode(s, country)?;
+    fn insert_summary_with(
+        &self,
+        s: &Summary,
+        country: &str,
+        matches: &[FeedMatch],
+    ) -> Result<Inserted, StoreError> {
+        let mut enc = encode(s, country)?;
+        enc.feed = encode_feed(s, matches);
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(Job::Insert(Box::new(enc), tx))?;
         rx.recv().map_err(|_| gone())?
@@ -1436,6 +1592,63 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {FEED_COLS} FROM feed_events WHERE subscriber = ?1 AND day = ?2"
+        ))?;
+        let rows = st.query_map(params![subscriber, day.0 as i64], feed_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn feed_changes(
+        &self,
+        subscriber: &str,
+        after: &FeedCursor,
+        limit: usize,
+    ) -> Result<Vec<(FeedCursor, Vec<FeedRow>)>, StoreError> {
+        let c = lock(&self.reader);
+        // A host-day's last update is at or after the cursor's time exactly
+        // when one of its rows is, so the index on (subscriber, stored_at)
+        // finds the candidates; the full rows are read per host-day.
+        let mut st = c.prepare_cached(
+            "SELECT max(stored_at) AS m, day, ip FROM feed_events
+             WHERE subscriber = ?1 AND stored_at >= ?2
+             GROUP BY day, ip
+             HAVING m > ?2 OR (m = ?2 AND (day > ?3 OR (day = ?3 AND ip > ?4)))
+             ORDER BY m, day, ip LIMIT ?5",
+        )?;
+        let keys = st
+            .query_map(
+                params![
+                    subscriber,
+                    after.stored_at as i64,
+                    after.day as i64,
+                    after.ip,
+                    limit as i64
+                ],
+                |r| {
+                    Ok(FeedCursor {
+                        stored_at: r.get::<_, i64>(0)? as u64,
+                        day: r.get::<_, i64>(1)? as u64,
+                        ip: r.get(2)?,
+                    })
+                },
+            )?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = c.prepare_cached(&format!(
+            "SELECT {FEED_COLS} FROM feed_events WHERE subscriber = ?1 AND day = ?2 AND ip = ?3"
+        ))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = rows
+                .query_map(params![subscriber, k.day as i64, k.ip], feed_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
     fn import_summary(&self, s: &Summary, country: &str) -> Result<Inserted, StoreError> {
         if !s.sensor.id.starts_with(super::PEER_SENSOR_MARK) {
             return Err(StoreError::Backend(format!(
@@ -1583,6 +1796,7 @@ impl Store for SqliteStore {
         tx.execute("DELETE FROM source_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM rollup_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM port_hours WHERE hour < ?1", [rcut])?;
+        tx.execute("DELETE FROM feed_events WHERE day < ?1", [rcut - rcut.rem_euclid(DAY)])?;
         tx.execute(
             "DELETE FROM port_days WHERE day < ?1",
             [rcut - rcut.rem_euclid(DAY)],
