@@ -9,7 +9,9 @@ mod common;
 use common::{summary, MIN, T0};
 
 use darkscope_aggregator::store::sqlite::SqliteStore;
-use darkscope_aggregator::store::{Inserted, PortFilter, Scope, Store, StoreError};
+use darkscope_aggregator::store::{
+    FeedCursor, FeedMatch, Inserted, PortFilter, Scope, Store, StoreError, SubscriberRecord,
+};
 use darkscope_common::{Addr, Fingerprint, FingerprintSet, Proto, Timestamp};
 
 /// `source_rollups`: the backend also rolls up source rows by hour and keeps
@@ -453,6 +455,125 @@ fn federation_storage(store: &dyn Store) {
     assert!(store.exports(Timestamp(T0 + 1), None).unwrap().is_empty());
 }
 
+/// Feed storage: subscribers with prefixes, ASNs and webhooks; feed events
+/// recorded with their window (once, even when the window is retried);
+/// the day listing; the change stream and its cursor. `settle`: how long a
+/// backend holds back fresh changes (ClickHouse, see `feed_changes`).
+fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
+    let mut x = SubscriberRecord {
+        id: "x".into(),
+        prefixes: vec!["0.0.0.0/29".into()],
+        asns: vec![64500],
+        webhook: Some("http://127.0.0.1:9/hook".into()),
+        webhook_key: vec![1, 2, 255],
+        ..Default::default()
+    };
+    store.add_subscriber(&x, b"hash-x").unwrap();
+    let y = SubscriberRecord {
+        id: "y".into(),
+        prefixes: vec!["0.0.0.7/32".into()],
+        ..Default::default()
+    };
+    store.add_subscriber(&y, b"hash-y").unwrap();
+    assert!(matches!(
+        store.add_subscriber(&y, b"other"),
+        Err(StoreError::SubscriberExists(_))
+    ));
+    let got = store.subscriber_by_token(b"hash-x").unwrap().unwrap();
+    assert_eq!(
+        (&got.prefixes, &got.asns, &got.webhook, &got.webhook_key),
+        (&x.prefixes, &x.asns, &x.webhook, &x.webhook_key)
+    );
+    x.prefixes.push("2001:db8::/32".into());
+    x.webhook = None;
+    store.update_subscriber(&x).unwrap();
+    let got = store.subscriber_by_token(b"hash-x").unwrap().unwrap();
+    assert_eq!((got.prefixes.len(), got.webhook), (2, None));
+    assert_eq!(got.webhook_key, vec![1, 2, 255]);
+    assert!(matches!(
+        store.update_subscriber(&SubscriberRecord {
+            id: "zz".into(),
+            ..Default::default()
+        }),
+        Err(StoreError::NoSubscriber(_))
+    ));
+    store.add_sensor("a", "JP", b"ha").unwrap();
+    store.add_sensor("b", "DE", b"hb").unwrap();
+
+    let m = |sub: &str, source: usize| FeedMatch {
+        subscriber: sub.into(),
+        source,
+        asn: 64500,
+        geo: "NL".into(),
+    };
+    // Sources 1, 2 and 7: 1 and 2 are x's, 7 is y's.
+    let s0 = summary("a", 0, &[1, 2, 7], 3);
+    let all = [m("x", 0), m("x", 1), m("y", 2)];
+    assert_eq!(store.insert_summary_with(&s0, "JP", &all).unwrap(), Inserted::New);
+    // A retry is stored once, events included.
+    assert_eq!(
+        store.insert_summary_with(&s0, "JP", &all).unwrap(),
+        Inserted::Duplicate
+    );
+    std::thread::sleep(settle);
+    let day = Timestamp(T0 - T0 % 86_400_000_000);
+    let rows = store.feed_day("x", day).unwrap();
+    assert_eq!(rows.len(), 2);
+    let r = rows.iter().find(|r| r.ip == Addr::v4(1)).unwrap();
+    assert_eq!(
+        (r.sensor.as_str(), r.country.as_str(), r.asn, r.geo.as_str(), r.packets),
+        ("a", "JP", 64500, "NL", 3)
+    );
+    assert_eq!(r.ports.len(), 1);
+    assert_eq!(store.feed_day("y", day).unwrap().len(), 1);
+    assert_eq!(
+        store.feed_day("y", day).unwrap()[0].fingerprints,
+        FingerprintSet(Fingerprint::Mirai.bit())
+    );
+    assert!(store.feed_day("x", Timestamp(day.0 + 86_400_000_000)).unwrap().is_empty());
+
+    // The change stream: both of x's hosts, once each, then nothing.
+    let start = FeedCursor::default();
+    let c = store.feed_changes("x", &start, 10).unwrap();
+    assert_eq!(c.len(), 2);
+    assert!(c[0].0 < c[1].0);
+    assert_eq!(c[0].1.len(), 1);
+    let first = store.feed_changes("x", &start, 1).unwrap();
+    assert_eq!(first.len(), 1);
+    let rest = store.feed_changes("x", &first[0].0, 10).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].0, c[1].0);
+    assert!(store.feed_changes("x", &c[1].0, 10).unwrap().is_empty());
+
+    // Sensor b sees host 1 later: it comes back, with both rows.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let s1 = summary("b", 1, &[1], 4);
+    store
+        .insert_summary_with(&s1, "DE", &[m("x", 0)])
+        .unwrap();
+    std::thread::sleep(settle);
+    let again = store.feed_changes("x", &c[1].0, 10).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0.ip, "0.0.0.1");
+    let mut sensors: Vec<_> = again[0].1.iter().map(|r| r.sensor.clone()).collect();
+    sensors.sort();
+    assert_eq!(sensors, ["a", "b"]);
+    assert_eq!(store.feed_day("x", day).unwrap().len(), 3);
+
+    // Feed events live as long as roll-ups.
+    store
+        .apply_retention(Timestamp(T0), Timestamp(day.0 + 86_400_000_000))
+        .unwrap();
+    assert!(store.feed_day("x", day).unwrap().is_empty());
+}
+
+#[test]
+fn sqlite_feed_storage_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("feed.db")).unwrap();
+    feed_storage(&store, std::time::Duration::ZERO);
+}
+
 #[test]
 fn sqlite_federation_storage_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -497,6 +618,7 @@ fn clickhouse_store_conforms() {
     let store = ch.store("conformance");
     conformance(&store, false);
     federation_storage(&ch.store("federation"));
+    feed_storage(&ch.store("feeds"), std::time::Duration::from_millis(5500));
     assert!(store.server_version().unwrap().len() >= 5);
 }
 

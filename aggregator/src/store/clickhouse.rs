@@ -1746,41 +1746,38 @@ impl Store for ClickHouseStore {
         rollup_cutoff: Timestamp,
     ) -> Result<u64, StoreError> {
         let r = rollup_cutoff.0;
-        if self.count(&format!(
-            "SELECT count() AS n FROM {} WHERE hour < {r}",
-            self.t("port_hours")
-        ))? > 0
-        {
-            for (t, col, cut) in [
-                ("port_hours", "hour", r),
-                ("port_days", "day", r - r % DAY),
-                ("rollup_hours", "hour", r),
-                ("feed_events", "day", r - r % DAY),
-            ] {
-                self.run(
-                    &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", self.t(t)),
-                    None,
-                )?;
-            }
-        }
         let n = self.count(&format!(
             "SELECT count() AS n FROM {} FINAL WHERE start < {}",
             self.t("windows"),
             cutoff.0
         ))?;
-        if n > 0 {
-            for t in ["port_rows", "sources", "windows"] {
+        // A mutation rewrites parts even when nothing matches: only issue
+        // those that delete something.
+        let mut issued = false;
+        for (t, col, cut) in [
+            ("port_hours", "hour", r),
+            ("port_days", "day", r - r % DAY),
+            ("rollup_hours", "hour", r),
+            ("feed_events", "day", r - r % DAY),
+            ("port_rows", "start", cutoff.0),
+            ("sources", "start", cutoff.0),
+            ("windows", "start", cutoff.0),
+        ] {
+            if self.count(&format!(
+                "SELECT count() AS n FROM {} WHERE {col} < {cut}",
+                self.t(t)
+            ))? > 0
+            {
                 self.run(
-                    &format!(
-                        "ALTER TABLE {} DELETE WHERE start < {}",
-                        self.t(t),
-                        cutoff.0
-                    ),
+                    &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", self.t(t)),
                     None,
                 )?;
+                issued = true;
             }
+        }
+        if issued {
             // Mutations run in the background; wait (bounded) so the
-            // deleted windows are gone when this returns.
+            // deleted rows are gone when this returns.
             let t0 = std::time::Instant::now();
             while self.count(&format!(
                 "SELECT count() AS n FROM system.mutations WHERE database = {} AND is_done = 0",

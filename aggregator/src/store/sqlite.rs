@@ -1813,6 +1813,41 @@ mod tests {
     const T: i64 = 1_763_683_200_000_000; // a UTC midnight
 
     #[test]
+    fn a_schema_4_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let sub = SubscriberRecord {
+                id: "isp".into(),
+                prefixes: vec!["198.18.0.0/16".into()],
+                ..Default::default()
+            };
+            s.add_subscriber(&sub, b"h").unwrap();
+        }
+        {
+            // Back to what schema 4 had.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "ALTER TABLE subscribers DROP COLUMN webhook;
+                 ALTER TABLE subscribers DROP COLUMN webhook_key;
+                 DROP TABLE feed_events;
+                 UPDATE meta SET value = '4' WHERE key = 'schema';",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let subs = s.subscribers().unwrap();
+        assert_eq!(subs[0].prefixes, ["198.18.0.0/16"]);
+        assert_eq!(subs[0].webhook, None);
+        assert!(s.feed_day("isp", Timestamp(0)).unwrap().is_empty());
+        let v: String = lock(&s.reader)
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, "5");
+    }
+
+    #[test]
     fn plan_uses_the_coarsest_clean_table() {
         let rolled = T + 2 * DAY + 3 * HOUR;
         // 23:30 the day before → 2 days + 5 h later: raw edge, day, day, hours, raw tail.

@@ -85,7 +85,7 @@ impl Server {
     /// A migrated, empty database `name`.
     pub fn store(&self, name: &str) -> ClickHouseStore {
         let cfg = self.config(name);
-        assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3]);
+        assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4]);
         assert!(
             ClickHouseStore::migrate(&cfg).unwrap().is_empty(),
             "migrate is idempotent"
