@@ -58,6 +58,16 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message sent to the client.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
@@ -177,6 +187,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/summaries", post(ingest_summary))
         .route("/api/v1/feeds/events.csv", get(feed_csv))
         .route("/api/v1/feeds/events.json", get(feed_json))
+        .route("/api/v1/feeds/events.stix", get(feed_stix))
+        .merge(crate::taxii::routes())
         .route("/api/v1/federation/changes", get(federation_changes))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -564,6 +576,37 @@ async fn feed_csv(
             ),
         ],
         crate::feeds::to_csv(&events),
+    )
+        .into_response())
+}
+
+/// One day of the subscriber's feed as a STIX 2.1 bundle.
+async fn feed_stix(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    let sub = subscriber_auth(&st, &headers).await?;
+    let (day, _) = feed_day(&q)?;
+    let tag = feed_tag(&q)?;
+    let store = st.store.clone();
+    let id = sub.id.clone();
+    let mut events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
+    events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
+    let ctx = crate::stix::Context::new(&st.feeds.cfg.operator, &st.feeds.cfg.tlp);
+    let mut objects = ctx.shared_objects();
+    let mut seen = std::collections::HashSet::new();
+    for e in &events {
+        for o in ctx.event_objects(&sub.id, e) {
+            // Flow objects recur per host; list each once.
+            if seen.insert(o["id"].as_str().unwrap_or_default().to_string()) {
+                objects.push(o);
+            }
+        }
+    }
+    Ok((
+        [(header::CONTENT_TYPE, crate::stix::MEDIA_TYPE)],
+        crate::stix::bundle(objects).to_string(),
     )
         .into_response())
 }

@@ -84,6 +84,9 @@ pub struct FeedsConfig {
     /// Seconds between webhook digests of new events to subscribers that
     /// have a webhook.
     pub push_interval_secs: u64,
+    /// The URL clients reach this server at (e.g. behind a proxy), used in
+    /// TAXII discovery; by default the request's `Host` header.
+    pub public_url: Option<String>,
 }
 
 impl Default for FeedsConfig {
@@ -94,6 +97,7 @@ impl Default for FeedsConfig {
             tlp: "amber".into(),
             shared_collection: false,
             push_interval_secs: 300,
+            public_url: None,
         }
     }
 }
@@ -109,6 +113,11 @@ impl FeedsConfig {
         }
         if self.operator.trim().is_empty() || self.operator.len() > 200 {
             return Err("[feeds] operator must be a name of 1-200 characters".into());
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!("[feeds] public_url must start with http:// or https://, not '{u}'"));
+            }
         }
         if !(10..=86_400).contains(&self.push_interval_secs) {
             return Err("[feeds] push_interval_secs must be 10-86400".into());
@@ -127,13 +136,15 @@ pub struct FeedState {
     pub cfg: FeedsConfig,
     /// The loaded ASN table, if configured.
     pub table: Option<Arc<AsnTable>>,
+    /// Whether the listener speaks TLS (for URLs we hand out).
+    pub tls: bool,
     owners: RwLock<(Instant, Arc<Owners>)>,
     refreshing: Mutex<()>,
 }
 
 impl FeedState {
-    /// Loads the ASN table (if any).
-    pub fn new(cfg: FeedsConfig) -> Result<FeedState, crate::enrich::EnrichError> {
+    /// Loads the ASN table (if any). `tls`: the listener speaks TLS.
+    pub fn new(cfg: FeedsConfig, tls: bool) -> Result<FeedState, crate::enrich::EnrichError> {
         let table = match &cfg.asn_table {
             Some(p) => Some(Arc::new(AsnTable::load(p)?)),
             None => None,
@@ -141,6 +152,7 @@ impl FeedState {
         Ok(FeedState {
             cfg,
             table,
+            tls,
             owners: RwLock::new((Instant::now() - OWNERS_TTL * 2, Arc::new(Owners::default()))),
             refreshing: Mutex::new(()),
         })
@@ -462,7 +474,7 @@ pub fn parse_cursor(s: &str) -> Option<FeedCursor> {
 pub fn cursor_after(t: Timestamp) -> FeedCursor {
     FeedCursor {
         stored_at: t.0,
-        day: u64::MAX,
+        day: i64::MAX as u64,
         ip: String::new(),
     }
 }

@@ -15,5 +15,7 @@ pub mod feeds;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod stix;
 pub mod store;
+pub mod taxii;
 pub mod webhook;

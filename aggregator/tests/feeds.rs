@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use darkscope_common::{Addr, PrefixSet, Timestamp};
+use darkscope_common::Timestamp;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -70,33 +70,17 @@ fn hosts(json: &str) -> BTreeMap<String, Value> {
 const ASN_TABLE: &str = "0.0.0.0\t99.255.255.255\t64999\tDE\tEXAMPLE-LOW\n\
 198.18.0.0\t198.18.255.255\t64500\tJP\tEXAMPLE-SCANNERS\n";
 
-fn ip(s: &str) -> Addr {
-    Addr::from(s.parse::<std::net::IpAddr>().unwrap())
-}
-
 /// Everything a subscriber should see, from the tshark truth: longest
 /// prefix first, then the AS.
 fn expected() -> BTreeMap<&'static str, BTreeMap<String, u64>> {
-    let inner = PrefixSet::parse_list("198.18.1.8/29").unwrap();
-    let outer = PrefixSet::parse_list("198.18.0.0/16,2001:db8::/32").unwrap();
-    let low = PrefixSet::parse_list("0.0.0.0/2,64.0.0.0/3,96.0.0.0/6").unwrap();
-    let mut want: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
-    for s in truth("all-small")["sources"].as_array().unwrap() {
-        let a = s["ip"].as_str().unwrap();
-        let owner = if inner.contains(ip(a)) {
-            "customer"
-        } else if outer.contains(ip(a)) {
-            "isp"
-        } else if low.contains(ip(a)) {
-            "by-asn"
-        } else {
-            continue;
-        };
-        want.entry(owner)
-            .or_default()
-            .insert(a.to_string(), s["packets"].as_u64().unwrap());
-    }
-    want
+    truth_owners(
+        "all-small",
+        &[
+            ("customer", "198.18.1.8/29"),
+            ("isp", "198.18.0.0/16,2001:db8::/32"),
+            ("by-asn", "0.0.0.0/2,64.0.0.0/3,96.0.0.0/6"),
+        ],
+    )
 }
 
 #[test]

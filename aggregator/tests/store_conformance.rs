@@ -544,6 +544,20 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].0, c[1].0);
     assert!(store.feed_changes("x", &c[1].0, 10).unwrap().is_empty());
+    // "Updated after t" is strict.
+    let t = Timestamp(c[1].0.stored_at);
+    assert!(store
+        .feed_changes("x", &darkscope_aggregator::feeds::cursor_after(t), 10)
+        .unwrap()
+        .is_empty());
+    let before = Timestamp(c[0].0.stored_at - 1);
+    assert_eq!(
+        store
+            .feed_changes("x", &darkscope_aggregator::feeds::cursor_after(before), 10)
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Sensor b sees host 1 later: it comes back, with both rows.
     std::thread::sleep(std::time::Duration::from_millis(5));

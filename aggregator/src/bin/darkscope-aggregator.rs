@@ -617,7 +617,7 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
             }
         }
         let feeds = Arc::new(
-            darkscope_aggregator::feeds::FeedState::new(cfg.feeds.clone())
+            darkscope_aggregator::feeds::FeedState::new(cfg.feeds.clone(), cfg.tls_cert.is_some())
                 .context("loading [feeds] asn_table")?,
         );
         let state = AppState {

@@ -313,3 +313,28 @@ pub fn summary_at(sensor: &str, start: u64, srcs: &[u32], n: u64) -> Summary {
         sources,
     }
 }
+
+/// Hosts of a capture's tshark truth per owner, with their packets: each
+/// source goes to the first owner whose prefixes contain it (list the
+/// longest prefixes first), or to nobody.
+#[allow(dead_code)]
+pub fn truth_owners(
+    capture: &str,
+    owners: &[(&'static str, &str)],
+) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
+    let sets: Vec<_> = owners
+        .iter()
+        .map(|(o, p)| (*o, darkscope_common::PrefixSet::parse_list(p).unwrap()))
+        .collect();
+    let mut want: BTreeMap<&str, BTreeMap<String, u64>> = BTreeMap::new();
+    for s in truth(capture)["sources"].as_array().unwrap() {
+        let ip = s["ip"].as_str().unwrap();
+        let a = Addr::from(ip.parse::<std::net::IpAddr>().unwrap());
+        if let Some((owner, _)) = sets.iter().find(|(_, set)| set.contains(a)) {
+            want.entry(owner)
+                .or_default()
+                .insert(ip.to_string(), s["packets"].as_u64().unwrap());
+        }
+    }
+    want
+}
