@@ -3,8 +3,9 @@
 # building and capturing; tshark (the correctness oracle), tcpreplay, tcpdump
 # and iproute2 for the tests; Chromium for the console tests; ClickHouse for
 # the second storage backend's tests (the tests start their own server on
-# loopback; the package's own service is not used). Idempotent; needs root
-# (or sudo).
+# loopback; the package's own service is not used); a Python virtualenv with
+# the STIX/TAXII clients the interoperability tests use. Idempotent; needs
+# root (or sudo).
 set -euo pipefail
 need=()
 command -v pkg-config >/dev/null && pkg-config --exists libpcap 2>/dev/null || need+=(libpcap-dev pkg-config)
@@ -18,4 +19,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs) first" >&2; exit 1; }
+# The STIX/TAXII interoperability tests read our feeds with third-party
+# Python clients (stix2-validator, taxii2-client) from a virtualenv.
+if command -v python3 >/dev/null && ! python3 -c "import venv, ensurepip" 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv >/dev/null
+fi
+echo "setup: interop virtualenv $(bash "$(dirname "$0")/interop-venv.sh")"
 echo "setup: ok"

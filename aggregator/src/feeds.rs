@@ -119,8 +119,8 @@ impl FeedsConfig {
                 return Err(format!("[feeds] public_url must start with http:// or https://, not '{u}'"));
             }
         }
-        if !(10..=86_400).contains(&self.push_interval_secs) {
-            return Err("[feeds] push_interval_secs must be 10-86400".into());
+        if !(1..=86_400).contains(&self.push_interval_secs) {
+            return Err("[feeds] push_interval_secs must be 1-86400".into());
         }
         Ok(())
     }
@@ -183,6 +183,129 @@ impl FeedState {
             Err(e) => log::error!("feed subscriptions not reloaded (keeping the previous set): {e}"),
         }
         g.1.clone()
+    }
+}
+
+/// Most host-days in one webhook digest.
+const DIGEST_MAX: usize = 1000;
+/// Most digests sent to one subscriber per round (the rest wait a round).
+const DIGESTS_PER_ROUND: usize = 20;
+/// Delivery attempts per digest within a round.
+const PUSH_ATTEMPTS: u32 = 3;
+
+/// Pushes digests of new feed events to subscribers' webhooks every
+/// `push_interval_secs`, on the leader replica only. A digest's position is
+/// saved only after the subscriber answered 2xx, so a failed digest is sent
+/// again (with the same events and whatever arrived since) next time.
+pub async fn run_pusher(
+    store: Arc<dyn Store>,
+    feeds: Arc<FeedState>,
+    metrics: Arc<crate::metrics::Metrics>,
+    leadership: Arc<crate::cluster::Leadership>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("feed webhooks disabled: cannot build the HTTP client: {e}");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(feeds.cfg.push_interval_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !leadership.is_leader() {
+            continue;
+        }
+        let s = store.clone();
+        let subs = match tokio::task::spawn_blocking(move || s.subscribers()).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                log::warn!("feed webhooks: cannot read subscribers: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        for sub in subs
+            .into_iter()
+            .filter(|s| s.revoked.is_none() && s.webhook.is_some())
+        {
+            push_subscriber(&client, &store, &sub, &metrics).await;
+        }
+    }
+}
+
+/// Sends one subscriber the digests it has not accepted yet.
+async fn push_subscriber(
+    client: &reqwest::Client,
+    store: &Arc<dyn Store>,
+    sub: &SubscriberRecord,
+    metrics: &crate::metrics::Metrics,
+) {
+    let Some(url) = sub.webhook.clone() else {
+        return;
+    };
+    for _ in 0..DIGESTS_PER_ROUND {
+        let (s, id) = (store.clone(), sub.id.clone());
+        let page = tokio::task::spawn_blocking(move || {
+            let after = s.push_cursor(&id)?.unwrap_or_default();
+            let page = changes(s.as_ref(), &id, &after, DIGEST_MAX + 1)?;
+            Ok::<_, StoreError>(page)
+        })
+        .await;
+        let mut page = match page {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                log::warn!("feed webhook of '{}': {e}", sub.id);
+                return;
+            }
+            Err(_) => return,
+        };
+        if page.is_empty() {
+            return;
+        }
+        let more = page.len() > DIGEST_MAX;
+        page.truncate(DIGEST_MAX);
+        let Some(next) = page.last().map(|(c, _)| c.clone()) else {
+            return;
+        };
+        let events: Vec<&FeedEvent> = page.iter().map(|(_, e)| e).collect();
+        let body = match serde_json::to_vec(&serde_json::json!({
+            "type": "feed-digest",
+            "subscriber": sub.id,
+            "events": events,
+            "next": cursor_text(&next),
+            "more": more,
+        })) {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        if !crate::webhook::post_signed(client, &url, &sub.webhook_key, &body, PUSH_ATTEMPTS).await
+        {
+            metrics.feed_push_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::warn!(
+                "feed digest of {} host-days to subscriber '{}' not delivered; retried next round",
+                events.len(),
+                sub.id
+            );
+            return;
+        }
+        metrics.feed_pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (s, id) = (store.clone(), sub.id.clone());
+        match tokio::task::spawn_blocking(move || s.save_push_cursor(&id, &next)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::warn!("feed webhook position of '{}' not saved: {e}", sub.id);
+                return;
+            }
+            Err(_) => return,
+        }
+        if !more {
+            return;
+        }
     }
 }
 

@@ -69,38 +69,48 @@ pub fn spawn(hooks: Vec<Webhook>, metrics: Arc<Metrics>) -> mpsc::Sender<Alert> 
 }
 
 async fn deliver(client: &reqwest::Client, h: &Webhook, body: &[u8], metrics: &Metrics) {
+    if post_signed(client, &h.url, &h.secret, body, ATTEMPTS).await {
+        metrics.webhooks_delivered.fetch_add(1, Relaxed);
+    } else {
+        metrics.webhooks_failed.fetch_add(1, Relaxed);
+    }
+}
+
+/// POSTs `body` as JSON to `url`, signed with `secret` (see [`sign`]),
+/// retrying failures and non-2xx answers with exponential backoff (0.5 s
+/// doubling) up to `attempts` times. True once the receiver took it.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &[u8],
+    body: &[u8],
+    attempts: u32,
+) -> bool {
     let mut wait = Duration::from_millis(500);
-    for attempt in 1..=ATTEMPTS {
+    for attempt in 1..=attempts {
         let ts = darkscope_common::Timestamp::now().secs();
         let r = client
-            .post(&h.url)
+            .post(url)
             .header("Content-Type", "application/json")
             .header("X-Darkscope-Timestamp", ts.to_string())
-            .header("X-Darkscope-Signature", sign(&h.secret, ts, body))
+            .header("X-Darkscope-Signature", sign(secret, ts, body))
             .body(body.to_vec())
             .send()
             .await;
         match r {
-            Ok(resp) if resp.status().is_success() => {
-                metrics.webhooks_delivered.fetch_add(1, Relaxed);
-                return;
-            }
+            Ok(resp) if resp.status().is_success() => return true,
             Ok(resp) => log::warn!(
-                "webhook {} answered {} (attempt {attempt}/{ATTEMPTS})",
-                h.url,
+                "webhook {url} answered {} (attempt {attempt}/{attempts})",
                 resp.status()
             ),
-            Err(e) => log::warn!(
-                "webhook {} failed: {e} (attempt {attempt}/{ATTEMPTS})",
-                h.url
-            ),
+            Err(e) => log::warn!("webhook {url} failed: {e} (attempt {attempt}/{attempts})"),
         }
-        if attempt < ATTEMPTS {
+        if attempt < attempts {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
-    metrics.webhooks_failed.fetch_add(1, Relaxed);
+    false
 }
 
 #[cfg(test)]

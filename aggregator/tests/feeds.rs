@@ -268,3 +268,74 @@ fn the_change_feed_pages_and_follows_ownership_changes() {
     assert!(!bad.status.success());
     assert!(!cli(&agg, &["subscriber", "update", "nobody", "--prefix", "10.0.0.0/8"]).status.success());
 }
+
+#[test]
+fn new_events_are_pushed_signed_to_the_subscribers_webhook_after_a_retry() {
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let cfg = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &cfg,
+        "detect_interval_secs = 1\n[feeds]\npush_interval_secs = 1\n",
+    )
+    .unwrap();
+    agg.config = Some(cfg);
+    agg.add_sensor(dir.path(), "s-1");
+    let (url, seen) = receiver();
+    let token = add_subscriber(
+        &agg,
+        "customer",
+        &["--prefix", "198.18.1.8/29", "--webhook", &url],
+    );
+    add_subscriber(&agg, "isp", &["--prefix", "198.18.0.0/16"]);
+    agg.start();
+    assert!(sensor_cmd(&agg, dir.path(), "s-1", "all-small.pcap", 60)
+        .status()
+        .unwrap()
+        .success());
+    let wait = std::time::Duration::from_secs(30);
+    // The receiver refuses the first delivery; the retry is taken.
+    let (_, first) = seen.recv_timeout(wait).expect("a digest");
+    let (head, body) = seen.recv_timeout(wait).expect("the retried digest");
+    assert_eq!(first, body, "the same digest again");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .unwrap()
+    };
+    // Verifiable with nothing but the subscriber's token.
+    let key = Sha256::digest(format!("darkscope feed webhook\0{token}").as_bytes());
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(header("x-darkscope-timestamp").as_bytes());
+    mac.update(b".");
+    mac.update(&body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(header("x-darkscope-signature"), format!("sha256={hex}"));
+    let digest: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(digest["type"], "feed-digest");
+    assert_eq!(digest["subscriber"], "customer");
+    let got: BTreeMap<String, u64> = digest["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["ip"].as_str().unwrap().to_string(), e["packets"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, expected()["customer"], "exactly its own new hosts");
+    // Accepted digests are not sent again; only the webhook's owner gets one.
+    assert!(seen.recv_timeout(std::time::Duration::from_secs(3)).is_err());
+    let metrics = reqwest::blocking::get(format!("{}/metrics", agg.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("darkscope_aggregator_feed_pushes_total 1"), "{metrics}");
+}

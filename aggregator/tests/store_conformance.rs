@@ -574,6 +574,13 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
     assert_eq!(sensors, ["a", "b"]);
     assert_eq!(store.feed_day("x", day).unwrap().len(), 3);
 
+    // Webhook digest positions.
+    assert_eq!(store.push_cursor("x").unwrap(), None);
+    store.save_push_cursor("x", &c[0].0).unwrap();
+    store.save_push_cursor("x", &again[0].0).unwrap();
+    assert_eq!(store.push_cursor("x").unwrap(), Some(again[0].0.clone()));
+    assert_eq!(store.push_cursor("y").unwrap(), None);
+
     // Feed events live as long as roll-ups.
     store
         .apply_retention(Timestamp(T0), Timestamp(day.0 + 86_400_000_000))

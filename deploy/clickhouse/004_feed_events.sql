@@ -3,7 +3,8 @@
 -- (or ASNs) becomes one row per (subscriber, day, host, sensor, window),
 -- written in the same batch as its window; a replayed window is skipped by
 -- the ingest duplicate check, and a row written twice by two replicas
--- collapses under FINAL. Subscribers gain a push webhook.
+-- collapses under FINAL. Subscribers gain a push webhook, and digests a
+-- position.
 
 ALTER TABLE {db}.subscribers ADD COLUMN webhook String DEFAULT '';
 
@@ -16,3 +17,8 @@ CREATE TABLE IF NOT EXISTS {db}.feed_events (
 ) ENGINE = ReplacingMergeTree(stored_at)
   PARTITION BY toYYYYMM(toDateTime(intDiv(day, 1000000)))
   ORDER BY (subscriber, day, ip, sensor, start);
+
+-- Where each subscriber's webhook digests stand (the last accepted position).
+CREATE TABLE IF NOT EXISTS {db}.feed_push (
+  subscriber String, stored_at UInt64, day UInt64, ip String, ver UInt64
+) ENGINE = ReplacingMergeTree(ver) ORDER BY subscriber;

@@ -620,6 +620,12 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
             darkscope_aggregator::feeds::FeedState::new(cfg.feeds.clone(), cfg.tls_cert.is_some())
                 .context("loading [feeds] asn_table")?,
         );
+        tokio::spawn(darkscope_aggregator::feeds::run_pusher(
+            store.clone(),
+            feeds.clone(),
+            metrics.clone(),
+            leadership.clone(),
+        ));
         let state = AppState {
             feeds,
             limits: Arc::new(darkscope_aggregator::limits::Limits::new(

@@ -1265,6 +1265,35 @@ impl Store for ClickHouseStore {
         Ok(v.into_iter().map(FeedRowCh::row).collect())
     }
 
+    fn push_cursor(&self, subscriber: &str) -> Result<Option<FeedCursor>, StoreError> {
+        #[derive(Deserialize)]
+        struct P {
+            stored_at: u64,
+            day: u64,
+            ip: String,
+        }
+        let v: Vec<P> = self.rows(&format!(
+            "SELECT stored_at, day, ip FROM {} FINAL WHERE subscriber = {}",
+            self.t("feed_push"),
+            lit(subscriber)
+        ))?;
+        Ok(v.into_iter().next().map(|p| FeedCursor {
+            stored_at: p.stored_at,
+            day: p.day,
+            ip: p.ip,
+        }))
+    }
+
+    fn save_push_cursor(&self, subscriber: &str, cursor: &FeedCursor) -> Result<(), StoreError> {
+        self.insert(
+            "feed_push",
+            &[serde_json::json!({
+                "subscriber": subscriber, "stored_at": cursor.stored_at, "day": cursor.day,
+                "ip": cursor.ip, "ver": self.ver(),
+            })],
+        )
+    }
+
     fn feed_changes(
         &self,
         subscriber: &str,

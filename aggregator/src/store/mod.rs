@@ -525,6 +525,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Inserted, StoreError>;
     /// A subscriber's feed events of the UTC day starting at `day`.
     fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError>;
+    /// Where a subscriber's webhook digests stand (None: nothing pushed yet).
+    fn push_cursor(&self, subscriber: &str) -> Result<Option<FeedCursor>, StoreError>;
+    /// Records that digests up to `cursor` were accepted by the subscriber.
+    fn save_push_cursor(&self, subscriber: &str, cursor: &FeedCursor) -> Result<(), StoreError>;
     /// A subscriber's host-days updated after `after` (see [`FeedCursor`]),
     /// at most `limit`, in cursor order, each with all its stored rows.
     fn feed_changes(

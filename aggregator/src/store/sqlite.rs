@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS feed_events (
   first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
   PRIMARY KEY (subscriber, day, ip, sensor, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feed_events_stored ON feed_events(subscriber, stored_at);
+CREATE TABLE IF NOT EXISTS feed_push (
+  subscriber TEXT PRIMARY KEY, stored_at INTEGER NOT NULL, day INTEGER NOT NULL, ip TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
   sensor TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL,
   stored_at INTEGER NOT NULL, country TEXT NOT NULL,
@@ -1601,6 +1603,35 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn push_cursor(&self, subscriber: &str) -> Result<Option<FeedCursor>, StoreError> {
+        let c = lock(&self.reader);
+        Ok(c.query_row(
+            "SELECT stored_at, day, ip FROM feed_push WHERE subscriber = ?1",
+            [subscriber],
+            |r| {
+                Ok(FeedCursor {
+                    stored_at: r.get::<_, i64>(0)? as u64,
+                    day: r.get::<_, i64>(1)? as u64,
+                    ip: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    fn save_push_cursor(&self, subscriber: &str, cursor: &FeedCursor) -> Result<(), StoreError> {
+        lock(&self.writer).execute(
+            "INSERT OR REPLACE INTO feed_push (subscriber, stored_at, day, ip) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                subscriber,
+                cursor.stored_at as i64,
+                cursor.day.min(i64::MAX as u64) as i64,
+                cursor.ip
+            ],
+        )?;
+        Ok(())
+    }
+
     fn feed_changes(
         &self,
         subscriber: &str,
@@ -1623,7 +1654,7 @@ impl Store for SqliteStore {
                 params![
                     subscriber,
                     after.stored_at as i64,
-                    after.day as i64,
+                    after.day.min(i64::MAX as u64) as i64,
                     after.ip,
                     limit as i64
                 ],
