@@ -172,14 +172,26 @@ impl FeedState {
         let Ok(_one) = self.refreshing.try_lock() else {
             return cur;
         };
-        let fresh = store
-            .subscribers()
-            .map_err(|e| e.to_string())
-            .and_then(|subs| Owners::build(&subs, self.table.clone()).map_err(|e| e.to_string()));
+        let fresh = store.subscribers().map_err(|e| e.to_string()).and_then(|subs| {
+            // Rebuild the tries only when the subscriptions changed.
+            let print = fingerprint(&subs);
+            if print == cur.fingerprint {
+                return Ok(None);
+            }
+            let mut o = Owners::build(&subs, self.table.clone()).map_err(|e| e.to_string())?;
+            o.fingerprint = print;
+            log::info!(
+                "feed subscriptions loaded: {} subscribers, {} prefixes",
+                subs.iter().filter(|s| s.revoked.is_none()).count(),
+                o.prefixes()
+            );
+            Ok(Some(o))
+        });
         let mut g = self.owners.write().unwrap_or_else(|p| p.into_inner());
         g.0 = Instant::now();
         match fresh {
-            Ok(o) => g.1 = Arc::new(o),
+            Ok(Some(o)) => g.1 = Arc::new(o),
+            Ok(None) => {}
             Err(e) => log::error!("feed subscriptions not reloaded (keeping the previous set): {e}"),
         }
         g.1.clone()
@@ -318,6 +330,19 @@ pub struct Owners {
     v6: PrefixMap<Ipv6Net, String>,
     asns: rustc_hash::FxHashMap<u32, String>,
     table: Option<Arc<AsnTable>>,
+    /// Hash of the subscriptions these were built from.
+    fingerprint: u64,
+}
+
+/// A hash of what ownership depends on: ids, resources, revocations.
+fn fingerprint(subs: &[SubscriberRecord]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    for s in subs {
+        (&s.id, &s.prefixes, &s.asns, s.revoked.is_some()).hash(&mut h);
+    }
+    // Never 0: that is the empty start value.
+    h.finish() | 1
 }
 
 /// Why a set of subscriptions is not valid.

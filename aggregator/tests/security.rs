@@ -132,6 +132,18 @@ fn each_credential_reaches_only_its_own_endpoints_and_no_secret_is_logged() {
             "/api/v1/feeds/events.csv?date=2026-11-21".into(),
             "subscriber",
         ),
+        (
+            "GET",
+            "/api/v1/feeds/events.json?since=2026-11-21T00:00:00Z".into(),
+            "subscriber",
+        ),
+        (
+            "GET",
+            "/api/v1/feeds/events.stix?date=2026-11-21".into(),
+            "subscriber",
+        ),
+        ("GET", "/taxii2/".into(), "subscriber"),
+        ("GET", "/taxii2/feeds/collections/".into(), "subscriber"),
         ("GET", "/api/v1/federation/changes?cursor=0".into(), "peer"),
     ];
     let who: [(&str, Option<&str>); 5] = [

@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS feed_events (
   first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
   PRIMARY KEY (subscriber, day, ip, sensor, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feed_events_stored ON feed_events(subscriber, stored_at);
+CREATE TABLE IF NOT EXISTS feed_staging (
+  subscriber TEXT NOT NULL, day INTEGER NOT NULL, ip TEXT NOT NULL, sensor TEXT NOT NULL,
+  start INTEGER NOT NULL, country TEXT NOT NULL,
+  asn INTEGER NOT NULL, geo TEXT NOT NULL, packets INTEGER NOT NULL, destinations INTEGER NOT NULL,
+  classes INTEGER NOT NULL, fingerprints INTEGER NOT NULL,
+  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS feed_push (
   subscriber TEXT PRIMARY KEY, stored_at INTEGER NOT NULL, day INTEGER NOT NULL, ip TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
@@ -199,6 +205,8 @@ type InsertReply = mpsc::SyncSender<Result<Inserted, StoreError>>;
 enum Job {
     Insert(Box<Encoded>, InsertReply),
     Rollup(Timestamp, mpsc::SyncSender<Result<u64, StoreError>>),
+    /// Move staged feed events now; answers whether nothing is left staged.
+    FlushFeed(mpsc::SyncSender<Result<bool, StoreError>>),
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -344,6 +352,27 @@ impl SqliteStore {
         })
     }
 
+    /// Has the writer move staged feed events first, if there are any, so a
+    /// feed read sees every acknowledged event.
+    fn settle_feed(&self) -> Result<(), StoreError> {
+        let any: bool = lock(&self.reader).query_row(
+            "SELECT EXISTS (SELECT 1 FROM feed_staging)",
+            [],
+            |r| r.get(0),
+        )?;
+        if !any {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Job::FlushFeed(tx))?;
+        if !rx.recv().map_err(|_| gone())?? {
+            return Err(StoreError::Backend(
+                "staged feed events could not be moved; see the log".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn submit(&self, job: Job) -> Result<(), StoreError> {
         let tx = self.jobs.lock().map_err(|_| gone())?.clone();
         tx.send(job).map_err(|_| gone())
@@ -460,15 +489,50 @@ fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
     })
 }
 
+/// Feed events are appended to `feed_staging` (sequential pages) with
+/// their window and moved into the per-subscriber `feed_events` at most
+/// this long after, in one sorted bulk insert: with many subscribers,
+/// writing each batch's few events per subscriber straight into
+/// `feed_events` dirtied a page per subscriber per commit (ingest fell from
+/// ~400 to ~240 summaries/s with 100,000 subscription prefixes;
+/// benches/RESULTS.md). Feed reads first have the writer move what is
+/// staged, so they always see every acknowledged event.
+const FEED_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+    let mut pending: Option<Job> = None;
+    // When the oldest staged feed event was staged (staged rows survive a
+    // restart: the first pass moves them).
+    let mut staged: Option<std::time::Instant> = Some(std::time::Instant::now());
+    loop {
+        let first = match pending.take() {
+            Some(j) => j,
+            None => {
+                let wait = staged
+                    .map(|t| FEED_FLUSH.saturating_sub(t.elapsed()))
+                    .unwrap_or(std::time::Duration::from_secs(3600));
+                match rx.recv_timeout(wait) {
+                    Ok(j) => j,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        flush_feed(&mut c, &mut staged);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        flush_feed(&mut c, &mut staged);
+                        return;
+                    }
+                }
+            }
+        };
         let mut inserts = Vec::new();
         let mut rollups = Vec::new();
+        let mut flushes = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next.take() {
             match job {
                 Job::Insert(e, reply) => inserts.push((e, reply)),
                 Job::Rollup(now, reply) => rollups.push((now, reply)),
+                Job::FlushFeed(reply) => flushes.push(reply),
             }
             if inserts.len() < BATCH_MAX {
                 next = rx.try_recv().ok();
@@ -477,6 +541,9 @@ fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
         if !inserts.is_empty() {
             match write_batch(&mut c, &inserts) {
                 Ok(results) => {
+                    if inserts.iter().any(|(e, _)| !e.feed.is_empty()) {
+                        staged.get_or_insert_with(std::time::Instant::now);
+                    }
                     for ((_, reply), r) in inserts.iter().zip(results) {
                         let _ = reply.send(Ok(r));
                     }
@@ -489,9 +556,39 @@ fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        if staged.is_some_and(|t| t.elapsed() >= FEED_FLUSH) || !flushes.is_empty() {
+            flush_feed(&mut c, &mut staged);
+        }
+        for reply in flushes {
+            let _ = reply.send(Ok(staged.is_none()));
+        }
         for (now, reply) in rollups {
             let _ = reply.send(rollup_now(&mut c, now));
         }
+    }
+}
+
+/// Moves staged feed events into `feed_events`, sorted, stamped now.
+fn flush_feed(c: &mut Connection, staged: &mut Option<std::time::Instant>) {
+    if staged.is_none() {
+        return;
+    }
+    let r = (|| -> Result<(), StoreError> {
+        let tx = c.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO feed_events SELECT subscriber, day, ip, sensor, start, ?1, country,
+               asn, geo, packets, destinations, classes, fingerprints, first_seen, last_seen, top_ports
+             FROM feed_staging ORDER BY subscriber, day, ip, sensor, start",
+            [monotonic_now()],
+        )?;
+        tx.execute("DELETE FROM feed_staging", [])?;
+        tx.commit()?;
+        Ok(())
+    })();
+    match r {
+        Ok(()) => *staged = None,
+        // Staged rows are durable; the next flush retries.
+        Err(e) => log::error!("moving staged feed events failed (retried): {e}"),
     }
 }
 
@@ -509,6 +606,8 @@ fn monotonic_now() -> i64 {
     }
 }
 
+/// Writes a batch in one transaction; feed events go to `feed_staging`
+/// (see [`FEED_FLUSH`]).
 fn write_batch(
     c: &mut Connection,
     jobs: &[(Box<Encoded>, InsertReply)],
@@ -534,8 +633,8 @@ fn write_batch(
         let mut ss = tx.prepare_cached("INSERT INTO source_blobs VALUES (?1, ?2, ?3)")?;
         let mut dirty =
             tx.prepare_cached("INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 1)")?;
-        let mut fe = tx.prepare_cached(
-            "INSERT OR IGNORE INTO feed_events VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+        let mut fs = tx.prepare_cached(
+            "INSERT INTO feed_staging VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
         )?;
         let now = monotonic_now();
         for (e, _) in jobs {
@@ -591,13 +690,12 @@ fn write_batch(
             let day = e.start - e.start.rem_euclid(DAY);
             for f in &e.feed {
                 let v = &f.v;
-                fe.execute(params![
+                fs.execute(params![
                     f.subscriber,
                     day,
                     f.ip,
                     e.sensor,
                     e.start,
-                    now,
                     e.country,
                     f.asn,
                     f.geo,
@@ -1595,6 +1693,7 @@ impl Store for SqliteStore {
     }
 
     fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError> {
+        self.settle_feed()?;
         let c = lock(&self.reader);
         let mut st = c.prepare_cached(&format!(
             "SELECT {FEED_COLS} FROM feed_events WHERE subscriber = ?1 AND day = ?2"
@@ -1638,6 +1737,7 @@ impl Store for SqliteStore {
         after: &FeedCursor,
         limit: usize,
     ) -> Result<Vec<(FeedCursor, Vec<FeedRow>)>, StoreError> {
+        self.settle_feed()?;
         let c = lock(&self.reader);
         // A host-day's last update is at or after the cursor's time exactly
         // when one of its rows is, so the index on (subscriber, stored_at)
