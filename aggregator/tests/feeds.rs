@@ -161,6 +161,45 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
     assert_eq!(i["198.18.1.4"]["countries"], serde_json::json!(["JP"]));
     assert_eq!(i["198.18.1.4"]["asn"], 64500);
     assert!(i["198.18.1.4"]["destinations"].as_u64().unwrap() > 1);
+    // Each scanner's ports as tshark counts them in its own capture.
+    let all = [i.clone(), c.clone()];
+    for cap in ["masscan", "zmap", "nmap", "udp", "mirai", "icmp", "synack", "rst"] {
+        let t = truth(cap);
+        let ip = t["sources"][0]["ip"].as_str().unwrap();
+        let want: BTreeMap<(String, u64), u64> = t["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    (p["proto"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap()),
+                    p["packets"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let e = all.iter().find_map(|m| m.get(ip)).unwrap();
+        let got: BTreeMap<(String, u64), u64> = e["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    (p["proto"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap()),
+                    p["packets"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        if want.len() <= darkscope_common::wire::TopPorts::CAP {
+            assert_eq!(got, want, "{cap}: ports of {ip}");
+        } else {
+            // Summaries carry each source's busiest ports per window: a wide
+            // scanner shows a subset, with lower-bound counts.
+            assert!(got.len() >= darkscope_common::wire::TopPorts::CAP, "{cap}");
+            for (k, n) in &got {
+                assert!(want.get(k).is_some_and(|w| n <= w), "{cap}: {k:?} {n}");
+            }
+        }
+    }
     // Backscatter victims apart from scanners.
     let (_, b) = get(&agg, &isp, "/api/v1/feeds/events.json?date=2026-11-21&tag=backscatter");
     let b = hosts(&b);
