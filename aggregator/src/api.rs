@@ -636,7 +636,9 @@ async fn feed_json(
         let mut events =
             blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
         events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
-        return Ok(Json(json!({ "subscriber": sub.id, "date": date, "events": events })).into_response());
+        return Ok(
+            Json(json!({ "subscriber": sub.id, "date": date, "events": events })).into_response(),
+        );
     };
     let limit = match q.get("limit") {
         None => 500,

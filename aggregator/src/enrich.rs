@@ -113,7 +113,10 @@ impl AsnTable {
                 .parse()
                 .map_err(|_| bad(format!("'{}' is not an AS number", f[2])))?;
             if start > end {
-                return Err(bad(format!("range start {} is after its end {}", f[0], f[1])));
+                return Err(bad(format!(
+                    "range start {} is after its end {}",
+                    f[0], f[1]
+                )));
             }
             if asn == 0 {
                 continue;
@@ -203,9 +206,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("line 1"), "{e}");
-        let e = AsnTable::parse("1.0.0.0\t1.0.0.255\t1\tUS\tX\n1.0.0.9\t1.0.1.0\t2\tUS\tY\n".as_bytes())
-            .err()
-            .unwrap();
+        let e = AsnTable::parse(
+            "1.0.0.0\t1.0.0.255\t1\tUS\tX\n1.0.0.9\t1.0.1.0\t2\tUS\tY\n".as_bytes(),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("overlap"), "{e}");
         let gz = tempfile::NamedTempFile::with_suffix(".tsv.gz").unwrap();
         let mut w = flate2::write::GzEncoder::new(

@@ -116,7 +116,9 @@ impl FeedsConfig {
         }
         if let Some(u) = &self.public_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!("[feeds] public_url must start with http:// or https://, not '{u}'"));
+                return Err(format!(
+                    "[feeds] public_url must start with http:// or https://, not '{u}'"
+                ));
             }
         }
         if !(1..=86_400).contains(&self.push_interval_secs) {
@@ -172,27 +174,32 @@ impl FeedState {
         let Ok(_one) = self.refreshing.try_lock() else {
             return cur;
         };
-        let fresh = store.subscribers().map_err(|e| e.to_string()).and_then(|subs| {
-            // Rebuild the tries only when the subscriptions changed.
-            let print = fingerprint(&subs);
-            if print == cur.fingerprint {
-                return Ok(None);
-            }
-            let mut o = Owners::build(&subs, self.table.clone()).map_err(|e| e.to_string())?;
-            o.fingerprint = print;
-            log::info!(
-                "feed subscriptions loaded: {} subscribers, {} prefixes",
-                subs.iter().filter(|s| s.revoked.is_none()).count(),
-                o.prefixes()
-            );
-            Ok(Some(o))
-        });
+        let fresh = store
+            .subscribers()
+            .map_err(|e| e.to_string())
+            .and_then(|subs| {
+                // Rebuild the tries only when the subscriptions changed.
+                let print = fingerprint(&subs);
+                if print == cur.fingerprint {
+                    return Ok(None);
+                }
+                let mut o = Owners::build(&subs, self.table.clone()).map_err(|e| e.to_string())?;
+                o.fingerprint = print;
+                log::info!(
+                    "feed subscriptions loaded: {} subscribers, {} prefixes",
+                    subs.iter().filter(|s| s.revoked.is_none()).count(),
+                    o.prefixes()
+                );
+                Ok(Some(o))
+            });
         let mut g = self.owners.write().unwrap_or_else(|p| p.into_inner());
         g.0 = Instant::now();
         match fresh {
             Ok(Some(o)) => g.1 = Arc::new(o),
             Ok(None) => {}
-            Err(e) => log::error!("feed subscriptions not reloaded (keeping the previous set): {e}"),
+            Err(e) => {
+                log::error!("feed subscriptions not reloaded (keeping the previous set): {e}")
+            }
         }
         g.1.clone()
     }
@@ -297,7 +304,9 @@ async fn push_subscriber(
         };
         if !crate::webhook::post_signed(client, &url, &sub.webhook_key, &body, PUSH_ATTEMPTS).await
         {
-            metrics.feed_push_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics
+                .feed_push_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             log::warn!(
                 "feed digest of {} host-days to subscriber '{}' not delivered; retried next round",
                 events.len(),
@@ -305,7 +314,9 @@ async fn push_subscriber(
             );
             return;
         }
-        metrics.feed_pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .feed_pushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (s, id) = (store.clone(), sub.id.clone());
         match tokio::task::spawn_blocking(move || s.save_push_cursor(&id, &next)).await {
             Ok(Ok(())) => {}
@@ -582,7 +593,11 @@ pub fn fold(rows: Vec<FeedRow>) -> Vec<FeedEvent> {
 /// The feed of `subscriber` for the UTC day starting at `day`: every host
 /// it owned when the data arrived that sent to the darknet that day,
 /// busiest first.
-pub fn build(store: &dyn Store, subscriber: &str, day: Timestamp) -> Result<Vec<FeedEvent>, StoreError> {
+pub fn build(
+    store: &dyn Store,
+    subscriber: &str,
+    day: Timestamp,
+) -> Result<Vec<FeedEvent>, StoreError> {
     Ok(fold(store.feed_day(subscriber, day)?))
 }
 
@@ -725,8 +740,15 @@ mod tests {
         assert_eq!(o.owner(a("203.0.113.1")), None);
         assert!(Owners::build(&[sub("x", "nope")], None).is_err());
         // The same prefix or AS twice is ambiguous; a revoked owner frees it.
-        let e = Owners::build(&[sub("a", "198.18.0.0/16"), sub("b", "198.18.0.0/16")], None);
-        assert!(e.err().unwrap().to_string().contains("owned by subscriber 'a'"));
+        let e = Owners::build(
+            &[sub("a", "198.18.0.0/16"), sub("b", "198.18.0.0/16")],
+            None,
+        );
+        assert!(e
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("owned by subscriber 'a'"));
         assert!(Owners::build(&[sub("a", "AS1"), sub("b", "AS1")], None).is_err());
         let mut gone = sub("a", "198.18.0.0/16");
         gone.revoked = Some(Timestamp(1));
@@ -743,7 +765,14 @@ mod tests {
             };
             assert_eq!(parse_cursor(&cursor_text(&c)), Some(c));
         }
-        for bad in ["", "x", "1_2", "1_2_notanip", "-1_2_198.18.0.1", "1_2_' OR 1=1"] {
+        for bad in [
+            "",
+            "x",
+            "1_2",
+            "1_2_notanip",
+            "-1_2_198.18.0.1",
+            "1_2_' OR 1=1",
+        ] {
             assert_eq!(parse_cursor(bad), None, "{bad}");
         }
     }

@@ -37,7 +37,10 @@ pub fn sdo_id(kind: &str, key: &str) -> String {
     let h = Sha256::digest(format!("darkscope:{kind}:{key}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
-    format!("{kind}--{}", uuid::Builder::from_random_bytes(b).into_uuid())
+    format!(
+        "{kind}--{}",
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    )
 }
 
 /// The spec's deterministic id of a cyber-observable: UUIDv5 over the
@@ -73,7 +76,10 @@ const TLP: [(&str, &str); 4] = [
         "amber",
         "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82",
     ),
-    ("red", "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed"),
+    (
+        "red",
+        "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed",
+    ),
 ];
 
 /// Malware families our fingerprints name.
@@ -336,7 +342,10 @@ mod tests {
         let s = sco_id("ipv4-addr", &json!({"value": "198.51.100.3"}));
         let u = uuid::Uuid::parse_str(s.strip_prefix("ipv4-addr--").unwrap()).unwrap();
         assert_eq!(u.get_version_num(), 5);
-        assert_eq!(time(Timestamp(1_763_715_600_123_456)), "2025-11-21T09:00:00.123Z");
+        assert_eq!(
+            time(Timestamp(1_763_715_600_123_456)),
+            "2025-11-21T09:00:00.123Z"
+        );
     }
 
     #[test]
@@ -361,16 +370,28 @@ mod tests {
         assert_eq!(sighting["where_sighted_refs"], json!([c.identity]));
         assert_eq!(sighting["sighting_of_ref"], objs[4]["id"]);
         assert_eq!(objs[4]["pattern"], "[ipv4-addr:value = '198.18.1.10']");
-        assert!(objs.iter().all(|o| o.to_string().find("s-1").is_none()), "no sensor ids");
+        assert!(
+            objs.iter().all(|o| o.to_string().find("s-1").is_none()),
+            "no sensor ids"
+        );
         // The same event gives the same objects.
-        assert_eq!(objs, c.event_objects("isp", &event("198.18.1.10", mirai, "darknet-scan")));
+        assert_eq!(
+            objs,
+            c.event_objects("isp", &event("198.18.1.10", mirai, "darknet-scan"))
+        );
         // Another subscriber's view of the host is a different object.
-        assert_ne!(objs[3]["id"], c.event_objects("other", &event("198.18.1.10", mirai, "darknet-scan"))[3]["id"]);
+        assert_ne!(
+            objs[3]["id"],
+            c.event_objects("other", &event("198.18.1.10", mirai, "darknet-scan"))[3]["id"]
+        );
         // Backscatter and tool fingerprints: evidence only.
         let masscan = FingerprintSet(Fingerprint::Masscan.bit());
         let objs = c.event_objects("isp", &event("2001:db8::1", masscan, "darknet-scan"));
         assert_eq!(objs.last().unwrap()["type"], "observed-data");
-        assert_eq!(objs.last().unwrap()["labels"], json!(["darknet-scan", "masscan-fingerprint"]));
+        assert_eq!(
+            objs.last().unwrap()["labels"],
+            json!(["darknet-scan", "masscan-fingerprint"])
+        );
         assert_eq!(objs[0]["type"], "ipv6-addr");
         let objs = c.event_objects("isp", &event("198.18.1.6", mirai, "backscatter"));
         assert_eq!(objs.last().unwrap()["type"], "observed-data");

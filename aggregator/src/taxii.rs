@@ -56,13 +56,29 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A TAXII error message resource.
-fn error(status: StatusCode, title: &str, description: impl Into<String>) -> Response {
-    let body = json!({
-        "title": title,
-        "description": description.into(),
-        "http_status": status.as_str(),
-    });
-    (status, taxii_type(), body.to_string()).into_response()
+struct TaxiiError {
+    status: StatusCode,
+    title: &'static str,
+    description: String,
+}
+
+impl IntoResponse for TaxiiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "title": self.title,
+            "description": self.description,
+            "http_status": self.status.as_str(),
+        });
+        (self.status, taxii_type(), body.to_string()).into_response()
+    }
+}
+
+fn error(status: StatusCode, title: &'static str, description: impl Into<String>) -> TaxiiError {
+    TaxiiError {
+        status,
+        title,
+        description: description.into(),
+    }
 }
 
 fn taxii_type() -> [(header::HeaderName, HeaderValue); 1] {
@@ -74,7 +90,7 @@ fn ok(body: Value) -> Response {
 }
 
 /// Checks `Accept` (TAXII media type, or anything generic) and the token.
-async fn gate(st: &AppState, headers: &HeaderMap) -> Result<SubscriberRecord, Response> {
+async fn gate(st: &AppState, headers: &HeaderMap) -> Result<SubscriberRecord, TaxiiError> {
     if let Some(a) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
         let fine = a.split(',').any(|t| {
             let t = t.trim().to_ascii_lowercase();
@@ -116,7 +132,7 @@ fn base_url(st: &AppState, headers: &HeaderMap) -> String {
 
 async fn discovery(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = gate(&st, &headers).await {
-        return r;
+        return r.into_response();
     }
     let root = format!("{}{ROOT}", base_url(&st, &headers));
     ok(json!({
@@ -132,7 +148,7 @@ async fn discovery(State(st): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn api_root(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(r) = gate(&st, &headers).await {
-        return r;
+        return r.into_response();
     }
     ok(json!({
         "title": "darkscope feeds",
@@ -179,7 +195,7 @@ fn collection_doc(st: &AppState, sub: &SubscriberRecord, which: Which) -> Value 
 }
 
 /// The collection `id` names, if this subscriber may read it.
-fn resolve(st: &AppState, sub: &SubscriberRecord, id: &str) -> Result<Which, Response> {
+fn resolve(st: &AppState, sub: &SubscriberRecord, id: &str) -> Result<Which, TaxiiError> {
     if id == collection_id(&format!("subscriber:{}", sub.id)) {
         Ok(Which::Own)
     } else if st.feeds.cfg.shared_collection && id == collection_id("shared") {
@@ -197,7 +213,7 @@ fn resolve(st: &AppState, sub: &SubscriberRecord, id: &str) -> Result<Which, Res
 async fn collections(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let sub = match gate(&st, &headers).await {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let mut v = vec![collection_doc(&st, &sub, Which::Own)];
     if st.feeds.cfg.shared_collection {
@@ -213,11 +229,11 @@ async fn collection(
 ) -> Response {
     let sub = match gate(&st, &headers).await {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match resolve(&st, &sub, &id) {
         Ok(w) => ok(collection_doc(&st, &sub, w)),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -423,7 +439,7 @@ fn shared_page(
 }
 
 /// Reads `added_after`, `next` and `limit`.
-fn paging(q: &HashMap<String, String>) -> Result<(Position, usize), Response> {
+fn paging(q: &HashMap<String, String>) -> Result<(Position, usize), TaxiiError> {
     let bad = |m: String| error(StatusCode::BAD_REQUEST, "Bad request", m);
     let limit = match q.get("limit") {
         None => LIMIT_DEFAULT,
@@ -456,7 +472,7 @@ async fn page_for(
     headers: &HeaderMap,
     id: &str,
     q: &HashMap<String, String>,
-) -> Result<Page, Response> {
+) -> Result<Page, TaxiiError> {
     let sub = gate(st, headers).await?;
     let which = resolve(st, &sub, id)?;
     let (pos, limit) = paging(q)?;
@@ -508,7 +524,7 @@ async fn objects(
             let objs = page.items.iter().map(|i| i.object.clone()).collect();
             paged(&page, envelope(&page, objs))
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -540,7 +556,7 @@ async fn manifest(
                 .collect();
             paged(&page, envelope(&page, rows))
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -551,7 +567,7 @@ async fn find(
     headers: &HeaderMap,
     id: &str,
     object: &str,
-) -> Result<Vec<Item>, Response> {
+) -> Result<Vec<Item>, TaxiiError> {
     let mut q = HashMap::new();
     q.insert("match[id]".to_string(), object.to_string());
     q.insert("limit".to_string(), LIMIT_MAX.to_string());
@@ -559,7 +575,7 @@ async fn find(
     loop {
         let page = page_for(st, headers, id, &q).await?;
         // SCOs recur across host-days: keep the latest.
-        found.extend(page.items.into_iter());
+        found.extend(page.items);
         match page.next {
             Some(n) => {
                 q.insert("next".into(), n.text());
@@ -588,7 +604,7 @@ async fn object(
             let objs = page.items.iter().map(|i| i.object.clone()).collect();
             paged(&page, envelope(&page, objs))
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -603,7 +619,7 @@ async fn versions(
             let v: Vec<String> = page.items.iter().map(version_of).collect();
             paged(&page, json!({ "more": false, "versions": v }))
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 

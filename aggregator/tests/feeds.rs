@@ -103,7 +103,14 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
     // Ownership must be unambiguous.
     let dup = cli(
         &agg,
-        &["subscriber", "add", "--id", "dup", "--prefix", "198.18.1.8/29"],
+        &[
+            "subscriber",
+            "add",
+            "--id",
+            "dup",
+            "--prefix",
+            "198.18.1.8/29",
+        ],
     );
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already owned by subscriber 'customer'"));
@@ -139,7 +146,13 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             assert_eq!(f.len(), 31, "{l}");
             assert_eq!(f[23], "darkscope");
             // src_asn and src_geo come from the ASN table.
-            let (asn, geo) = if id == "by-asn" { ("64999", "DE") } else if f[2].contains(':') { ("", "") } else { ("64500", "JP") };
+            let (asn, geo) = if id == "by-asn" {
+                ("64999", "DE")
+            } else if f[2].contains(':') {
+                ("", "")
+            } else {
+                ("64500", "JP")
+            };
             assert_eq!((f[4], f[5]), (asn, geo), "{l}");
             ips.insert(f[2].to_string());
         }
@@ -163,7 +176,9 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
     assert!(i["198.18.1.4"]["destinations"].as_u64().unwrap() > 1);
     // Each scanner's ports as tshark counts them in its own capture.
     let all = [i.clone(), c.clone()];
-    for cap in ["masscan", "zmap", "nmap", "udp", "mirai", "icmp", "synack", "rst"] {
+    for cap in [
+        "masscan", "zmap", "nmap", "udp", "mirai", "icmp", "synack", "rst",
+    ] {
         let t = truth(cap);
         let ip = t["sources"][0]["ip"].as_str().unwrap();
         let want: BTreeMap<(String, u64), u64> = t["ports"]
@@ -172,7 +187,10 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             .iter()
             .map(|p| {
                 (
-                    (p["proto"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap()),
+                    (
+                        p["proto"].as_str().unwrap().to_string(),
+                        p["port"].as_u64().unwrap(),
+                    ),
                     p["packets"].as_u64().unwrap(),
                 )
             })
@@ -184,7 +202,10 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             .iter()
             .map(|p| {
                 (
-                    (p["proto"].as_str().unwrap().to_string(), p["port"].as_u64().unwrap()),
+                    (
+                        p["proto"].as_str().unwrap().to_string(),
+                        p["port"].as_u64().unwrap(),
+                    ),
                     p["packets"].as_u64().unwrap(),
                 )
             })
@@ -201,12 +222,19 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
         }
     }
     // Backscatter victims apart from scanners.
-    let (_, b) = get(&agg, &isp, "/api/v1/feeds/events.json?date=2026-11-21&tag=backscatter");
+    let (_, b) = get(
+        &agg,
+        &isp,
+        "/api/v1/feeds/events.json?date=2026-11-21&tag=backscatter",
+    );
     let b = hosts(&b);
     assert!(b.contains_key("198.18.1.6") && b.contains_key("198.18.1.7"));
     assert!(b.values().all(|e| e["tag"] == "backscatter"));
     assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.csv?tag=worms").0, 400);
-    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.csv?date=2026-13-01").0, 400);
+    assert_eq!(
+        get(&agg, &isp, "/api/v1/feeds/events.csv?date=2026-13-01").0,
+        400
+    );
 
     // Other credentials read nothing.
     assert_eq!(feed(&agg, "dst_wrong", "csv").0, 401);
@@ -261,7 +289,12 @@ fn the_change_feed_pages_and_follows_ownership_changes() {
     let (events, next) = page_all(&agg, &isp, "2026-01-01T00:00:00Z", 2);
     let ips: BTreeMap<String, u64> = events
         .iter()
-        .map(|e| (e["ip"].as_str().unwrap().to_string(), e["packets"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["ip"].as_str().unwrap().to_string(),
+                e["packets"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(ips.len(), events.len(), "no host twice");
     assert_eq!(ips, want["isp"]);
@@ -271,14 +304,31 @@ fn the_change_feed_pages_and_follows_ownership_changes() {
         .collect();
     assert!(updated.windows(2).all(|w| w[0] <= w[1]));
     // Nothing new since the last page.
-    let (st, body) = get(&agg, &isp, &format!("/api/v1/feeds/events.json?cursor={next}"));
+    let (st, body) = get(
+        &agg,
+        &isp,
+        &format!("/api/v1/feeds/events.json?cursor={next}"),
+    );
     assert_eq!(st, 200);
     assert_eq!(hosts(&body).len(), 0);
-    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.json?cursor=garbage").0, 400);
-    assert_eq!(get(&agg, &isp, "/api/v1/feeds/events.json?since=2026-01-01T00:00:00Z&limit=0").0, 400);
+    assert_eq!(
+        get(&agg, &isp, "/api/v1/feeds/events.json?cursor=garbage").0,
+        400
+    );
+    assert_eq!(
+        get(
+            &agg,
+            &isp,
+            "/api/v1/feeds/events.json?since=2026-01-01T00:00:00Z&limit=0"
+        )
+        .0,
+        400
+    );
 
     // The customer leaves; its hosts are the ISP's again for new data.
-    assert!(cli(&agg, &["subscriber", "revoke", "customer"]).status.success());
+    assert!(cli(&agg, &["subscriber", "revoke", "customer"])
+        .status
+        .success());
     assert_eq!(feed(&agg, &customer, "json").0, 401);
     // Subscriptions are re-read within seconds.
     std::thread::sleep(std::time::Duration::from_secs(6));
@@ -286,26 +336,58 @@ fn the_change_feed_pages_and_follows_ownership_changes() {
         .status()
         .unwrap()
         .success());
-    let (st, body) = get(&agg, &isp, &format!("/api/v1/feeds/events.json?cursor={next}&limit=5000"));
+    let (st, body) = get(
+        &agg,
+        &isp,
+        &format!("/api/v1/feeds/events.json?cursor={next}&limit=5000"),
+    );
     assert_eq!(st, 200);
     let again = hosts(&body);
-    let mut expect: BTreeMap<String, u64> = want["isp"].iter().map(|(k, v)| (k.clone(), 2 * v)).collect();
+    let mut expect: BTreeMap<String, u64> = want["isp"]
+        .iter()
+        .map(|(k, v)| (k.clone(), 2 * v))
+        .collect();
     expect.extend(want["customer"].iter().map(|(k, v)| (k.clone(), *v)));
     let got: BTreeMap<String, u64> = again
         .iter()
         .map(|(k, e)| (k.clone(), e["packets"].as_u64().unwrap()))
         .collect();
-    assert_eq!(got, expect, "ISP hosts updated by s-2, the customer's hosts newly the ISP's");
-    assert_eq!(again["198.18.1.4"]["sensors"], serde_json::json!(["s-1", "s-2"]));
+    assert_eq!(
+        got, expect,
+        "ISP hosts updated by s-2, the customer's hosts newly the ISP's"
+    );
+    assert_eq!(
+        again["198.18.1.4"]["sensors"],
+        serde_json::json!(["s-1", "s-2"])
+    );
 
     // Updating prefixes: the ISP keeps only IPv6; new data follows.
-    let up = cli(&agg, &["subscriber", "update", "isp", "--prefix", "2001:db8::/32"]);
-    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let up = cli(
+        &agg,
+        &["subscriber", "update", "isp", "--prefix", "2001:db8::/32"],
+    );
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     let list = String::from_utf8(cli(&agg, &["subscriber", "list"]).stdout).unwrap();
-    assert!(list.lines().any(|l| l.starts_with("isp ") && l.ends_with("2001:db8::/32")), "{list}");
-    let bad = cli(&agg, &["subscriber", "update", "isp", "--webhook", "ftp://x"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("isp ") && l.ends_with("2001:db8::/32")),
+        "{list}"
+    );
+    let bad = cli(
+        &agg,
+        &["subscriber", "update", "isp", "--webhook", "ftp://x"],
+    );
     assert!(!bad.status.success());
-    assert!(!cli(&agg, &["subscriber", "update", "nobody", "--prefix", "10.0.0.0/8"]).status.success());
+    assert!(!cli(
+        &agg,
+        &["subscriber", "update", "nobody", "--prefix", "10.0.0.0/8"]
+    )
+    .status
+    .success());
 }
 
 #[test]
@@ -367,14 +449,24 @@ fn new_events_are_pushed_signed_to_the_subscribers_webhook_after_a_retry() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["ip"].as_str().unwrap().to_string(), e["packets"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                e["ip"].as_str().unwrap().to_string(),
+                e["packets"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(got, expected()["customer"], "exactly its own new hosts");
     // Accepted digests are not sent again; only the webhook's owner gets one.
-    assert!(seen.recv_timeout(std::time::Duration::from_secs(3)).is_err());
+    assert!(seen
+        .recv_timeout(std::time::Duration::from_secs(3))
+        .is_err());
     let metrics = reqwest::blocking::get(format!("{}/metrics", agg.url()))
         .unwrap()
         .text()
         .unwrap();
-    assert!(metrics.contains("darkscope_aggregator_feed_pushes_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("darkscope_aggregator_feed_pushes_total 1"),
+        "{metrics}"
+    );
 }

@@ -58,7 +58,14 @@ fn add_subscriber(agg: &Aggregator, id: &str, prefixes: &str) -> String {
 fn check(py: &str, agg: &Aggregator, token: &str) -> Value {
     let out = Command::new(py)
         .arg(root().join("aggregator/tests/interop/check_feeds.py"))
-        .args(["--url", &agg.url(), "--token", token, "--date", "2026-11-21"])
+        .args([
+            "--url",
+            &agg.url(),
+            "--token",
+            token,
+            "--date",
+            "2026-11-21",
+        ])
         .args(["--per-request", "7"])
         .output()
         .unwrap();
@@ -137,7 +144,10 @@ fn real_stix_and_taxii_clients_read_our_feeds() {
         let cols = r["collections"].as_object().unwrap();
         let own = &cols[&format!("Scanning hosts of {id}")];
         assert_eq!(cols.len(), 2, "own + shared");
-        assert_eq!((own["can_read"].as_bool(), own["can_write"].as_bool()), (Some(true), Some(false)));
+        assert_eq!(
+            (own["can_read"].as_bool(), own["can_write"].as_bool()),
+            (Some(true), Some(false))
+        );
         // Every host of the subscriber, nobody else's, over several pages.
         let hosts: BTreeSet<String> = want[id].keys().cloned().collect();
         assert_eq!(set(&own["ips"]), hosts, "{id}");
@@ -146,7 +156,10 @@ fn real_stix_and_taxii_clients_read_our_feeds() {
         assert_eq!(own["manifest"], own["objects"]);
         // added_after keeps exactly what was added later.
         assert_eq!(own["after_mid"], own["after_mid_expected"], "{id}");
-        assert_eq!(own["types"]["observed-data"].as_u64().unwrap() as usize, hosts.len());
+        assert_eq!(
+            own["types"]["observed-data"].as_u64().unwrap() as usize,
+            hosts.len()
+        );
         // The CSV parses with Python's csv module under the documented header.
         assert_eq!(
             r["csv"]["header"],
@@ -159,9 +172,15 @@ fn real_stix_and_taxii_clients_read_our_feeds() {
         assert_eq!(shared["types"]["indicator"], 1);
         assert_eq!(
             shared["indicator_patterns"],
-            serde_json::json!(["[network-traffic:dst_port = 23 AND network-traffic:protocols[*] = 'tcp']"])
+            serde_json::json!([
+                "[network-traffic:dst_port = 23 AND network-traffic:protocols[*] = 'tcp']"
+            ])
         );
-        assert_eq!(shared["ips"], serde_json::json!([]), "no hosts in the shared collection");
+        assert_eq!(
+            shared["ips"],
+            serde_json::json!([]),
+            "no hosts in the shared collection"
+        );
     }
     // The Mirai-fingerprinted host: indicator and sighting, sighted by us.
     let c = check(&py, &agg, &customer);
@@ -171,11 +190,18 @@ fn real_stix_and_taxii_clients_read_our_feeds() {
         serde_json::json!(["[ipv4-addr:value = '198.18.1.10']"])
     );
     let s = &own["sightings"][0];
-    assert_eq!(s["count"].as_u64(), want["customer"].get("198.18.1.10").copied());
+    assert_eq!(
+        s["count"].as_u64(),
+        want["customer"].get("198.18.1.10").copied()
+    );
     let identity = darkscope_aggregator::stix::sdo_id("identity", "CERT-Test");
     assert_eq!(s["where"], serde_json::json!([identity]));
     let i = check(&py, &agg, &isp);
-    assert_eq!(i["collections"]["Scanning hosts of isp"]["types"].get("indicator"), None, "no malware fingerprint among the ISP's hosts");
+    assert_eq!(
+        i["collections"]["Scanning hosts of isp"]["types"].get("indicator"),
+        None,
+        "no malware fingerprint among the ISP's hosts"
+    );
 }
 
 #[test]
@@ -199,7 +225,11 @@ fn taxii_answers_only_the_subscribers_own_collection() {
             .headers()
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_string());
-        (r.status().as_u16(), ct, r.json::<Value>().unwrap_or(Value::Null))
+        (
+            r.status().as_u16(),
+            ct,
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
     };
     let taxii = "application/taxii+json;version=2.1";
     let (st, ct, cols) = get("/taxii2/feeds/collections/", &a, taxii);
@@ -209,17 +239,27 @@ fn taxii_answers_only_the_subscribers_own_collection() {
     assert_eq!(cols.len(), 1, "no shared collection unless configured");
     let a_id = cols[0]["id"].as_str().unwrap().to_string();
     // b cannot read a's collection, not even its existence.
-    let (st, _, err) = get(&format!("/taxii2/feeds/collections/{a_id}/objects/"), &b, taxii);
+    let (st, _, err) = get(
+        &format!("/taxii2/feeds/collections/{a_id}/objects/"),
+        &b,
+        taxii,
+    );
     assert_eq!(st, 404);
     assert_eq!(err["http_status"], "404");
-    assert_eq!(get(&format!("/taxii2/feeds/collections/{a_id}/"), &b, taxii).0, 404);
+    assert_eq!(
+        get(&format!("/taxii2/feeds/collections/{a_id}/"), &b, taxii).0,
+        404
+    );
     // Bad or missing credentials, wrong media type, bad paging.
     assert_eq!(get("/taxii2/", "dst_wrong", taxii).0, 401);
     assert_eq!(get("/taxii2/", &a, "text/html").0, 406);
     let objects = format!("/taxii2/feeds/collections/{a_id}/objects/");
     assert_eq!(get(&format!("{objects}?limit=0"), &a, taxii).0, 400);
     assert_eq!(get(&format!("{objects}?next=garbage"), &a, taxii).0, 400);
-    assert_eq!(get(&format!("{objects}?added_after=yesterday"), &a, taxii).0, 400);
+    assert_eq!(
+        get(&format!("{objects}?added_after=yesterday"), &a, taxii).0,
+        400
+    );
     // An empty collection still has the operator's identity and marking.
     let (st, _, env) = get(&objects, &a, taxii);
     assert_eq!(st, 200);
@@ -239,5 +279,13 @@ fn taxii_answers_only_the_subscribers_own_collection() {
     let (st, _, v) = get(&format!("{objects}{id}/versions/"), &a, taxii);
     assert_eq!(st, 200);
     assert_eq!(v["versions"].as_array().unwrap().len(), 1);
-    assert_eq!(get(&format!("{objects}indicator--00000000-0000-4000-8000-000000000000/"), &a, taxii).0, 404);
+    assert_eq!(
+        get(
+            &format!("{objects}indicator--00000000-0000-4000-8000-000000000000/"),
+            &a,
+            taxii
+        )
+        .0,
+        404
+    );
 }

@@ -509,7 +509,10 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
     // Sources 1, 2 and 7: 1 and 2 are x's, 7 is y's.
     let s0 = summary("a", 0, &[1, 2, 7], 3);
     let all = [m("x", 0), m("x", 1), m("y", 2)];
-    assert_eq!(store.insert_summary_with(&s0, "JP", &all).unwrap(), Inserted::New);
+    assert_eq!(
+        store.insert_summary_with(&s0, "JP", &all).unwrap(),
+        Inserted::New
+    );
     // A retry is stored once, events included.
     assert_eq!(
         store.insert_summary_with(&s0, "JP", &all).unwrap(),
@@ -521,7 +524,13 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
     assert_eq!(rows.len(), 2);
     let r = rows.iter().find(|r| r.ip == Addr::v4(1)).unwrap();
     assert_eq!(
-        (r.sensor.as_str(), r.country.as_str(), r.asn, r.geo.as_str(), r.packets),
+        (
+            r.sensor.as_str(),
+            r.country.as_str(),
+            r.asn,
+            r.geo.as_str(),
+            r.packets
+        ),
         ("a", "JP", 64500, "NL", 3)
     );
     assert_eq!(r.ports.len(), 1);
@@ -530,7 +539,10 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
         store.feed_day("y", day).unwrap()[0].fingerprints,
         FingerprintSet(Fingerprint::Mirai.bit())
     );
-    assert!(store.feed_day("x", Timestamp(day.0 + 86_400_000_000)).unwrap().is_empty());
+    assert!(store
+        .feed_day("x", Timestamp(day.0 + 86_400_000_000))
+        .unwrap()
+        .is_empty());
 
     // The change stream: both of x's hosts, once each, then nothing.
     let start = FeedCursor::default();
@@ -562,9 +574,7 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
     // Sensor b sees host 1 later: it comes back, with both rows.
     std::thread::sleep(std::time::Duration::from_millis(5));
     let s1 = summary("b", 1, &[1], 4);
-    store
-        .insert_summary_with(&s1, "DE", &[m("x", 0)])
-        .unwrap();
+    store.insert_summary_with(&s1, "DE", &[m("x", 0)]).unwrap();
     std::thread::sleep(settle);
     let again = store.feed_changes("x", &c[1].0, 10).unwrap();
     assert_eq!(again.len(), 1);

@@ -1072,7 +1072,6 @@ fn cred_subscriber(r: CredRow) -> SubscriberRecord {
     s
 }
 
-
 fn port_tuple(p: PortRowCh) -> PortRowTuple {
     let hll = base64::engine::general_purpose::STANDARD
         .decode(&p.hll)

@@ -22,8 +22,8 @@
 use super::fold::{self, bytes_hll, merged_key, proto_of, SourceRowTuple};
 use super::srcrec;
 use super::{
-    Alert, AnalystRecord, ExportRecord, Inserted, LocalChange, Overview, PeerState, PortFilter,
-    FeedCursor, FeedMatch, FeedRow, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint,
+    Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, Inserted, LocalChange,
+    Overview, PeerState, PortFilter, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint,
     SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
@@ -276,7 +276,8 @@ fn subscriber_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRecord> {
     Ok(s)
 }
 
-const FEED_COLS: &str = "day, ip, sensor, country, start, stored_at, asn, geo, packets, destinations,
+const FEED_COLS: &str =
+    "day, ip, sensor, country, start, stored_at, asn, geo, packets, destinations,
     classes, fingerprints, first_seen, last_seen, top_ports";
 
 fn feed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FeedRow> {
@@ -1927,7 +1928,10 @@ impl Store for SqliteStore {
         tx.execute("DELETE FROM source_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM rollup_hours WHERE hour < ?1", [rcut])?;
         tx.execute("DELETE FROM port_hours WHERE hour < ?1", [rcut])?;
-        tx.execute("DELETE FROM feed_events WHERE day < ?1", [rcut - rcut.rem_euclid(DAY)])?;
+        tx.execute(
+            "DELETE FROM feed_events WHERE day < ?1",
+            [rcut - rcut.rem_euclid(DAY)],
+        )?;
         tx.execute(
             "DELETE FROM port_days WHERE day < ?1",
             [rcut - rcut.rem_euclid(DAY)],
@@ -1973,7 +1977,9 @@ mod tests {
         assert_eq!(subs[0].webhook, None);
         assert!(s.feed_day("isp", Timestamp(0)).unwrap().is_empty());
         let v: String = lock(&s.reader)
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(v, "5");
     }

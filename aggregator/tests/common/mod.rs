@@ -392,4 +392,3 @@ pub fn receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     });
     (url, rx)
 }
-

@@ -53,18 +53,35 @@ fn subscriptions(n: usize, subscribers: usize) -> Vec<SubscriberRecord> {
             // IPv6 allocations.
             0..=9 => {
                 let len = rng.gen_range(32..=48);
-                let a = std::net::Ipv6Addr::from(0x2001_0000_0000_0000_0000_0000_0000_0000u128 | (rng.gen::<u128>() >> 16));
-                format!("{}", ipnet::Ipv6Net::new(a, len).unwrap().trunc())
+                let a = std::net::Ipv6Addr::from(
+                    0x2001_0000_0000_0000_0000_0000_0000_0000u128 | (rng.gen::<u128>() >> 16),
+                );
+                format!(
+                    "{}",
+                    ipnet::Ipv6Net::new(a, len)
+                        .expect("len 32-48 is a valid IPv6 prefix length")
+                        .trunc()
+                )
             }
             // A customer block nested in an ISP's.
             10..=14 => {
                 let a = std::net::Ipv4Addr::from(rng.gen::<u32>());
-                format!("{}", ipnet::Ipv4Net::new(a, 28).unwrap().trunc())
+                format!(
+                    "{}",
+                    ipnet::Ipv4Net::new(a, 28)
+                        .expect("28 is a valid IPv4 prefix length")
+                        .trunc()
+                )
             }
             _ => {
                 let len = rng.gen_range(20..=24);
                 let a = std::net::Ipv4Addr::from(rng.gen::<u32>());
-                format!("{}", ipnet::Ipv4Net::new(a, len).unwrap().trunc())
+                format!(
+                    "{}",
+                    ipnet::Ipv4Net::new(a, len)
+                        .expect("len 20-24 is a valid IPv4 prefix length")
+                        .trunc()
+                )
             }
         };
         if seen.insert(p.clone()) {
