@@ -196,6 +196,19 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             })
             .collect();
         let e = all.iter().find_map(|m| m.get(ip)).unwrap();
+        // Fingerprints exactly as the truth attributes them.
+        let fps: Vec<&str> = t["fingerprints"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, who)| who.as_array().unwrap().iter().any(|w| w == ip))
+            .map(|(f, _)| f.as_str())
+            .collect();
+        assert_eq!(
+            e["fingerprints"],
+            serde_json::json!(fps),
+            "{cap}: fingerprints of {ip}"
+        );
         let got: BTreeMap<(String, u64), u64> = e["ports"]
             .as_array()
             .unwrap()
