@@ -344,6 +344,27 @@ fn proto_param(v: &str) -> ApiResult<Proto> {
     })
 }
 
+/// Runs `value` through every query-parameter parser, as each parameter of
+/// every endpoint would get it; for the `query_params` fuzz target.
+#[doc(hidden)]
+pub fn parse_query_value(value: &str) {
+    let mut q = HashMap::new();
+    for key in [
+        "from", "to", "since", "limit", "scope", "date", "tag", "cursor", "step",
+    ] {
+        q.insert(key.to_string(), value.to_string());
+    }
+    let _ = range(&q);
+    let _ = time_param(&q, "since");
+    let _ = limit_param(&q, 20);
+    let _ = scope_param(&q);
+    let _ = proto_param(value);
+    let _ = feed_day(&q);
+    let _ = feed_tag(&q);
+    let _ = value.parse::<std::net::IpAddr>().map(Addr::from);
+    let _ = crate::taxii::parse_position(value);
+}
+
 fn scope_param(q: &HashMap<String, String>) -> ApiResult<Scope> {
     match q.get("scope") {
         None => Ok(Scope::Local),

@@ -275,6 +275,12 @@ impl Position {
     }
 }
 
+/// Parses a `next` value (for the fuzz target): whether it is one.
+#[doc(hidden)]
+pub fn parse_position(s: &str) -> bool {
+    Position::parse(s).is_some_and(|p| Position::parse(&p.text()) == Some(p))
+}
+
 /// One object with the time it was added.
 struct Item {
     added: Timestamp,

@@ -65,6 +65,34 @@ fn hosts(json: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Packets per (protocol, port) of a list of port rows.
+fn packets_by_port(rows: &Value) -> BTreeMap<(String, u64), u64> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let key = (
+                p["proto"].as_str().unwrap().to_string(),
+                p["port"].as_u64().unwrap(),
+            );
+            (key, p["packets"].as_u64().unwrap())
+        })
+        .collect()
+}
+
+/// Packets per host of a list of feed events.
+fn packets_by_ip(events: &[Value]) -> BTreeMap<String, u64> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["ip"].as_str().unwrap().to_string(),
+                e["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Addresses below 100.0.0.0 belong to AS64999 (owned by subscriber
 /// "by-asn"); the scanners' block is AS64500 in JP.
 const ASN_TABLE: &str = "0.0.0.0\t99.255.255.255\t64999\tDE\tEXAMPLE-LOW\n\
@@ -127,10 +155,8 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
     for (id, token) in [("isp", &isp), ("customer", &customer), ("by-asn", &by_asn)] {
         let (st, body) = feed(&agg, token, "json");
         assert_eq!(st, 200, "{body}");
-        let got: BTreeMap<String, u64> = hosts(&body)
-            .into_iter()
-            .map(|(ip, e)| (ip, e["packets"].as_u64().unwrap()))
-            .collect();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let got = packets_by_ip(v["events"].as_array().unwrap());
         assert_eq!(got, want[id], "{id}");
         // The CSV carries the same hosts under the Shadowserver header.
         let (st, csv) = feed(&agg, token, "csv");
@@ -181,20 +207,7 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
     ] {
         let t = truth(cap);
         let ip = t["sources"][0]["ip"].as_str().unwrap();
-        let want: BTreeMap<(String, u64), u64> = t["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    (
-                        p["proto"].as_str().unwrap().to_string(),
-                        p["port"].as_u64().unwrap(),
-                    ),
-                    p["packets"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let want = packets_by_port(&t["ports"]);
         let e = all.iter().find_map(|m| m.get(ip)).unwrap();
         // Fingerprints exactly as the truth attributes them.
         let fps: Vec<&str> = t["fingerprints"]
@@ -209,20 +222,7 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             serde_json::json!(fps),
             "{cap}: fingerprints of {ip}"
         );
-        let got: BTreeMap<(String, u64), u64> = e["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                (
-                    (
-                        p["proto"].as_str().unwrap().to_string(),
-                        p["port"].as_u64().unwrap(),
-                    ),
-                    p["packets"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got = packets_by_port(&e["ports"]);
         if want.len() <= darkscope_common::wire::TopPorts::CAP {
             assert_eq!(got, want, "{cap}: ports of {ip}");
         } else {
@@ -300,15 +300,7 @@ fn the_change_feed_pages_and_follows_ownership_changes() {
 
     // Paging with a small limit yields each host-day once, ordered by update.
     let (events, next) = page_all(&agg, &isp, "2026-01-01T00:00:00Z", 2);
-    let ips: BTreeMap<String, u64> = events
-        .iter()
-        .map(|e| {
-            (
-                e["ip"].as_str().unwrap().to_string(),
-                e["packets"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let ips = packets_by_ip(&events);
     assert_eq!(ips.len(), events.len(), "no host twice");
     assert_eq!(ips, want["isp"]);
     let updated: Vec<Timestamp> = events
@@ -361,10 +353,7 @@ fn the_change_feed_pages_and_follows_ownership_changes() {
         .map(|(k, v)| (k.clone(), 2 * v))
         .collect();
     expect.extend(want["customer"].iter().map(|(k, v)| (k.clone(), *v)));
-    let got: BTreeMap<String, u64> = again
-        .iter()
-        .map(|(k, e)| (k.clone(), e["packets"].as_u64().unwrap()))
-        .collect();
+    let got = packets_by_ip(&again.values().cloned().collect::<Vec<_>>());
     assert_eq!(
         got, expect,
         "ISP hosts updated by s-2, the customer's hosts newly the ISP's"
@@ -458,17 +447,7 @@ fn new_events_are_pushed_signed_to_the_subscribers_webhook_after_a_retry() {
     let digest: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(digest["type"], "feed-digest");
     assert_eq!(digest["subscriber"], "customer");
-    let got: BTreeMap<String, u64> = digest["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["ip"].as_str().unwrap().to_string(),
-                e["packets"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got = packets_by_ip(digest["events"].as_array().unwrap());
     assert_eq!(got, expected()["customer"], "exactly its own new hosts");
     // Accepted digests are not sent again; only the webhook's owner gets one.
     assert!(seen

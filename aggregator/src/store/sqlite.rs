@@ -133,11 +133,26 @@ const ROLLUP_GRACE: i64 = 5 * 60_000_000;
 /// Most summaries committed in one transaction.
 const BATCH_MAX: usize = 64;
 
+/// Query connections (each with its own page cache, see `open`).
+const READERS: usize = 3;
+
+/// Least time between two feed reads that make the writer move staged events.
+const READ_FLUSH_GAP: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// SQLite store.
 pub struct SqliteStore {
+    /// When a feed read last had staged events moved.
+    last_read_flush: Mutex<Option<std::time::Instant>>,
+    /// Credential lookups: their own connection, so authenticating an
+    /// upload never waits behind an analyst's long query on `reader`.
+    auth: Mutex<Connection>,
     /// Administrative writes (sensors, retention).
     writer: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    /// Query connections: a query takes a free one, so a short query does
+    /// not wait behind a long one (WAL readers run concurrently).
+    readers: Vec<Mutex<Connection>>,
+    /// Round-robin start for [`SqliteStore::reader`].
+    next_reader: std::sync::atomic::AtomicUsize,
     jobs: Mutex<mpsc::SyncSender<Job>>,
 }
 
@@ -339,28 +354,64 @@ impl SqliteStore {
                 )))
             }
         }
-        let reader = open(path)?;
+        let readers = (0..READERS)
+            .map(|_| open(path).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let ingest = open(path)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(256);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(ingest, rx))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
+        let auth = open(path)?;
+        auth.pragma_update(None, "cache_size", -8_192)?;
         Ok(SqliteStore {
+            last_read_flush: Mutex::new(None),
+            auth: Mutex::new(auth),
             writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             jobs: Mutex::new(tx),
         })
     }
 
+    /// A free query connection, or (all busy) the next in turn.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            match r.try_lock() {
+                Ok(g) => return g,
+                Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        let i = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.readers.len();
+        lock(&self.readers[i])
+    }
+
     /// Has the writer move staged feed events first, if there are any, so a
-    /// feed read sees every acknowledged event.
+    /// feed read sees every event acknowledged before it. Under continuous
+    /// ingest, reads ask for this at most every [`READ_FLUSH_GAP`] (pollers
+    /// would otherwise make the writer flush on every poll); what they miss
+    /// then comes with a later update time, so no cursor skips it.
     fn settle_feed(&self) -> Result<(), StoreError> {
-        let any: bool = lock(&self.reader).query_row(
-            "SELECT EXISTS (SELECT 1 FROM feed_staging)",
-            [],
-            |r| r.get(0),
-        )?;
+        {
+            let mut last = self
+                .last_read_flush
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < READ_FLUSH_GAP) {
+                return Ok(());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let any: bool =
+            self.reader()
+                .query_row("SELECT EXISTS (SELECT 1 FROM feed_staging)", [], |r| {
+                    r.get(0)
+                })?;
         if !any {
             return Ok(());
         }
@@ -960,14 +1011,14 @@ impl Store for SqliteStore {
     }
 
     fn sensors(&self) -> Result<Vec<SensorRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare("SELECT id, country, created, revoked FROM sensors ORDER BY id")?;
         let rows = st.query_map([], sensor_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn sensor_by_token(&self, token_hash: &[u8]) -> Result<Option<SensorRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = lock(&self.auth);
         Ok(c.query_row(
             "SELECT id, country, created, revoked FROM sensors WHERE token_hash = ?1",
             [token_hash],
@@ -1017,7 +1068,7 @@ impl Store for SqliteStore {
     }
 
     fn subscribers(&self) -> Result<Vec<SubscriberRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = lock(&self.auth);
         let mut st =
             c.prepare("SELECT id, prefixes, created, revoked, webhook, webhook_key FROM subscribers ORDER BY id")?;
         let rows = st.query_map([], subscriber_row)?;
@@ -1028,7 +1079,7 @@ impl Store for SqliteStore {
         &self,
         token_hash: &[u8],
     ) -> Result<Option<SubscriberRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = lock(&self.auth);
         Ok(c.query_row(
             "SELECT id, prefixes, created, revoked, webhook, webhook_key FROM subscribers WHERE token_hash = ?1",
             [token_hash],
@@ -1042,7 +1093,7 @@ impl Store for SqliteStore {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<SourceSeen>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut out = Vec::new();
         for (g, a, b) in plan_for(&c, from.0 as i64, to.0 as i64, Gran::Hour)? {
             if g == Gran::Raw {
@@ -1109,14 +1160,14 @@ impl Store for SqliteStore {
     }
 
     fn analysts(&self) -> Result<Vec<AnalystRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare("SELECT name, created, revoked FROM analysts ORDER BY name")?;
         let rows = st.query_map([], analyst_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn analyst_by_token(&self, token_hash: &[u8]) -> Result<Option<AnalystRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = lock(&self.auth);
         Ok(c.query_row(
             "SELECT name, created, revoked FROM analysts WHERE token_hash = ?1",
             [token_hash],
@@ -1131,7 +1182,7 @@ impl Store for SqliteStore {
         to: Timestamp,
         scope: Scope,
     ) -> Result<Vec<Timestamp>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(&format!(
             "SELECT DISTINCT start FROM windows WHERE start >= ?1 AND start < ?2 AND {} ORDER BY start",
             scope_pred(scope)
@@ -1141,7 +1192,7 @@ impl Store for SqliteStore {
     }
 
     fn window_sensors(&self, start: Timestamp, scope: Scope) -> Result<u32, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         Ok(c.query_row(
             &format!(
                 "SELECT COUNT(*) FROM windows WHERE start = ?1 AND {}",
@@ -1157,7 +1208,7 @@ impl Store for SqliteStore {
         start: Timestamp,
         scope: Scope,
     ) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(&format!(
             "SELECT proto, port, hll FROM port_rows WHERE start = ?1 AND {}",
             scope_pred(scope)
@@ -1202,7 +1253,7 @@ impl Store for SqliteStore {
     }
 
     fn alerts(&self, since: Timestamp, state: Option<&str>) -> Result<Vec<Alert>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(
             "SELECT id, proto, port, scope, start, severity, baseline, observed, state, resolved_at
              FROM alerts WHERE start >= ?1 AND (?2 IS NULL OR state = ?2) ORDER BY start DESC, id DESC",
@@ -1244,7 +1295,7 @@ impl Store for SqliteStore {
     }
 
     fn top_ports(&self, f: &PortFilter, limit: usize) -> Result<Vec<PortTop>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let segments = plan_for(&c, f.from.0 as i64, f.to.0 as i64, Gran::Day)?;
         // Roll-ups hold per-sensor rows and pre-merged "*" / "*CC" rows.
         let rolled_key = match (&f.sensor, &f.country) {
@@ -1317,7 +1368,7 @@ impl Store for SqliteStore {
         } else {
             Gran::Raw
         };
-        let c = lock(&self.reader);
+        let c = self.reader();
         for (g, a, b) in plan_for(&c, f, t, max)? {
             let (table, col, _) = table_of(g);
             let only_merged = if g == Gran::Raw {
@@ -1355,7 +1406,7 @@ impl Store for SqliteStore {
     }
 
     fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let scope = scope_pred(scope);
         let blob = ip_blob(ip);
         let mut rows: Vec<SourceRowTuple> = Vec::new();
@@ -1453,7 +1504,7 @@ impl Store for SqliteStore {
     }
 
     fn sensor_status(&self, now: Timestamp, scope: Scope) -> Result<Vec<SensorStatus>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let peers = if scope == Scope::Global {
             "UNION ALL
              SELECT sensor, MAX(country), NULL, MAX(end), MAX(stored_at), COUNT(start),
@@ -1512,7 +1563,7 @@ impl Store for SqliteStore {
             },
             10,
         )?;
-        let c = lock(&self.reader);
+        let c = self.reader();
         let scope = scope_pred(scope);
         let (packets, classes, active, windows) = c.query_row(
             &format!("SELECT COALESCE(SUM(packets),0), COALESCE(SUM(tcp_syn),0), COALESCE(SUM(backscatter),0),
@@ -1568,7 +1619,7 @@ impl Store for SqliteStore {
     }
 
     fn local_changes(&self, cursor: u64, limit: usize) -> Result<Vec<LocalChange>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(
             "SELECT seq, sensor, start FROM fed_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
@@ -1583,7 +1634,7 @@ impl Store for SqliteStore {
     }
 
     fn local_changes_head(&self) -> Result<u64, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         Ok(
             c.query_row("SELECT COALESCE(MAX(seq), 0) FROM fed_log", [], |r| {
                 r.get::<_, i64>(0)
@@ -1600,7 +1651,7 @@ impl Store for SqliteStore {
         use darkscope_common::wire::{
             FingerprintCounts, PortRow, SensorInfo, Totals, Truncation, Window, SCHEMA,
         };
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut ws = c.prepare_cached(
             "SELECT start, end, country, packets, bytes, sources, exact,
                     tcp_syn, backscatter, udp, icmp_echo, icmp_other, tcp_other, other,
@@ -1695,7 +1746,7 @@ impl Store for SqliteStore {
 
     fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError> {
         self.settle_feed()?;
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(&format!(
             "SELECT {FEED_COLS} FROM feed_events WHERE subscriber = ?1 AND day = ?2"
         ))?;
@@ -1704,7 +1755,7 @@ impl Store for SqliteStore {
     }
 
     fn push_cursor(&self, subscriber: &str) -> Result<Option<FeedCursor>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         Ok(c.query_row(
             "SELECT stored_at, day, ip FROM feed_push WHERE subscriber = ?1",
             [subscriber],
@@ -1739,7 +1790,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<(FeedCursor, Vec<FeedRow>)>, StoreError> {
         self.settle_feed()?;
-        let c = lock(&self.reader);
+        let c = self.reader();
         // A host-day's last update is at or after the cursor's time exactly
         // when one of its rows is, so the index on (subscriber, stored_at)
         // finds the candidates; the full rows are read per host-day.
@@ -1797,7 +1848,7 @@ impl Store for SqliteStore {
     }
 
     fn peer_states(&self) -> Result<Vec<PeerState>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(
             "SELECT peer, cursor, last_pull, last_success, last_error, errors, imported,
                     newest_window_end, tlp FROM peer_state ORDER BY peer",
@@ -1861,7 +1912,7 @@ impl Store for SqliteStore {
         since: Timestamp,
         peer: Option<&str>,
     ) -> Result<Vec<ExportRecord>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st = c.prepare_cached(
             "SELECT time, peer, share, tlp, cursor_from, cursor_to, observations, port_rows, source_rows
              FROM export_audit WHERE time >= ?1 AND (?2 IS NULL OR peer = ?2) ORDER BY time DESC, id DESC
@@ -1903,7 +1954,7 @@ impl Store for SqliteStore {
         role: &str,
         after: Timestamp,
     ) -> Result<Vec<(String, Timestamp)>, StoreError> {
-        let c = lock(&self.reader);
+        let c = self.reader();
         let mut st =
             c.prepare_cached("SELECT holder, since FROM heartbeats WHERE role = ?1 AND at >= ?2")?;
         let v = st.query_map(params![role, after.0 as i64], |r| {
@@ -1976,7 +2027,8 @@ mod tests {
         assert_eq!(subs[0].prefixes, ["198.18.0.0/16"]);
         assert_eq!(subs[0].webhook, None);
         assert!(s.feed_day("isp", Timestamp(0)).unwrap().is_empty());
-        let v: String = lock(&s.reader)
+        let v: String = s
+            .reader()
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
             })

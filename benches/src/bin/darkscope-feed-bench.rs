@@ -35,6 +35,9 @@ struct Cli {
     /// Write the subscriptions into this SQLite database instead.
     #[arg(long)]
     register: Option<PathBuf>,
+    /// With `--register`: write each subscriber's token to DIR/<id>.token.
+    #[arg(long)]
+    tokens_out: Option<PathBuf>,
 }
 
 /// The subscriptions: each subscriber gets its share of the prefixes.
@@ -97,9 +100,15 @@ fn main() -> Result<()> {
     let subs = subscriptions(cli.prefixes, cli.subscribers.max(1));
     if let Some(db) = &cli.register {
         let store = SqliteStore::open(db)?;
+        if let Some(d) = &cli.tokens_out {
+            std::fs::create_dir_all(d)?;
+        }
         for s in &subs {
             let token = darkscope_aggregator::auth::new_token();
             store.add_subscriber(s, &darkscope_aggregator::auth::token_hash(&token))?;
+            if let Some(d) = &cli.tokens_out {
+                std::fs::write(d.join(format!("{}.token", s.id)), &token)?;
+            }
         }
         eprintln!(
             "registered {} subscribers with {} prefixes in {}",
