@@ -143,6 +143,8 @@ const READ_FLUSH_GAP: std::time::Duration = std::time::Duration::from_millis(250
 pub struct SqliteStore {
     /// When a feed read last had staged events moved.
     last_read_flush: Mutex<Option<std::time::Instant>>,
+    /// Inserts handed to the writer and not answered yet.
+    inserting: std::sync::atomic::AtomicUsize,
     /// Credential lookups: their own connection, so authenticating an
     /// upload never waits behind an analyst's long query on `reader`.
     auth: Mutex<Connection>,
@@ -367,12 +369,25 @@ impl SqliteStore {
         auth.pragma_update(None, "cache_size", -8_192)?;
         Ok(SqliteStore {
             last_read_flush: Mutex::new(None),
+            inserting: std::sync::atomic::AtomicUsize::new(0),
             auth: Mutex::new(auth),
             writer: Mutex::new(writer),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
             jobs: Mutex::new(tx),
         })
+    }
+
+    /// Hands an encoded summary to the writer and waits for the commit.
+    fn insert(&self, enc: Encoded) -> Result<Inserted, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inserting.fetch_add(1, Relaxed);
+        let r = self
+            .submit(Job::Insert(Box::new(enc), tx))
+            .and_then(|()| rx.recv().map_err(|_| gone())?);
+        self.inserting.fetch_sub(1, Relaxed);
+        r
     }
 
     /// A free query connection, or (all busy) the next in turn.
@@ -392,17 +407,19 @@ impl SqliteStore {
     }
 
     /// Has the writer move staged feed events first, if there are any, so a
-    /// feed read sees every event acknowledged before it. Under continuous
-    /// ingest, reads ask for this at most every [`READ_FLUSH_GAP`] (pollers
-    /// would otherwise make the writer flush on every poll); what they miss
-    /// then comes with a later update time, so no cursor skips it.
+    /// feed read sees every event acknowledged before it. While uploads
+    /// are being stored, reads ask for this at most every
+    /// [`READ_FLUSH_GAP`] (pollers would otherwise make the writer flush on
+    /// every poll); what they miss then comes with a later update time, so
+    /// no cursor skips it.
     fn settle_feed(&self) -> Result<(), StoreError> {
         {
+            let busy = self.inserting.load(std::sync::atomic::Ordering::Relaxed) > 0;
             let mut last = self
                 .last_read_flush
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < READ_FLUSH_GAP) {
+            if busy && last.is_some_and(|t| t.elapsed() < READ_FLUSH_GAP) {
                 return Ok(());
             }
             *last = Some(std::time::Instant::now());
@@ -1283,9 +1300,7 @@ impl Store for SqliteStore {
     ) -> Result<Inserted, StoreError> {
         let mut enc = encode(s, country)?;
         enc.feed = encode_feed(s, matches);
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(Job::Insert(Box::new(enc), tx))?;
-        rx.recv().map_err(|_| gone())?
+        self.insert(enc)
     }
 
     fn rollup(&self, now: Timestamp) -> Result<u64, StoreError> {
@@ -1842,9 +1857,7 @@ impl Store for SqliteStore {
         }
         let mut enc = encode(s, country)?;
         enc.replace = true;
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(Job::Insert(Box::new(enc), tx))?;
-        rx.recv().map_err(|_| gone())?
+        self.insert(enc)
     }
 
     fn peer_states(&self) -> Result<Vec<PeerState>, StoreError> {
