@@ -519,19 +519,30 @@ fn envelope(page: &Page, objects: Vec<Value>) -> Value {
     v
 }
 
+/// A page of collection `id`, each item shown by `show`, in an envelope.
+async fn serve_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    q: &HashMap<String, String>,
+    show: impl Fn(&Item) -> Value,
+) -> Response {
+    match page_for(st, headers, id, q).await {
+        Ok(page) => {
+            let shown = page.items.iter().map(show).collect();
+            paged(&page, envelope(&page, shown))
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
 async fn objects(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match page_for(&st, &headers, &id, &q).await {
-        Ok(page) => {
-            let objs = page.items.iter().map(|i| i.object.clone()).collect();
-            paged(&page, envelope(&page, objs))
-        }
-        Err(r) => r.into_response(),
-    }
+    serve_page(&st, &headers, &id, &q, |i| i.object.clone()).await
 }
 
 fn version_of(i: &Item) -> String {
@@ -548,22 +559,13 @@ async fn manifest(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match page_for(&st, &headers, &id, &q).await {
-        Ok(page) => {
-            let rows = page
-                .items
-                .iter()
-                .map(|i| {
-                    json!({
-                        "id": i.object["id"], "date_added": i.added.to_string(),
-                        "version": version_of(i), "media_type": stix::MEDIA_TYPE,
-                    })
-                })
-                .collect();
-            paged(&page, envelope(&page, rows))
-        }
-        Err(r) => r.into_response(),
-    }
+    serve_page(&st, &headers, &id, &q, |i| {
+        json!({
+            "id": i.object["id"], "date_added": i.added.to_string(),
+            "version": version_of(i), "media_type": stix::MEDIA_TYPE,
+        })
+    })
+    .await
 }
 
 /// Every current object with id `object` in the collection (a scan: ids are

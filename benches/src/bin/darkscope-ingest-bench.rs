@@ -36,17 +36,8 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let mut sensors: Vec<(String, String)> = std::fs::read_dir(&cli.tokens)
-        .with_context(|| format!("reading {}", cli.tokens.display()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name.strip_suffix(".token")?.to_string();
-            let tok = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
-            Some((id, tok))
-        })
-        .collect();
-    sensors.sort();
+    let sensors = darkscope_benches::read_tokens(&cli.tokens)
+        .with_context(|| format!("reading {}", cli.tokens.display()))?;
     if sensors.is_empty() {
         bail!("no *.token files in {}", cli.tokens.display());
     }

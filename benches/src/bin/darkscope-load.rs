@@ -60,18 +60,7 @@ type Job = (usize, u64);
 const MIN: u64 = 60_000_000;
 
 fn tokens(dir: &Path) -> Result<Vec<(String, String)>> {
-    let mut v: Vec<(String, String)> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name.strip_suffix(".token")?.to_string();
-            let tok = std::fs::read_to_string(e.path()).ok()?.trim().to_string();
-            Some((id, tok))
-        })
-        .collect();
-    v.sort();
-    Ok(v)
+    darkscope_benches::read_tokens(dir).with_context(|| format!("reading {}", dir.display()))
 }
 
 fn hist() -> Histogram<u64> {
