@@ -576,18 +576,27 @@ fn feed_tag(q: &HashMap<String, String>) -> ApiResult<Option<String>> {
     }
 }
 
+/// The subscriber's events of the requested day (`date`, `tag`), and the date.
+async fn day_events(
+    st: &AppState,
+    sub: &str,
+    q: &HashMap<String, String>,
+) -> ApiResult<(Vec<crate::feeds::FeedEvent>, String)> {
+    let (day, date) = feed_day(q)?;
+    let tag = feed_tag(q)?;
+    let (store, id) = (st.store.clone(), sub.to_string());
+    let mut events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
+    events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
+    Ok((events, date))
+}
+
 async fn feed_csv(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Params,
 ) -> ApiResult<Response> {
     let sub = subscriber_auth(&st, &headers).await?;
-    let (day, date) = feed_day(&q)?;
-    let tag = feed_tag(&q)?;
-    let store = st.store.clone();
-    let mut events =
-        blocking(move || Ok(crate::feeds::build(store.as_ref(), &sub.id, day)?)).await?;
-    events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
+    let (events, date) = day_events(&st, &sub.id, &q).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -608,12 +617,7 @@ async fn feed_stix(
     Query(q): Params,
 ) -> ApiResult<Response> {
     let sub = subscriber_auth(&st, &headers).await?;
-    let (day, _) = feed_day(&q)?;
-    let tag = feed_tag(&q)?;
-    let store = st.store.clone();
-    let id = sub.id.clone();
-    let mut events = blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
-    events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
+    let (events, _) = day_events(&st, &sub.id, &q).await?;
     let ctx = crate::stix::Context::new(&st.feeds.cfg.operator, &st.feeds.cfg.tlp);
     let mut objects = ctx.shared_objects();
     let mut seen = std::collections::HashSet::new();
@@ -652,11 +656,7 @@ async fn feed_json(
     };
     let Some(after) = after else {
         // One day, whole.
-        let (day, date) = feed_day(&q)?;
-        let id = sub.id.clone();
-        let mut events =
-            blocking(move || Ok(crate::feeds::build(store.as_ref(), &id, day)?)).await?;
-        events.retain(|e| tag.as_ref().is_none_or(|t| *t == e.tag));
+        let (events, date) = day_events(&st, &sub.id, &q).await?;
         return Ok(
             Json(json!({ "subscriber": sub.id, "date": date, "events": events })).into_response(),
         );

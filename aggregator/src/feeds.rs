@@ -417,18 +417,19 @@ impl Owners {
 
     /// The owner of `a`, if any.
     pub fn owner(&self, a: Addr) -> Option<&str> {
+        let info = self.table.as_ref().and_then(|t| t.lookup(a));
+        self.owner_given(a, info.map(|i| i.asn))
+    }
+
+    /// The owner of `a` whose AS (from the table) is `asn`.
+    fn owner_given(&self, a: Addr, asn: Option<u32>) -> Option<&str> {
         let by_prefix = match a.to_ip() {
             IpAddr::V4(v4) => self.v4.get_lpm(&Ipv4Net::from(v4)).map(|(_, id)| id),
             IpAddr::V6(v6) => self.v6.get_lpm(&Ipv6Net::from(v6)).map(|(_, id)| id),
         };
-        if let Some(id) = by_prefix {
-            return Some(id);
-        }
-        if self.asns.is_empty() {
-            return None;
-        }
-        let asn = self.table.as_ref()?.lookup(a)?.asn;
-        self.asns.get(&asn).map(String::as_str)
+        by_prefix
+            .or_else(|| self.asns.get(&asn?))
+            .map(String::as_str)
     }
 
     /// The sources of `s` that subscribers own, with their AS (if known).
@@ -441,8 +442,8 @@ impl Owners {
             .enumerate()
             .filter_map(|(i, r)| {
                 let a = Addr::from(r.ip);
-                let owner = self.owner(a)?;
                 let info = self.table.as_ref().and_then(|t| t.lookup(a));
+                let owner = self.owner_given(a, info.map(|x| x.asn))?;
                 Some(FeedMatch {
                     subscriber: owner.to_string(),
                     source: i,

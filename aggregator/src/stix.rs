@@ -192,11 +192,7 @@ impl Context {
                 .map(|f| format!("{}-fingerprint", f.as_str())),
         );
         let count = e.packets.clamp(1, 999_999_999);
-        let last = if e.last_seen > e.first_seen {
-            e.last_seen
-        } else {
-            e.first_seen
-        };
+        let last = e.last_seen.max(e.first_seen);
         out.push(json!({
             "type": "observed-data", "spec_version": "2.1", "id": observed,
             "created": created, "modified": modified, "created_by_ref": self.identity,

@@ -568,22 +568,22 @@ async fn manifest(
     .await
 }
 
-/// Every current object with id `object` in the collection (a scan: ids are
-/// hashes of what they describe).
+/// The current version of object `object` in the collection, as a
+/// one-item page (a scan: ids are hashes of what they describe; an SCO
+/// recurs across host-days and the latest is kept).
 async fn find(
     st: &AppState,
     headers: &HeaderMap,
     id: &str,
     object: &str,
-) -> Result<Vec<Item>, TaxiiError> {
+) -> Result<Page, TaxiiError> {
     let mut q = HashMap::new();
     q.insert("match[id]".to_string(), object.to_string());
     q.insert("limit".to_string(), LIMIT_MAX.to_string());
-    let mut found = Vec::new();
+    let mut latest = None;
     loop {
         let page = page_for(st, headers, id, &q).await?;
-        // SCOs recur across host-days: keep the latest.
-        found.extend(page.items);
+        latest = page.items.into_iter().last().or(latest);
         match page.next {
             Some(n) => {
                 q.insert("next".into(), n.text());
@@ -591,14 +591,17 @@ async fn find(
             None => break,
         }
     }
-    if let Some(last) = found.pop() {
-        return Ok(vec![last]);
-    }
-    Err(error(
-        StatusCode::NOT_FOUND,
-        "Not found",
-        format!("no object '{object}' in this collection"),
-    ))
+    let item = latest.ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            format!("no object '{object}' in this collection"),
+        )
+    })?;
+    Ok(Page {
+        items: vec![item],
+        next: None,
+    })
 }
 
 async fn object(
@@ -607,8 +610,7 @@ async fn object(
     Path((id, object)): Path<(String, String)>,
 ) -> Response {
     match find(&st, &headers, &id, &object).await {
-        Ok(items) => {
-            let page = Page { items, next: None };
+        Ok(page) => {
             let objs = page.items.iter().map(|i| i.object.clone()).collect();
             paged(&page, envelope(&page, objs))
         }
@@ -622,8 +624,7 @@ async fn versions(
     Path((id, object)): Path<(String, String)>,
 ) -> Response {
     match find(&st, &headers, &id, &object).await {
-        Ok(items) => {
-            let page = Page { items, next: None };
+        Ok(page) => {
             let v: Vec<String> = page.items.iter().map(version_of).collect();
             paged(&page, json!({ "more": false, "versions": v }))
         }

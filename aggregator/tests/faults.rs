@@ -78,20 +78,14 @@ fn a_misbehaving_aggregator_costs_time_not_data() {
         let cfg = d.join("sensor.toml");
         std::fs::write(&cfg, "[upload]\ntimeout_secs = 2\n").unwrap();
         // The hostile one first in the list.
-        let mut cmd = std::process::Command::new(sensor_bin());
-        cmd.arg("--config")
-            .arg(&cfg)
-            .arg("--read")
-            .arg(testdata("all-small.pcap"))
-            .args(["--darknet", DARKNET, "--id", "s-1", "--window", "60"])
-            .args(["--aggregator", &format!("{bad},{}", agg.url())])
-            .arg("--token-file")
-            .arg(d.join("s-1.token"))
-            .arg("--spool")
-            .arg(d.join("spool-s-1"))
-            .args(["--drain-secs", "60", "--out"])
-            .arg(d.join("s-1.jsonl"))
-            .env("RUST_LOG", "warn");
+        let mut cmd = sensor_cmd_to(
+            &format!("{bad},{}", agg.url()),
+            d,
+            "s-1",
+            "all-small.pcap",
+            60,
+        );
+        cmd.arg("--config").arg(&cfg);
         let t0 = std::time::Instant::now();
         let out = cmd.output().unwrap();
         assert!(

@@ -360,6 +360,24 @@ struct PortRowCh {
     stored_at: u64,
 }
 
+impl PortRowCh {
+    /// This window's row as roll-up input.
+    fn roll_row(self) -> RollRow {
+        RollRow {
+            hll: hll_of(&self.hll),
+            sensor: self.sensor,
+            country: self.country,
+            proto: self.proto as i64,
+            port: self.port as i64,
+            packets: self.packets as i64,
+            bytes: self.bytes as i64,
+            sources: self.sources as i64,
+            dsts: self.destinations as i64,
+            windows: 1,
+        }
+    }
+}
+
 /// A roll-up row; `at` is the `hour` or `day` column.
 #[derive(Deserialize)]
 struct RolledCh {
@@ -1852,18 +1870,7 @@ impl Store for ClickHouseStore {
             let rows = self
                 .port_rows(&format!("start >= {h} AND start < {}", h + HOUR))?
                 .into_iter()
-                .map(|p| RollRow {
-                    hll: hll_of(&p.hll),
-                    sensor: p.sensor,
-                    country: p.country,
-                    proto: p.proto as i64,
-                    port: p.port as i64,
-                    packets: p.packets as i64,
-                    bytes: p.bytes as i64,
-                    sources: p.sources as i64,
-                    dsts: p.destinations as i64,
-                    windows: 1,
-                });
+                .map(PortRowCh::roll_row);
             self.write_rolled("port_hours", h, fold::roll(rows), self.ver())?;
             self.insert(
                 "rollup_hours",

@@ -159,6 +159,11 @@ impl Drop for Aggregator {
 }
 
 pub fn sensor_cmd(agg: &Aggregator, dir: &Path, id: &str, capture: &str, window: u64) -> Command {
+    sensor_cmd_to(&agg.url(), dir, id, capture, window)
+}
+
+/// Like [`sensor_cmd`], uploading to `urls` (comma-separated, tried in turn).
+pub fn sensor_cmd_to(urls: &str, dir: &Path, id: &str, capture: &str, window: u64) -> Command {
     let mut c = Command::new(sensor_bin());
     c.arg("--read")
         .arg(testdata(capture))
@@ -170,7 +175,7 @@ pub fn sensor_cmd(agg: &Aggregator, dir: &Path, id: &str, capture: &str, window:
             "--window",
             &window.to_string(),
         ])
-        .args(["--aggregator", &agg.url(), "--token-file"])
+        .args(["--aggregator", urls, "--token-file"])
         .arg(dir.join(format!("{id}.token")))
         .arg("--spool")
         .arg(dir.join(format!("spool-{id}")))
