@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what darkscope needs on a fresh Debian/Ubuntu machine: libpcap for
 # building and capturing; tshark (the correctness oracle), tcpreplay, tcpdump
-# and iproute2 for the tests; Chromium for the console tests; ClickHouse for
-# the second storage backend's tests (the tests start their own server on
-# loopback; the package's own service is not used); a Python virtualenv with
-# the STIX/TAXII clients the interoperability tests use. Idempotent; needs
-# root (or sudo).
+# and iproute2 for the tests; Chromium and its chromedriver for the console
+# tests; ClickHouse for the second storage backend's tests (the tests start
+# their own server on loopback; the package's own service is not used); a
+# Python virtualenv with the STIX/TAXII clients the interoperability tests
+# use. Idempotent; needs root (or sudo).
 set -euo pipefail
 need=()
 command -v pkg-config >/dev/null && pkg-config --exists libpcap 2>/dev/null || need+=(libpcap-dev pkg-config)
-for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2 chromium:chromium clickhouse-server:clickhouse-server; do
+for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2 chromium:chromium chromedriver:chromium-driver clickhouse-server:clickhouse-server; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -170,6 +170,7 @@ pub fn router(state: AppState) -> Router {
     let queries = Router::new()
         .route("/api/v1/ports/top", get(ports_top))
         .route("/api/v1/ports/{proto}/{port}/series", get(port_series))
+        .route("/api/v1/ports/{proto}/{port}", get(port_detail))
         .route("/api/v1/sources/{ip}", get(source))
         .route("/api/v1/sensors", get(sensors))
         .route("/api/v1/overview", get(overview))
@@ -397,10 +398,7 @@ async fn port_series(
     Query(q): Params,
 ) -> ApiResult<Response> {
     st.metrics.queries.fetch_add(1, Relaxed);
-    let proto = proto_param(&proto)?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("port must be 0-65535, not '{port}'")))?;
+    let (proto, port) = port_path(&proto, &port)?;
     let (from, to) = range(&q)?;
     let span = to.0 - from.0;
     let step_us = match q.get("step") {
@@ -431,6 +429,48 @@ async fn port_series(
     Ok(Json(json!({
         "proto": proto, "port": port, "from": from, "to": to, "scope": scope,
         "step_seconds": step_us / 1_000_000, "points": points,
+    }))
+    .into_response())
+}
+
+/// `proto`/`port` path segments.
+fn port_path(proto: &str, port: &str) -> ApiResult<(Proto, u16)> {
+    let proto = proto_param(proto)?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("port must be 0-65535, not '{port}'")))?;
+    Ok((proto, port))
+}
+
+/// `GET /api/v1/ports/{proto}/{port}`: who sees a port over a range: totals,
+/// per sensor and per sensor country, its busiest sources and the shares of
+/// its sources carrying each fingerprint.
+async fn port_detail(
+    State(st): State<AppState>,
+    Path((proto, port)): Path<(String, String)>,
+    Query(q): Params,
+) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let (proto, port) = port_path(&proto, &port)?;
+    let (from, to) = range(&q)?;
+    let scope = scope_param(&q)?;
+    let limit = limit_param(&q, 10)?;
+    let store = st.store.clone();
+    let (reach, sources) = blocking(move || {
+        let reach = store.port_reach(proto, port, from, to, scope)?;
+        let rows = store.sources_between(from, to)?;
+        Ok((
+            reach,
+            crate::store::fold::port_sources(&rows, proto, port, scope, limit),
+        ))
+    })
+    .await?;
+    Ok(Json(json!({
+        "proto": proto, "port": port, "from": from, "to": to, "scope": scope,
+        "packets": reach.packets, "sources": reach.sources,
+        "sensors": reach.sensors, "countries": reach.countries,
+        "top_sources": sources.top, "sources_found": sources.sources,
+        "fingerprints": sources.fingerprints,
     }))
     .into_response())
 }

@@ -66,6 +66,56 @@ fn three_sensors_merge_to_the_ground_truth() {
         pts.iter().map(|p| p["sources"].as_u64().unwrap()).max(),
         Some(2)
     );
+    // Who sees tcp/22: each sensor's packets and sources are its own
+    // capture's truth, the country merges them, the scanners rank by
+    // packets with their fingerprints.
+    let d = agg.get(&format!("/api/v1/ports/tcp/22?{ALL_TIME}"));
+    let port_truth = |cap: &str| {
+        truth(cap)["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["proto"] == "tcp" && p["port"] == 22)
+            .cloned()
+            .unwrap()
+    };
+    let (m, n) = (port_truth("masscan"), port_truth("nmap"));
+    assert_eq!(
+        d["sensors"],
+        serde_json::json!([
+            {"sensor": "s-masscan", "country": "JP", "packets": m["packets"], "sources": m["sources"]},
+            {"sensor": "s-nmap", "country": "JP", "packets": n["packets"], "sources": n["sources"]},
+        ]),
+        "{d}"
+    );
+    let both = m["packets"].as_u64().unwrap() + n["packets"].as_u64().unwrap();
+    assert_eq!(d["packets"], both);
+    assert_eq!(d["sources"], 2);
+    assert_eq!(
+        d["countries"],
+        serde_json::json!([{"country": "JP", "sensors": 2, "packets": both, "sources": 2}])
+    );
+    assert_eq!(d["top_sources"][0]["ip"], "198.18.1.2");
+    assert_eq!(d["top_sources"][0]["packets"], m["packets"]);
+    assert_eq!(
+        d["top_sources"][0]["fingerprints"],
+        serde_json::json!(["masscan"])
+    );
+    let shares: Vec<(&str, u64)> = d["fingerprints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["fingerprint"].as_str().unwrap(),
+                f["sources"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shares,
+        [("mirai", 0), ("zmap", 0), ("masscan", 1), ("none", 1)]
+    );
     // Sensor health.
     let sensors = agg.get("/api/v1/sensors");
     for s in sensors["sensors"].as_array().unwrap() {

@@ -244,6 +244,25 @@ fn port_answers_in(store: &dyn Store, scope: Scope) -> String {
             ..f
         };
         out += &format!("{:?}\n", store.top_ports(&fc, 100).unwrap());
+        let reach = store
+            .port_reach(Proto::Tcp, 23, Timestamp(T0 + a), Timestamp(T0 + b), scope)
+            .unwrap();
+        let mut who: Vec<(&str, &str)> = reach
+            .sensors
+            .iter()
+            .map(|s| (s.sensor.as_str(), s.country.as_str()))
+            .collect();
+        who.sort();
+        let mut want = vec![("a", "JP"), ("b", "DE")];
+        if scope == Scope::Global {
+            want.insert(0, ("@th/s-1", "TH"));
+        }
+        assert_eq!(who, want, "per sensor, never a pre-merged row");
+        assert_eq!(
+            reach.packets,
+            reach.countries.iter().map(|c| c.packets).sum::<u64>()
+        );
+        out += &format!("{reach:?}\n");
     }
     for step in [20 * MIN, h, 24 * h] {
         let s = store

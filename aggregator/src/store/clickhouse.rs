@@ -32,8 +32,8 @@
 use super::fold::{self, merged_key, proto_of, Gran, PortRowTuple, RollRow, SourceRowTuple};
 use super::{
     Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, Inserted, LocalChange,
-    Overview, PeerState, PortFilter, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint,
-    SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord, PEER_SENSOR_MARK,
+    Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord, SensorStatus,
+    SeriesPoint, SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord, PEER_SENSOR_MARK,
 };
 use base64::Engine;
 use darkscope_common::hll::Hll;
@@ -145,10 +145,13 @@ fn b64(b: &[u8]) -> String {
 }
 
 fn hll_of(s: &str) -> Hll {
+    Hll::from_bytes(&hll_bytes(s)).unwrap_or_default()
+}
+
+/// A stored (base64) sketch's bytes; empty when unreadable.
+fn hll_bytes(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .ok()
-        .and_then(|b| Hll::from_bytes(&b).ok())
         .unwrap_or_default()
 }
 
@@ -397,9 +400,7 @@ struct RolledCh {
 
 impl RolledCh {
     fn tuple(self) -> PortRowTuple {
-        let hll = base64::engine::general_purpose::STANDARD
-            .decode(&self.hll)
-            .unwrap_or_default();
+        let hll = hll_bytes(&self.hll);
         (
             self.proto as i64,
             self.port as i64,
@@ -1091,9 +1092,7 @@ fn cred_subscriber(r: CredRow) -> SubscriberRecord {
 }
 
 fn port_tuple(p: PortRowCh) -> PortRowTuple {
-    let hll = base64::engine::general_purpose::STANDARD
-        .decode(&p.hll)
-        .unwrap_or_default();
+    let hll = hll_bytes(&p.hll);
     (
         p.proto as i64,
         p.port as i64,
@@ -1488,6 +1487,69 @@ impl Store for ClickHouseStore {
                 sources: sketches[i].estimate(),
             })
             .collect())
+    }
+
+    fn port_reach(
+        &self,
+        proto: Proto,
+        port: u16,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<PortReach, StoreError> {
+        let key = proto as u8;
+        let mut rows: Vec<fold::ReachRowTuple> = Vec::new();
+        for (g, a, b) in self.plan(from.0, to.0, Gran::Day)? {
+            if g == Gran::Raw {
+                rows.extend(
+                    self.port_rows(&format!(
+                        "proto = {key} AND port = {port} AND start >= {a} AND start < {b} AND {}",
+                        scope_pred(scope)
+                    ))?
+                    .into_iter()
+                    .map(|r| {
+                        let h = hll_bytes(&r.hll);
+                        (
+                            r.sensor,
+                            r.country,
+                            r.packets as i64,
+                            r.sources as i64,
+                            h,
+                            1,
+                        )
+                    }),
+                );
+            } else {
+                let (table, col) = if g == Gran::Hour {
+                    ("port_hours", "hour")
+                } else {
+                    ("port_days", "day")
+                };
+                // Roll-ups also hold pre-merged rows (`*`, `**CC`): per sensor only.
+                rows.extend(
+                    self.rolled_rows(
+                        table,
+                        &format!(
+                            "proto = {key} AND port = {port} AND {col} >= {a} AND {col} < {b} AND {} AND NOT startsWith(sensor, '*')",
+                            scope_pred(scope)
+                        ),
+                    )?
+                    .into_iter()
+                    .map(|r| {
+                        let h = hll_bytes(&r.hll);
+                        (
+                            r.sensor,
+                            r.country,
+                            r.packets as i64,
+                            r.sources as i64,
+                            h,
+                            r.windows as i64,
+                        )
+                    }),
+                );
+            }
+        }
+        Ok(fold::reach(rows))
     }
 
     fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError> {

@@ -2,10 +2,13 @@
 //! every backend so they answer identically: per-port totals with merged
 //! sketches, ranking, and a source's history.
 
-use super::{DayCount, PortTop, Scope, SourceInfo, PEER_SENSOR_MARK};
+use super::{
+    DayCount, FingerprintShare, PortCountry, PortReach, PortSensor, PortSource, PortSources,
+    PortTop, Scope, SourceInfo, SourceSeen, PEER_SENSOR_MARK,
+};
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::PortCount;
-use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
+use darkscope_common::{Addr, ClassSet, Fingerprint, FingerprintSet, Proto, Timestamp};
 use rustc_hash::FxHashMap;
 
 /// A port row from any granularity: proto, port, packets, bytes, sources,
@@ -82,6 +85,168 @@ pub fn ports(rows: impl IntoIterator<Item = PortRowTuple>) -> (Vec<PortTop>, u64
         })
         .collect();
     (v, total)
+}
+
+/// A port row for [`reach`]: sensor, country, packets, sources, sketch
+/// bytes, windows it covers.
+pub type ReachRowTuple = (String, String, i64, i64, Vec<u8>, i64);
+
+/// Folds one port's rows into per-sensor and per-country totals, most
+/// distinct sources first (then packets, then name). A sensor's sources stay
+/// exact when one window contributes; countries merge their sensors' sketches.
+pub fn reach(rows: impl IntoIterator<Item = ReachRowTuple>) -> PortReach {
+    struct Acc {
+        country: String,
+        packets: u64,
+        sources_one: u64,
+        windows: u64,
+        hll: Hll,
+    }
+    let mut by: FxHashMap<String, Acc> = FxHashMap::default();
+    for (sensor, country, packets, sources, hll, windows) in rows {
+        let a = by.entry(sensor).or_insert_with(|| Acc {
+            country,
+            packets: 0,
+            sources_one: 0,
+            windows: 0,
+            hll: Hll::new(),
+        });
+        a.packets += packets as u64;
+        a.sources_one = sources as u64;
+        a.windows += windows as u64;
+        a.hll.merge(&bytes_hll(&hll));
+    }
+    let mut all = Hll::new();
+    let mut countries: FxHashMap<String, (u64, u64, Hll)> = FxHashMap::default();
+    let mut sensors: Vec<PortSensor> = by
+        .into_iter()
+        .map(|(sensor, a)| {
+            let c = countries.entry(a.country.clone()).or_default();
+            c.0 += 1;
+            c.1 += a.packets;
+            c.2.merge(&a.hll);
+            all.merge(&a.hll);
+            PortSensor {
+                sensor,
+                country: a.country,
+                packets: a.packets,
+                sources: if a.windows == 1 {
+                    a.sources_one
+                } else {
+                    a.hll.estimate()
+                },
+            }
+        })
+        .collect();
+    sensors
+        .sort_by(|a, b| (b.sources, b.packets, &a.sensor).cmp(&(a.sources, a.packets, &b.sensor)));
+    let mut countries: Vec<PortCountry> = countries
+        .into_iter()
+        .map(|(country, (n, packets, hll))| PortCountry {
+            sources: match sensors
+                .iter()
+                .filter(|s| s.country == country)
+                .collect::<Vec<_>>()[..]
+            {
+                [one] => one.sources,
+                _ => hll.estimate(),
+            },
+            country,
+            sensors: n,
+            packets,
+        })
+        .collect();
+    countries.sort_by(|a, b| {
+        (b.sources, b.packets, &a.country).cmp(&(a.sources, a.packets, &b.country))
+    });
+    PortReach {
+        packets: sensors.iter().map(|s| s.packets).sum(),
+        sources: match sensors[..] {
+            [ref one] => one.sources,
+            _ => all.estimate(),
+        },
+        sensors,
+        countries,
+    }
+}
+
+/// A port's sources from stored source rows (any granularity): each row's
+/// busiest-ports list says what it sent to the port; rows outside `scope`
+/// are skipped. The `limit` busiest are listed, fingerprint shares cover all.
+pub fn port_sources(
+    rows: &[SourceSeen],
+    proto: Proto,
+    port: u16,
+    scope: Scope,
+    limit: usize,
+) -> PortSources {
+    struct Acc {
+        packets: u64,
+        sensors: Vec<String>,
+        fingerprints: FingerprintSet,
+        first: Timestamp,
+        last: Timestamp,
+    }
+    let mut by: FxHashMap<Addr, Acc> = FxHashMap::default();
+    for r in rows {
+        if scope == Scope::Local && r.sensor.starts_with(PEER_SENSOR_MARK) {
+            continue;
+        }
+        let Some(pc) = r.ports.iter().find(|p| p.proto == proto && p.port == port) else {
+            continue;
+        };
+        let a = by.entry(r.ip).or_insert_with(|| Acc {
+            packets: 0,
+            sensors: Vec::new(),
+            fingerprints: FingerprintSet::default(),
+            first: r.first,
+            last: r.last,
+        });
+        a.packets += pc.packets;
+        if !a.sensors.contains(&r.sensor) {
+            a.sensors.push(r.sensor.clone());
+        }
+        a.fingerprints.0 |= r.fingerprints.0;
+        a.first = a.first.min(r.first);
+        a.last = a.last.max(r.last);
+    }
+    let n = by.len() as u64;
+    let share = |k: u64| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+    let mut fingerprints: Vec<FingerprintShare> = Fingerprint::ALL
+        .iter()
+        .map(|f| {
+            let k = by.values().filter(|a| a.fingerprints.has(*f)).count() as u64;
+            FingerprintShare {
+                fingerprint: f.as_str().to_string(),
+                sources: k,
+                share: share(k),
+            }
+        })
+        .collect();
+    let none = by.values().filter(|a| a.fingerprints.is_empty()).count() as u64;
+    fingerprints.push(FingerprintShare {
+        fingerprint: "none".into(),
+        sources: none,
+        share: share(none),
+    });
+    let mut top: Vec<(Addr, Acc)> = by.into_iter().collect();
+    top.sort_by(|x, y| y.1.packets.cmp(&x.1.packets).then(x.0.cmp(&y.0)));
+    PortSources {
+        sources: n,
+        top: top
+            .into_iter()
+            .take(limit)
+            .map(|(ip, a)| PortSource {
+                ip: ip.to_string(),
+                packets: a.packets,
+                sensors: a.sensors.len() as u64,
+                fingerprints: a.fingerprints,
+                first_seen: a.first,
+                last_seen: a.last,
+            })
+            .collect(),
+        fingerprints,
+    }
 }
 
 /// Ranks ports by distinct sources (then packets, protocol, port) and keeps `limit`.

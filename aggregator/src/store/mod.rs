@@ -379,6 +379,86 @@ pub struct SeriesPoint {
     pub sources: u64,
 }
 
+/// One sensor's view of a port over a range.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortSensor {
+    /// Sensor id (a peer's sensors as `@peer/pseudonym`).
+    pub sensor: String,
+    /// The sensor's country.
+    pub country: String,
+    /// Packets it saw to the port.
+    pub packets: u64,
+    /// Distinct sources it saw there (exact for one window, else merged).
+    pub sources: u64,
+}
+
+/// One sensor country's view of a port over a range.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortCountry {
+    /// Country of the sensors.
+    pub country: String,
+    /// Sensors there that saw the port.
+    pub sensors: u64,
+    /// Packets.
+    pub packets: u64,
+    /// Distinct sources, merged across its sensors.
+    pub sources: u64,
+}
+
+/// Which sensors and countries see a port: per sensor and per country,
+/// most distinct sources first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PortReach {
+    /// Packets to the port.
+    pub packets: u64,
+    /// Distinct sources, merged across all sensors.
+    pub sources: u64,
+    /// Per sensor.
+    pub sensors: Vec<PortSensor>,
+    /// Per sensor country.
+    pub countries: Vec<PortCountry>,
+}
+
+/// A source of one port's traffic over a range.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortSource {
+    /// The address.
+    pub ip: String,
+    /// Packets it sent to the port (from its busiest ports per window).
+    pub packets: u64,
+    /// Sensors that saw it there.
+    pub sensors: u64,
+    /// Fingerprints it carried in those windows.
+    pub fingerprints: FingerprintSet,
+    /// First packet of those windows.
+    pub first_seen: Timestamp,
+    /// Last packet of those windows.
+    pub last_seen: Timestamp,
+}
+
+/// How many of a port's sources carried a fingerprint.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FingerprintShare {
+    /// Fingerprint name, or `none` for sources that carried none.
+    pub fingerprint: String,
+    /// Sources carrying it.
+    pub sources: u64,
+    /// Their share of the port's sources.
+    pub share: f64,
+}
+
+/// A port's sources over a range, from each source's busiest ports per
+/// window (a source that spread thin over many ports may be missed).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PortSources {
+    /// Distinct sources found.
+    pub sources: u64,
+    /// The busiest, most packets first.
+    pub top: Vec<PortSource>,
+    /// Fingerprint shares among them (every fingerprint, then `none`).
+    pub fingerprints: Vec<FingerprintShare>,
+}
+
 /// Packets of one source on one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DayCount {
@@ -550,6 +630,15 @@ pub trait Store: Send + Sync {
         step_us: u64,
         scope: Scope,
     ) -> Result<Vec<SeriesPoint>, StoreError>;
+    /// Which sensors and countries saw `proto`/`port` in `[from, to)`.
+    fn port_reach(
+        &self,
+        proto: Proto,
+        port: u16,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<PortReach, StoreError>;
     /// Everything about one source.
     fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError>;
     /// Health of every registered sensor; with [`Scope::Global`] also the

@@ -23,8 +23,8 @@ use super::fold::{self, bytes_hll, merged_key, proto_of, SourceRowTuple};
 use super::srcrec;
 use super::{
     Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, Inserted, LocalChange,
-    Overview, PeerState, PortFilter, PortTop, Scope, SensorRecord, SensorStatus, SeriesPoint,
-    SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
+    Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord, SensorStatus,
+    SeriesPoint, SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, Summary};
@@ -1418,6 +1418,41 @@ impl Store for SqliteStore {
                 sources: sketches[i].estimate(),
             })
             .collect())
+    }
+
+    fn port_reach(
+        &self,
+        proto: Proto,
+        port: u16,
+        from: Timestamp,
+        to: Timestamp,
+        scope: Scope,
+    ) -> Result<PortReach, StoreError> {
+        let c = self.reader();
+        let mut rows: Vec<fold::ReachRowTuple> = Vec::new();
+        for (g, a, b) in plan_for(&c, from.0 as i64, to.0 as i64, Gran::Day)? {
+            let (table, col, windows) = table_of(g);
+            // Roll-ups also hold pre-merged rows (`*`, `**CC`): per sensor only.
+            let mut st = c.prepare_cached(&format!(
+                "SELECT sensor, country, packets, sources, hll, {windows} FROM {table}
+                 WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4
+                   AND {} AND substr(sensor, 1, 1) <> '*'",
+                scope_pred(scope)
+            ))?;
+            for r in st.query_map(params![proto as i64, port as i64, a, b], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })? {
+                rows.push(r?);
+            }
+        }
+        Ok(fold::reach(rows))
     }
 
     fn source(&self, ip: Addr, scope: Scope) -> Result<Option<SourceInfo>, StoreError> {
