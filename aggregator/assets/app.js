@@ -95,7 +95,21 @@ function portLink(p, q) {
   return `<a href="#/port/${p.proto}/${p.port}?${keep}">${p.proto}/${p.port}</a>`;
 }
 
-function chart(el, points, title, marks = []) {
+// A small inline SVG line of distinct sources per step (no axes), for tables.
+function sparkline(points) {
+  const w = 120, h = 24;
+  const max = Math.max(1, ...points.map((p) => p.sources));
+  const step = points.length > 1 ? w / (points.length - 1) : 0;
+  const xy = points.map((p, i) => `${(i * step).toFixed(1)},${(h - 1 - (p.sources / max) * (h - 2)).toFixed(1)}`).join(" ");
+  return `<svg class="spark" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" data-test="spark" data-points="${points.length}" role="img" aria-label="distinct sources over the range, peak ${max}"><polyline points="${xy}"/></svg>`;
+}
+
+// A horizontal bar for a share in [0, 1].
+const bar = (x) => `<span class="bar"><span style="width:${(100 * Math.min(1, Math.max(0, x))).toFixed(1)}%"></span></span>`;
+
+const iso = (t) => new Date(t).toISOString().replace(/\.\d+Z$/, "Z");
+
+function chart(el, points, title, marks = [], height = 260) {
   const xs = points.map((p) => Date.parse(p.time) / 1000);
   // Alert starts as vertical red lines.
   const markHook = (u) => {
@@ -115,12 +129,21 @@ function chart(el, points, title, marks = []) {
   const data = [xs, points.map((p) => p.sources), points.map((p) => p.packets)];
   const width = Math.max(320, el.clientWidth - 12);
   el.dataset.points = String(points.length);
+  el.dataset.marks = String(marks.length);
+  // Axis text and grid follow the light or dark theme.
+  const css = getComputedStyle(document.documentElement);
+  const ink = css.getPropertyValue("--muted").trim(), line = css.getPropertyValue("--line").trim();
+  const axis = { stroke: ink, grid: { stroke: line }, ticks: { stroke: line } };
+  // Whole numbers of sources on the axis.
+  const counts = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
   return new uPlot(
     {
-      title, width, height: 260,
-      series: [{}, { label: "distinct sources", stroke: "#2563eb", width: 2, scale: "src" },
+      title, width, height,
+      legend: { show: height >= 200 },
+      series: [{}, { label: "distinct sources", stroke: css.getPropertyValue("--accent").trim(), width: 2, scale: "src" },
         { label: "packets", stroke: "#9ca3af", width: 1, scale: "pkt" }],
-      axes: [{}, { scale: "src", label: "sources" }, { scale: "pkt", side: 1, label: "packets", grid: { show: false } }],
+      axes: [{ ...axis }, { ...axis, scale: "src", label: "sources", incrs: counts },
+        { ...axis, scale: "pkt", side: 1, label: "packets", grid: { show: false } }],
       hooks: { draw: [markHook] },
     },
     data, el);
@@ -144,8 +167,9 @@ async function overview(q, r) {
   const first = top.ports[0];
   html += `<h2>${first ? `Top port ${esc(first.proto)}/${first.port}: distinct sources and packets` : "Top port"}</h2><div class="chart" id="chart"></div>`;
   html += `<div class="grid"><div><h2>Top ports by distinct sources</h2>` +
-    table([{ t: "port" }, { t: "sources", n: 1 }, { t: "packets", n: 1 }, { t: "share", n: 1 }],
-      top.ports.map((p, i) => [{ html: portLink(p, q), test: i === 0 ? "top-port" : "" }, { html: fmt(p.sources), test: i === 0 ? "top-port-sources" : "" }, fmt(p.packets), pct(p.share)]), "top-ports") +
+    table([{ t: "port" }, { t: "sources", n: 1 }, { t: "packets", n: 1 }, { t: "share", n: 1 }, { t: "sources over time" }],
+      top.ports.map((p, i) => [{ html: portLink(p, q), test: i === 0 ? "top-port" : "" }, { html: fmt(p.sources), test: i === 0 ? "top-port-sources" : "" }, fmt(p.packets), pct(p.share),
+        { html: `<span class="muted">…</span>`, test: `spark-${p.proto}-${p.port}` }]), "top-ports") +
     `</div><div><h2>Top sources by packets</h2>` +
     table([{ t: "source" }, { t: "packets", n: 1 }],
       o.top_sources.map((s, i) => [{ html: `<a href="#/source/${esc(s.ip)}?${q}">${esc(s.ip)}</a>`, test: i === 0 ? "top-source" : "" }, fmt(s.packets)]), "top-sources") +
@@ -157,27 +181,50 @@ async function overview(q, r) {
   } else {
     $("#chart").innerHTML = `<p class="muted">no data in this range</p>`;
   }
+  // One sparkline per top port, about 30 steps over the range.
+  const step = Math.max(60, Math.ceil((Date.parse(r.to) - Date.parse(r.from)) / 1000 / 30 / 60) * 60);
+  const lines = await Promise.all(top.ports.map((p) => api(`/api/v1/ports/${p.proto}/${p.port}/series?${qs}&step=${step}`)));
+  top.ports.forEach((p, i) => {
+    const cell = document.querySelector(`[data-test="spark-${p.proto}-${p.port}"]`);
+    if (cell) cell.innerHTML = sparkline(lines[i].points);
+  });
 }
 
 async function port(q, r, args) {
   const [proto, num] = args;
   const qs = `from=${r.from}&to=${r.to}&scope=${scopeOf(q)}`;
-  const [s, top, al] = await Promise.all([
-    api(`/api/v1/ports/${encodeURIComponent(proto)}/${encodeURIComponent(num)}/series?${qs}`),
-    api(`/api/v1/ports/top?${qs}&proto=${encodeURIComponent(proto)}&limit=1000`),
+  const path = `/api/v1/ports/${encodeURIComponent(proto)}/${encodeURIComponent(num)}`;
+  const [s, d, al] = await Promise.all([
+    api(`${path}/series?${qs}`),
+    api(`${path}?${qs}&limit=20`),
     api(`/api/v1/alerts?since=${r.from}`),
   ]);
   const mine = al.alerts.filter((a) => a.proto === proto && String(a.port) === String(num) && a.start < r.to);
-  const row = top.ports.find((p) => String(p.port) === String(num));
   const total = s.points.reduce((a, p) => a + p.packets, 0);
+  const fps = d.fingerprints.filter((f) => f.sources > 0);
   $("#main").innerHTML = `<h1>Port <span data-test="port-title">${esc(proto)}/${esc(num)}</span></h1>
     <div class="cards">
       <div class="card"><div class="v" data-test="port-packets">${fmt(total)}</div><div class="k">packets</div></div>
-      <div class="card"><div class="v" data-test="port-sources">${fmt(row ? row.sources : 0)}</div><div class="k">distinct sources (range)</div></div>
-      <div class="card"><div class="v">${fmt(row ? row.destinations : 0)}</div><div class="k">darknet addresses hit (largest window)</div></div>
+      <div class="card"><div class="v" data-test="port-sources">${fmt(d.sources)}</div><div class="k">distinct sources (range)</div></div>
+      <div class="card"><div class="v" data-test="port-sensors">${fmt(d.sensors.length)}</div><div class="k">sensors that see it</div></div>
+      <div class="card"><div class="v" data-test="port-countries">${fmt(d.countries.length)}</div><div class="k">sensor countries</div></div>
       <div class="card"><div class="v">${s.step_seconds}s</div><div class="k">step</div></div>
     </div>
     <h2>Distinct sources and packets per step${mine.length ? " (red: alerts)" : ""}</h2><div class="chart" id="chart"></div>
+    <div class="grid"><div><h2>Top sources <span class="muted">(packets to this port)</span></h2>` +
+    table([{ t: "source" }, { t: "packets", n: 1 }, { t: "sensors", n: 1 }, { t: "fingerprints" }, { t: "last seen" }],
+      d.top_sources.map((x, i) => [{ html: `<a href="#/source/${esc(x.ip)}?${q}">${esc(x.ip)}</a>`, test: i === 0 ? "port-top-source" : "" },
+        { html: fmt(x.packets), test: i === 0 ? "port-top-source-packets" : "" }, fmt(x.sensors), x.fingerprints.join(", ") || "–", when(x.last_seen)]), "port-sources") +
+    `</div><div><h2>Fingerprint shares <span class="muted">(of ${fmt(d.sources_found)} sources)</span></h2>` +
+    table([{ t: "fingerprint" }, { t: "sources", n: 1 }, { t: "share", n: 1 }, { t: "" }],
+      fps.map((f) => [{ html: esc(f.fingerprint), test: `fp-${f.fingerprint}` }, { html: fmt(f.sources), test: `fp-${f.fingerprint}-sources` }, pct(f.share), { html: bar(f.share) }]), "port-fingerprints") +
+    `</div><div><h2>Sensors that see it</h2>` +
+    table([{ t: "sensor" }, { t: "country" }, { t: "sources", n: 1 }, { t: "packets", n: 1 }],
+      d.sensors.map((x, i) => [{ html: esc(x.sensor), test: i === 0 ? "port-sensor" : "" }, x.country, { html: fmt(x.sources), test: i === 0 ? "port-sensor-sources" : "" }, fmt(x.packets)]), "port-sensors") +
+    `</div><div><h2>Countries</h2>` +
+    table([{ t: "country" }, { t: "sensors", n: 1 }, { t: "sources", n: 1 }, { t: "packets", n: 1 }],
+      d.countries.map((x, i) => [{ html: esc(x.country), test: i === 0 ? "port-country" : "" }, fmt(x.sensors), fmt(x.sources), { html: fmt(x.packets), test: i === 0 ? "port-country-packets" : "" }]), "port-countries") +
+    `</div></div>
     <h2>Alerts on this port</h2>${alertTable(mine, q)}`;
   chart($("#chart"), s.points, "", mine.map((a) => a.start));
 }
@@ -209,8 +256,20 @@ async function alerts(q, r) {
     <p>Show: <a href="${pick("")}">all</a> · <a href="${pick("open")}">open</a> · <a href="${pick("resolved")}">resolved</a>
     <span class="muted">— surges of distinct sources per port across all sensors</span></p>
     <div class="cards"><div class="card"><div class="v" data-test="alert-count">${shown.length}</div><div class="k">alerts in range</div></div></div>
-    <h2>Alerts</h2>${alertTable(shown, q)}`;
+    <h2>Alerts</h2>${alertTable(shown, q)}
+    <h2>Evidence <span class="muted">(distinct sources 6 h before to 2 h after each start, red line; newest ${Math.min(EVIDENCE, shown.length)})</span></h2>
+    <div class="evidence">${shown.slice(0, EVIDENCE).map((a, i) => `<div><div class="muted">${esc(a.proto)}/${a.port} · ${esc(a.severity)} · ${when(a.start)} · ${fmt(a.observed)} vs ${a.baseline.toFixed(1)}</div>
+      <div class="chart" id="evidence-${i}" data-test="evidence"></div></div>`).join("") || `<p class="muted">no alerts in this range</p>`}</div>`;
+  // The port's series around each alert, its start marked.
+  await Promise.all(shown.slice(0, EVIDENCE).map(async (a, i) => {
+    const t = Date.parse(a.start);
+    const s = await api(`/api/v1/ports/${a.proto}/${a.port}/series?from=${iso(t - 6 * HOUR)}&to=${iso(t + 2 * HOUR)}&scope=${a.scope === "global" ? "global" : "local"}&step=600`);
+    chart($(`#evidence-${i}`), s.points, "", [a.start], 160);
+  }));
 }
+
+// Alerts that get an evidence chart on the Alerts page.
+const EVIDENCE = 12;
 
 async function source(q, r, args) {
   const ip = args[0];
@@ -231,7 +290,9 @@ async function source(q, r, args) {
       <div class="card"><div class="v">${esc(s.sensors.join(", "))}</div><div class="k">sensors</div></div>
     </div>
     <div class="grid"><div><h2>Ports</h2>${table([{ t: "port" }, { t: "packets", n: 1 }], s.ports.map((p) => [{ html: portLink(p, q) }, fmt(p.packets)]), "source-ports")}</div>
-    <div><h2>Packets per day</h2>${table([{ t: "day" }, { t: "packets", n: 1 }], s.per_day.map((d) => [d.day, fmt(d.packets)]), "source-days")}</div></div>`;
+    <div><h2>Packets per day</h2>${table([{ t: "day" }, { t: "packets", n: 1 }], s.per_day.map((d) => [d.day, fmt(d.packets)]), "source-days")}</div>
+    <div><h2>Feeds it appeared in <span class="muted">(infection alerts to the owner)</span></h2>${table([{ t: "subscriber" }, { t: "days", n: 1 }, { t: "first day" }, { t: "last day" }, { t: "packets", n: 1 }],
+      s.feeds.map((f, i) => [{ html: esc(f.subscriber), test: i === 0 ? "source-feed" : "" }, fmt(f.days), f.first_day.slice(0, 10), f.last_day.slice(0, 10), { html: fmt(f.packets), test: i === 0 ? "source-feed-packets" : "" }]), "source-feeds")}</div></div>`;
 }
 
 async function sensors() {
@@ -335,5 +396,10 @@ $("#lookup").addEventListener("submit", (ev) => {
   if (ip) go("source", [ip], q);
   else if (p.length === 2) go("port", p, q);
 });
+// The theme follows the system's; the page says which one it drew.
+const dark = matchMedia("(prefers-color-scheme: dark)");
+const theme = () => { document.documentElement.dataset.theme = dark.matches ? "dark" : "light"; };
+theme();
+dark.addEventListener("change", () => { theme(); render(); });
 window.addEventListener("hashchange", render);
 render();

@@ -486,8 +486,21 @@ async fn source(
         .map_err(|_| ApiError::bad_request(format!("'{ip}' is not an IP address")))?;
     let scope = scope_param(&q)?;
     let store = st.store.clone();
-    match blocking(move || Ok(store.source(Addr::from(addr), scope)?)).await? {
-        Some(info) => Ok(Json(info).into_response()),
+    let found = blocking(move || {
+        let a = Addr::from(addr);
+        Ok(match store.source(a, scope)? {
+            Some(info) => Some((info, store.host_feeds(a)?)),
+            None => None,
+        })
+    })
+    .await?;
+    match found {
+        // With the subscribers' feeds that carried it.
+        Some((info, feeds)) => {
+            let mut v = json!(info);
+            v["feeds"] = json!(feeds);
+            Ok(Json(v).into_response())
+        }
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no observations of {addr}"),

@@ -377,14 +377,7 @@ fn queries_need_an_analyst_token_when_configured() {
     std::fs::write(&cfg, "query_auth = \"always\"\n").unwrap();
     agg.config = Some(cfg);
     let sensor_token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
-    let out = Command::new(aggregator_bin())
-        .arg("--database")
-        .arg(&agg.db)
-        .args(["analyst", "add", "--name", "alice"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let analyst = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let analyst = agg.admin(&["analyst", "add", "--name", "alice"]);
     agg.start();
     let client = reqwest::blocking::Client::new();
     let status = |token: Option<&str>| {

@@ -14,19 +14,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 fn add_subscriber(agg: &Aggregator, id: &str, args: &[&str]) -> String {
-    let out = Command::new(aggregator_bin())
-        .arg("--database")
-        .arg(&agg.db)
-        .args(["subscriber", "add", "--id", id])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    agg.admin(&[&["subscriber", "add", "--id", id], args].concat())
 }
 
 fn cli(agg: &Aggregator, args: &[&str]) -> std::process::Output {
@@ -183,6 +171,21 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
             ips.insert(f[2].to_string());
         }
         assert_eq!(ips, want[id].keys().cloned().collect(), "{id} csv");
+    }
+    // Analysts see which feeds carried a source: the owner's and no other.
+    for (ip, feeds) in [
+        ("198.18.1.10", vec!["customer"]),
+        ("198.18.1.2", vec!["isp"]),
+    ] {
+        let v = agg.get(&format!("/api/v1/sources/{ip}"));
+        let got: Vec<&str> = v["feeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["subscriber"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, feeds, "{ip}");
+        assert_eq!(v["feeds"][0]["packets"], want[feeds[0]][ip]);
     }
     // Evidence: fingerprints, tags, AS, sensor countries.
     let c = hosts(&feed(&agg, &customer, "json").1);

@@ -602,6 +602,16 @@ fn feed_storage(store: &dyn Store, settle: std::time::Duration) {
     sensors.sort();
     assert_eq!(sensors, ["a", "b"]);
     assert_eq!(store.feed_day("x", day).unwrap().len(), 3);
+    // Which feeds carried a host: x's twice (sensors a and b), y's not.
+    let hf = store.host_feeds(Addr::v4(1)).unwrap();
+    assert_eq!(hf.len(), 1);
+    assert_eq!(
+        (hf[0].subscriber.as_str(), hf[0].first_day, hf[0].last_day),
+        ("x", day, day)
+    );
+    assert_eq!((hf[0].days, hf[0].packets), (1, 3 + 4));
+    assert_eq!(store.host_feeds(Addr::v4(7)).unwrap()[0].subscriber, "y");
+    assert!(store.host_feeds(Addr::v4(99)).unwrap().is_empty());
 
     // Webhook digest positions.
     assert_eq!(store.push_cursor("x").unwrap(), None);

@@ -31,9 +31,10 @@
 
 use super::fold::{self, merged_key, proto_of, Gran, PortRowTuple, RollRow, SourceRowTuple};
 use super::{
-    Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, Inserted, LocalChange,
-    Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord, SensorStatus,
-    SeriesPoint, SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord, PEER_SENSOR_MARK,
+    Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, HostFeed, Inserted,
+    LocalChange, Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord,
+    SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
+    PEER_SENSOR_MARK,
 };
 use base64::Engine;
 use darkscope_common::hll::Hll;
@@ -1279,6 +1280,33 @@ impl Store for ClickHouseStore {
             day.0
         ))?;
         Ok(v.into_iter().map(FeedRowCh::row).collect())
+    }
+
+    fn host_feeds(&self, ip: Addr) -> Result<Vec<HostFeed>, StoreError> {
+        #[derive(Deserialize)]
+        struct H {
+            subscriber: String,
+            first_day: u64,
+            last_day: u64,
+            days: u64,
+            packets: u64,
+        }
+        let v: Vec<H> = self.rows(&format!(
+            "SELECT subscriber, min(day) AS first_day, max(day) AS last_day,
+                    uniqExact(day) AS days, sum(packets) AS packets
+             FROM {} FINAL WHERE ip = {} GROUP BY subscriber ORDER BY subscriber",
+            self.t("feed_events"),
+            lit(&ip.to_string())
+        ))?;
+        Ok(v.into_iter()
+            .map(|h| HostFeed {
+                subscriber: h.subscriber,
+                first_day: Timestamp(h.first_day),
+                last_day: Timestamp(h.last_day),
+                days: h.days,
+                packets: h.packets,
+            })
+            .collect())
     }
 
     fn push_cursor(&self, subscriber: &str) -> Result<Option<FeedCursor>, StoreError> {

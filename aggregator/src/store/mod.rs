@@ -459,6 +459,21 @@ pub struct PortSources {
     pub fingerprints: Vec<FingerprintShare>,
 }
 
+/// A feed a source appeared in: one subscriber's events about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostFeed {
+    /// The subscriber whose feed carried it.
+    pub subscriber: String,
+    /// First day it was in the feed.
+    pub first_day: Timestamp,
+    /// Last day it was in the feed.
+    pub last_day: Timestamp,
+    /// Days it was in the feed.
+    pub days: u64,
+    /// Packets reported.
+    pub packets: u64,
+}
+
 /// Packets of one source on one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DayCount {
@@ -605,6 +620,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Inserted, StoreError>;
     /// A subscriber's feed events of the UTC day starting at `day`.
     fn feed_day(&self, subscriber: &str, day: Timestamp) -> Result<Vec<FeedRow>, StoreError>;
+    /// The subscribers' feeds that carried `ip`, by subscriber id.
+    fn host_feeds(&self, ip: Addr) -> Result<Vec<HostFeed>, StoreError>;
     /// Where a subscriber's webhook digests stand (None: nothing pushed yet).
     fn push_cursor(&self, subscriber: &str) -> Result<Option<FeedCursor>, StoreError>;
     /// Records that digests up to `cursor` were accepted by the subscriber.

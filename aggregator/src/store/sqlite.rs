@@ -22,9 +22,9 @@
 use super::fold::{self, bytes_hll, merged_key, proto_of, SourceRowTuple};
 use super::srcrec;
 use super::{
-    Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, Inserted, LocalChange,
-    Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord, SensorStatus,
-    SeriesPoint, SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
+    Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, HostFeed, Inserted,
+    LocalChange, Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord,
+    SensorStatus, SeriesPoint, SourceInfo, SourceSeen, Store, StoreError, SubscriberRecord,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, Summary};
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS feed_events (
   first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL, top_ports TEXT NOT NULL,
   PRIMARY KEY (subscriber, day, ip, sensor, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS feed_events_stored ON feed_events(subscriber, stored_at);
+CREATE INDEX IF NOT EXISTS feed_events_ip ON feed_events(ip);
 CREATE TABLE IF NOT EXISTS feed_staging (
   subscriber TEXT NOT NULL, day INTEGER NOT NULL, ip TEXT NOT NULL, sensor TEXT NOT NULL,
   start INTEGER NOT NULL, country TEXT NOT NULL,
@@ -1801,6 +1802,25 @@ impl Store for SqliteStore {
             "SELECT {FEED_COLS} FROM feed_events WHERE subscriber = ?1 AND day = ?2"
         ))?;
         let rows = st.query_map(params![subscriber, day.0 as i64], feed_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn host_feeds(&self, ip: Addr) -> Result<Vec<HostFeed>, StoreError> {
+        self.settle_feed()?;
+        let c = self.reader();
+        let mut st = c.prepare_cached(
+            "SELECT subscriber, MIN(day), MAX(day), COUNT(DISTINCT day), SUM(packets)
+             FROM feed_events WHERE ip = ?1 GROUP BY subscriber ORDER BY subscriber",
+        )?;
+        let rows = st.query_map([ip.to_string()], |r| {
+            Ok(HostFeed {
+                subscriber: r.get(0)?,
+                first_day: ts(r.get(1)?),
+                last_day: ts(r.get(2)?),
+                days: r.get::<_, i64>(3)? as u64,
+                packets: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

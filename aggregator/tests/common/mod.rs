@@ -145,6 +145,34 @@ impl Aggregator {
         path
     }
 
+    /// Runs an admin command (`subscriber add ...`, `analyst add ...`) on
+    /// the database; returns what it printed (a new token).
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(aggregator_bin())
+            .arg("--database")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// GET with a bearer token.
+    pub fn get_as(&self, token: &str, path: &str) -> Value {
+        let r = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url()))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    }
+
     pub fn get(&self, path: &str) -> Value {
         let r = reqwest::blocking::get(format!("{}{path}", self.url())).unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
