@@ -164,8 +164,7 @@ async function overview(q, r) {
     <div class="card"><div class="v"><a href="#/alerts?state=open&${q}" data-test="open-alerts">${fmt(al.alerts.length)}</a></div><div class="k">open alerts</div></div>
     ${classes.map(([k, v]) => `<div class="card"><div class="v" data-test="class-${k}">${fmt(v)}</div><div class="k">${esc(k)}</div></div>`).join("")}
   </div>`;
-  const first = top.ports[0];
-  html += `<h2>${first ? `Top port ${esc(first.proto)}/${first.port}: distinct sources and packets` : "Top port"}</h2><div class="chart" id="chart"></div>`;
+  html += `<h2>All darknet traffic: distinct sources and packets per step</h2><div class="chart" id="chart"></div>`;
   html += `<div class="grid"><div><h2>Top ports by distinct sources</h2>` +
     table([{ t: "port" }, { t: "sources", n: 1 }, { t: "packets", n: 1 }, { t: "share", n: 1 }, { t: "sources over time" }],
       top.ports.map((p, i) => [{ html: portLink(p, q), test: i === 0 ? "top-port" : "" }, { html: fmt(p.sources), test: i === 0 ? "top-port-sources" : "" }, fmt(p.packets), pct(p.share),
@@ -175,12 +174,9 @@ async function overview(q, r) {
       o.top_sources.map((s, i) => [{ html: `<a href="#/source/${esc(s.ip)}?${q}">${esc(s.ip)}</a>`, test: i === 0 ? "top-source" : "" }, fmt(s.packets)]), "top-sources") +
     `</div></div>`;
   $("#main").innerHTML = html;
-  if (first) {
-    const s = await api(`/api/v1/ports/${first.proto}/${first.port}/series?${qs}`);
-    chart($("#chart"), s.points, "");
-  } else {
-    $("#chart").innerHTML = `<p class="muted">no data in this range</p>`;
-  }
+  const all = await api(`/api/v1/series?${qs}`);
+  if (o.windows > 0) chart($("#chart"), all.points, "");
+  else $("#chart").innerHTML = `<p class="muted">no data in this range</p>`;
   // One sparkline per top port, about 30 steps over the range.
   const step = Math.max(60, Math.ceil((Date.parse(r.to) - Date.parse(r.from)) / 1000 / 30 / 60) * 60);
   const lines = await Promise.all(top.ports.map((p) => api(`/api/v1/ports/${p.proto}/${p.port}/series?${qs}&step=${step}`)));
@@ -250,11 +246,15 @@ function alertTable(alerts, q) {
 async function alerts(q, r) {
   const state = q.get("state") || "";
   const al = await api(`/api/v1/alerts?since=${r.from}${state ? "&state=" + state : ""}`);
-  const shown = al.alerts.filter((a) => a.start < r.to);
-  const pick = (s) => { const n = new URLSearchParams(q); if (s) n.set("state", s); else n.delete("state"); return `#/alerts?${n}`; };
-  $("#main").innerHTML = `<h1>Alerts</h1>
-    <p>Show: <a href="${pick("")}">all</a> · <a href="${pick("open")}">open</a> · <a href="${pick("resolved")}">resolved</a>
-    <span class="muted">— surges of distinct sources per port across all sensors</span></p>
+  const severity = q.get("severity") || "";
+  const onPort = q.get("port") || "";
+  const shown = al.alerts.filter((a) => a.start < r.to && (!severity || a.severity === severity) && (!onPort || `${a.proto}/${a.port}` === onPort));
+  const pick = (k, v) => { const n = new URLSearchParams(q); if (v) n.set(k, v); else n.delete(k); return `#/alerts?${n}`; };
+  const links = (k, vs, now) => vs.map((v) => `<a href="${pick(k, v)}" data-test="filter-${k}-${v || "all"}" class="${v === now ? "active" : ""}">${v || "all"}</a>`).join(" · ");
+  $("#main").innerHTML = `<h1>Alerts${onPort ? ` on ${esc(onPort)} <a class="muted" href="${pick("port", "")}">(all ports)</a>` : ""}</h1>
+    <p>State: ${links("state", ["", "open", "resolved"], state)}
+    &nbsp; Severity: ${links("severity", ["", "low", "medium", "high", "new-port"], severity)}
+    <span class="muted">— surges of distinct sources per port</span></p>
     <div class="cards"><div class="card"><div class="v" data-test="alert-count">${shown.length}</div><div class="k">alerts in range</div></div></div>
     <h2>Alerts</h2>${alertTable(shown, q)}
     <h2>Evidence <span class="muted">(distinct sources 6 h before to 2 h after each start, red line; newest ${Math.min(EVIDENCE, shown.length)})</span></h2>
@@ -280,19 +280,43 @@ async function source(q, r, args) {
     $("#main").innerHTML = `<h1>Source ${esc(ip)}</h1><p class="error" data-test="error">${esc(e.message)}</p>`;
     return;
   }
+  const shown = [...new Set(s.port_hours.map((h) => h.proto + "/" + h.port))];
   $("#main").innerHTML = `<h1>Source <span data-test="source-ip">${esc(s.ip)}</span></h1>
     <div class="cards">
       <div class="card"><div class="v" data-test="source-packets">${fmt(s.packets)}</div><div class="k">packets</div></div>
-      <div class="card"><div class="v">${esc(s.first_seen)}</div><div class="k">first seen</div></div>
-      <div class="card"><div class="v">${esc(s.last_seen)}</div><div class="k">last seen</div></div>
+      <div class="card"><div class="v" title="${esc(s.first_seen)}">${esc(when(s.first_seen))}</div><div class="k">first seen (UTC)</div></div>
+      <div class="card"><div class="v" title="${esc(s.last_seen)}">${esc(when(s.last_seen))}</div><div class="k">last seen (UTC)</div></div>
       <div class="card"><div class="v" data-test="source-fingerprints">${esc(s.fingerprints.join(", ") || "none")}</div><div class="k">fingerprints</div></div>
       <div class="card"><div class="v">${esc(s.classes.join(", "))}</div><div class="k">classes</div></div>
       <div class="card"><div class="v">${esc(s.sensors.join(", "))}</div><div class="k">sensors</div></div>
     </div>
+    <h2>Ports over time <span class="muted">(packets per hour to its ${shown.length} busiest ports)</span></h2><div class="chart" id="ports-chart" data-test="source-ports-chart"></div>
     <div class="grid"><div><h2>Ports</h2>${table([{ t: "port" }, { t: "packets", n: 1 }], s.ports.map((p) => [{ html: portLink(p, q) }, fmt(p.packets)]), "source-ports")}</div>
     <div><h2>Packets per day</h2>${table([{ t: "day" }, { t: "packets", n: 1 }], s.per_day.map((d) => [d.day, fmt(d.packets)]), "source-days")}</div>
     <div><h2>Feeds it appeared in <span class="muted">(infection alerts to the owner)</span></h2>${table([{ t: "subscriber" }, { t: "days", n: 1 }, { t: "first day" }, { t: "last day" }, { t: "packets", n: 1 }],
       s.feeds.map((f, i) => [{ html: esc(f.subscriber), test: i === 0 ? "source-feed" : "" }, fmt(f.days), f.first_day.slice(0, 10), f.last_day.slice(0, 10), { html: fmt(f.packets), test: i === 0 ? "source-feed-packets" : "" }]), "source-feeds")}</div></div>`;
+  portsChart($("#ports-chart"), s.port_hours, shown);
+}
+
+// Packets per hour to each of a source's busiest ports, one line each.
+function portsChart(el, hours, ports) {
+  const xs = [...new Set(hours.map((h) => Date.parse(h.hour) / 1000))].sort((a, b) => a - b);
+  const at = new Map(xs.map((x, i) => [x, i]));
+  const ys = ports.map(() => xs.map(() => 0));
+  for (const h of hours) ys[ports.indexOf(h.proto + "/" + h.port)][at.get(Date.parse(h.hour) / 1000)] += h.packets;
+  el.dataset.points = String(xs.length);
+  el.dataset.series = String(ports.length);
+  if (!xs.length) { el.innerHTML = `<p class="muted">no port data</p>`; return; }
+  const palette = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
+  const css = getComputedStyle(document.documentElement);
+  const axis = { stroke: css.getPropertyValue("--muted").trim(), grid: { stroke: css.getPropertyValue("--line").trim() } };
+  new uPlot({
+    width: Math.max(320, el.clientWidth - 12), height: 220,
+    // Half an hour either side, so a single hour still shows as a point in time.
+    scales: { x: { time: true, auto: false, range: [xs[0] - 1800, xs[xs.length - 1] + 1800] } },
+    series: [{}, ...ports.map((p, i) => ({ label: p, stroke: palette[i % palette.length], width: 2, points: { show: xs.length < 50 } }))],
+    axes: [{ ...axis }, { ...axis, label: "packets/hour" }],
+  }, [xs, ...ys], el);
 }
 
 async function sensors() {

@@ -169,6 +169,7 @@ async fn analyst_gate(
 pub fn router(state: AppState) -> Router {
     let queries = Router::new()
         .route("/api/v1/ports/top", get(ports_top))
+        .route("/api/v1/series", get(total_series))
         .route("/api/v1/ports/{proto}/{port}/series", get(port_series))
         .route("/api/v1/ports/{proto}/{port}", get(port_detail))
         .route("/api/v1/sources/{ip}", get(source))
@@ -400,7 +401,21 @@ async fn port_series(
     st.metrics.queries.fetch_add(1, Relaxed);
     let (proto, port) = port_path(&proto, &port)?;
     let (from, to) = range(&q)?;
-    let span = to.0 - from.0;
+    let step_us = step_param(&q, to.0 - from.0)?;
+    let scope = scope_param(&q)?;
+    let store = st.store.clone();
+    let points =
+        blocking(move || Ok(store.port_series(proto, port, from, to, step_us, scope)?)).await?;
+    Ok(Json(json!({
+        "proto": proto, "port": port, "from": from, "to": to, "scope": scope,
+        "step_seconds": step_us / 1_000_000, "points": points,
+    }))
+    .into_response())
+}
+
+/// `step` (seconds or a duration, at least 1 s) for a range of `span_us`;
+/// by default about 300 steps in whole minutes; at most 10,000 steps.
+fn step_param(q: &HashMap<String, String>, span_us: u64) -> ApiResult<u64> {
     let step_us = match q.get("step") {
         Some(v) => {
             let d = v
@@ -414,20 +429,26 @@ async fn port_series(
                 })?;
             (d.as_micros() as u64).max(1_000_000)
         }
-        // About 300 points, in whole minutes.
-        None => (span / 300).div_ceil(60_000_000).max(1) * 60_000_000,
+        None => (span_us / 300).div_ceil(60_000_000).max(1) * 60_000_000,
     };
-    if span / step_us > 10_000 {
+    if span_us / step_us > 10_000 {
         return Err(ApiError::bad_request(
             "too many steps (more than 10000): use a larger 'step'",
         ));
     }
+    Ok(step_us)
+}
+
+/// `GET /api/v1/series`: all darknet packets and distinct sources per step.
+async fn total_series(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let (from, to) = range(&q)?;
+    let step_us = step_param(&q, to.0 - from.0)?;
     let scope = scope_param(&q)?;
     let store = st.store.clone();
-    let points =
-        blocking(move || Ok(store.port_series(proto, port, from, to, step_us, scope)?)).await?;
+    let points = blocking(move || Ok(store.total_series(from, to, step_us, scope)?)).await?;
     Ok(Json(json!({
-        "proto": proto, "port": port, "from": from, "to": to, "scope": scope,
+        "from": from, "to": to, "scope": scope,
         "step_seconds": step_us / 1_000_000, "points": points,
     }))
     .into_response())

@@ -107,6 +107,12 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
         src["packets"].as_u64().unwrap()
     );
     assert_eq!(field(&dom, "source-fingerprints"), "masscan");
+    // Its ports over time: one line per busiest port, hourly.
+    let n_ports = src["ports"].as_array().unwrap().len().min(8);
+    assert!(
+        dom.contains(&format!("data-series=\"{n_ports}\"")) && dom.contains("data-points=\"1\""),
+        "one hour, {n_ports} ports:\n{dom}"
+    );
 
     // Sensors.
     let dom = render(&format!("{}/#/sensors", agg.url()), "sensors.png");
@@ -314,6 +320,25 @@ fn an_analyst_signs_in_and_clicks_through_the_console() {
         "8 hours in 10-minute steps"
     );
     b.shot("alerts-evidence.png");
+    // Severity filters, kept in the URL.
+    let other = if alert.severity == "low" {
+        "high"
+    } else {
+        "low"
+    };
+    b.unready();
+    b.click(&format!("[data-test=filter-severity-{other}]"));
+    b.wait_ready("alerts");
+    assert_eq!(b.text("alert-count"), "0");
+    assert!(
+        b.url().contains(&format!("severity={other}")),
+        "{}",
+        b.url()
+    );
+    b.unready();
+    b.click(&format!("[data-test=filter-severity-{}]", alert.severity));
+    b.wait_ready("alerts");
+    assert_eq!(b.text("alert-count"), "1");
     // Its port, clicked: the hours around it, the alert marked on the chart.
     b.unready();
     b.click("[data-test=alert-port] a");

@@ -57,6 +57,17 @@ fn three_sensors_merge_to_the_ground_truth() {
     assert_eq!(s["packets"], 16384);
     assert_eq!(s["fingerprints"], serde_json::json!(["masscan"]));
     assert_eq!(s["sensors"], serde_json::json!(["s-masscan"]));
+    // Its ports over time add up to its port totals.
+    for p in s["ports"].as_array().unwrap().iter().take(8) {
+        let hourly: u64 = s["port_hours"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["proto"] == p["proto"] && h["port"] == p["port"])
+            .map(|h| h["packets"].as_u64().unwrap())
+            .sum();
+        assert_eq!(hourly, p["packets"].as_u64().unwrap(), "{p}");
+    }
     // Series of tcp/22: masscan and nmap both hit it, merged with sketches.
     let series = agg.get(&format!("/api/v1/ports/tcp/22/series?{ALL_TIME}&step=1d"));
     let pts = series["points"].as_array().unwrap();
@@ -65,6 +76,23 @@ fn three_sensors_merge_to_the_ground_truth() {
     assert_eq!(
         pts.iter().map(|p| p["sources"].as_u64().unwrap()).max(),
         Some(2)
+    );
+    // All ports together, per day: every packet, every scanner once.
+    let total = agg.get(&format!("/api/v1/series?{ALL_TIME}&step=1d"));
+    let pts = total["points"].as_array().unwrap();
+    let hosts: u64 = caps
+        .iter()
+        .map(|(_, cap)| truth(cap)["sources"].as_array().unwrap().len() as u64)
+        .sum();
+    assert_eq!(
+        pts.iter()
+            .map(|p| p["packets"].as_u64().unwrap())
+            .sum::<u64>(),
+        16384 + 4790 + 512
+    );
+    assert_eq!(
+        pts.iter().map(|p| p["sources"].as_u64().unwrap()).max(),
+        Some(hosts)
     );
     // Who sees tcp/22: each sensor's packets and sources are its own
     // capture's truth, the country merges them, the scanners rank by

@@ -276,6 +276,10 @@ fn port_answers_in(store: &dyn Store, scope: Scope) -> String {
             )
             .unwrap();
         out += &format!("{s:?}\n");
+        let t = store
+            .total_series(Timestamp(T0), Timestamp(T0 + 50 * h), step, scope)
+            .unwrap();
+        out += &format!("{t:?}\n");
     }
     out
 }

@@ -1517,6 +1517,35 @@ impl Store for ClickHouseStore {
             .collect())
     }
 
+    fn total_series(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        step_us: u64,
+        scope: Scope,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        #[derive(Deserialize)]
+        struct W {
+            start: u64,
+            packets: u64,
+            sources_hll: String,
+        }
+        let v: Vec<W> = self.rows(&format!(
+            "SELECT start, packets, sources_hll FROM {} FINAL WHERE start >= {} AND start < {} AND {}",
+            self.t("windows"),
+            from.0,
+            to.0,
+            scope_pred(scope)
+        ))?;
+        Ok(fold::steps(
+            from.0,
+            to.0,
+            step_us,
+            v.into_iter()
+                .map(|w| (w.start, w.packets, hll_bytes(&w.sources_hll))),
+        ))
+    }
+
     fn port_reach(
         &self,
         proto: Proto,

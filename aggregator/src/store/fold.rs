@@ -4,7 +4,7 @@
 
 use super::{
     DayCount, FingerprintShare, PortCountry, PortReach, PortSensor, PortSource, PortSources,
-    PortTop, Scope, SourceInfo, SourceSeen, PEER_SENSOR_MARK,
+    PortTop, Scope, SeriesPoint, SourceInfo, SourceSeen, PEER_SENSOR_MARK,
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::PortCount;
@@ -249,6 +249,36 @@ pub fn port_sources(
     }
 }
 
+/// Buckets (window start, packets, sketch bytes) rows into steps of
+/// `step_us` over `[from, to)`: packets add up, sketches merge.
+pub fn steps(
+    from: u64,
+    to: u64,
+    step_us: u64,
+    rows: impl IntoIterator<Item = (u64, u64, Vec<u8>)>,
+) -> Vec<SeriesPoint> {
+    let step = step_us.max(1);
+    let n = to.saturating_sub(from).div_ceil(step) as usize;
+    let mut packets = vec![0u64; n];
+    let mut sketches = vec![Hll::new(); n];
+    for (start, p, hll) in rows {
+        let Some(i) = start.checked_sub(from).map(|d| (d / step) as usize) else {
+            continue;
+        };
+        if i < n {
+            packets[i] += p;
+            sketches[i].merge(&bytes_hll(&hll));
+        }
+    }
+    (0..n)
+        .map(|i| SeriesPoint {
+            time: Timestamp(from + i as u64 * step),
+            packets: packets[i],
+            sources: sketches[i].estimate(),
+        })
+        .collect()
+}
+
 /// Ranks ports by distinct sources (then packets, protocol, port) and keeps `limit`.
 pub fn rank(v: &mut Vec<PortTop>, limit: usize) {
     v.sort_by(|a, b| {
@@ -259,15 +289,6 @@ pub fn rank(v: &mut Vec<PortTop>, limit: usize) {
             .then(a.port.cmp(&b.port))
     });
     v.truncate(limit);
-}
-
-/// Adds a stored top-ports list (JSON) into a per-port tally.
-pub fn tally_top(ports: &mut FxHashMap<(Proto, u16), u64>, json: &str) {
-    if let Ok(tp) = serde_json::from_str::<Vec<PortCount>>(json) {
-        for p in tp {
-            *ports.entry((p.proto, p.port)).or_default() += p.packets;
-        }
-    }
 }
 
 /// The `n` busiest ports of a tally, busiest first.
@@ -288,6 +309,7 @@ pub fn source_info(ip: Addr, rows: Vec<SourceRowTuple>) -> Option<SourceInfo> {
         bytes: 0,
         ports: Vec::new(),
         per_day: Vec::new(),
+        port_hours: Vec::new(),
         sensors: Vec::new(),
         fingerprints: FingerprintSet::default(),
         classes: ClassSet::default(),
@@ -295,7 +317,14 @@ pub fn source_info(ip: Addr, rows: Vec<SourceRowTuple>) -> Option<SourceInfo> {
     };
     let mut ports: FxHashMap<(Proto, u16), u64> = FxHashMap::default();
     let mut days: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut hours: std::collections::BTreeMap<(i64, Proto, u16), u64> = Default::default();
     for (t, sensor, packets, bytes, windows, classes, fps, first, last, top) in rows {
+        for p in serde_json::from_str::<Vec<PortCount>>(&top).unwrap_or_default() {
+            *ports.entry((p.proto, p.port)).or_default() += p.packets;
+            *hours
+                .entry((t - t.rem_euclid(HOUR), p.proto, p.port))
+                .or_default() += p.packets;
+        }
         i.first_seen = i.first_seen.min(ts(first));
         i.last_seen = i.last_seen.max(ts(last));
         i.packets += packets as u64;
@@ -307,9 +336,24 @@ pub fn source_info(ip: Addr, rows: Vec<SourceRowTuple>) -> Option<SourceInfo> {
             i.sensors.push(sensor);
         }
         *days.entry(ts(t).to_string()[..10].to_string()).or_default() += packets as u64;
-        tally_top(&mut ports, &top);
     }
     i.ports = busiest(&ports, 20);
+    let keep: Vec<(Proto, u16)> = i
+        .ports
+        .iter()
+        .take(super::SOURCE_PORT_SERIES)
+        .map(|p| (p.proto, p.port))
+        .collect();
+    i.port_hours = hours
+        .into_iter()
+        .filter(|((_, proto, port), _)| keep.contains(&(*proto, *port)))
+        .map(|((h, proto, port), packets)| super::PortHour {
+            hour: ts(h),
+            proto,
+            port,
+            packets,
+        })
+        .collect();
     i.sensors.sort();
     i.per_day = days
         .into_iter()

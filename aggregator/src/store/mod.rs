@@ -474,6 +474,22 @@ pub struct HostFeed {
     pub packets: u64,
 }
 
+/// How many of a source's busiest ports get an hourly series.
+pub const SOURCE_PORT_SERIES: usize = 8;
+
+/// Packets of one source to one port in one hour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PortHour {
+    /// Hour start.
+    pub hour: Timestamp,
+    /// Protocol.
+    pub proto: Proto,
+    /// Port.
+    pub port: u16,
+    /// Packets.
+    pub packets: u64,
+}
+
 /// Packets of one source on one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct DayCount {
@@ -500,6 +516,9 @@ pub struct SourceInfo {
     pub ports: Vec<PortCount>,
     /// Packets per day.
     pub per_day: Vec<DayCount>,
+    /// Its busiest ports over time: packets per hour to each of its
+    /// [`SOURCE_PORT_SERIES`] busiest ports, hours ascending.
+    pub port_hours: Vec<PortHour>,
     /// Sensors that saw it.
     pub sensors: Vec<String>,
     /// Fingerprints it carried in any window.
@@ -642,6 +661,15 @@ pub trait Store: Send + Sync {
         &self,
         proto: Proto,
         port: u16,
+        from: Timestamp,
+        to: Timestamp,
+        step_us: u64,
+        scope: Scope,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
+    /// All darknet packets and distinct sources (any port) per step over
+    /// `[from, to)`, from the windows' totals and sketches.
+    fn total_series(
+        &self,
         from: Timestamp,
         to: Timestamp,
         step_us: u64,

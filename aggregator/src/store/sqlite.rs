@@ -1421,6 +1421,30 @@ impl Store for SqliteStore {
             .collect())
     }
 
+    fn total_series(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        step_us: u64,
+        scope: Scope,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        let c = self.reader();
+        let mut st = c.prepare_cached(&format!(
+            "SELECT start, packets, sources_hll FROM windows WHERE start >= ?1 AND start < ?2 AND {}",
+            scope_pred(scope)
+        ))?;
+        let rows = st
+            .query_map(params![from.0 as i64, to.0 as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(fold::steps(from.0, to.0, step_us, rows))
+    }
+
     fn port_reach(
         &self,
         proto: Proto,
