@@ -329,11 +329,12 @@ async function sensors() {
     return ["ok", "state-ok"];
   };
   $("#main").innerHTML = `<h1>Sensors</h1>` + table(
-    [{ t: "sensor" }, { t: "country" }, { t: "state" }, { t: "last window end" }, { t: "lag", n: 1 }, { t: "windows", n: 1 }, { t: "received", n: 1 }, { t: "drop rate", n: 1 }, { t: "spool evicted", n: 1 }],
+    [{ t: "sensor" }, { t: "country" }, { t: "state" }, { t: "last summary" }, { t: "last window end" }, { t: "lag", n: 1 }, { t: "windows", n: 1 }, { t: "received/window", n: 1 }, { t: "drop rate", n: 1 }, { t: "spool evicted", n: 1 }],
     s.sensors.map((x) => {
       const [label, cls] = state(x);
       return [{ html: esc(x.id), test: "sensor-id" }, x.country, { html: `<span class="${cls}">${label}</span>`, test: "sensor-state" },
-        x.last_window_end || "–", x.lag_seconds === null ? "–" : Math.round(x.lag_seconds) + " s", fmt(x.windows), fmt(x.received), pct(x.drop_rate), fmt(x.spool_evicted)];
+        when(x.last_summary_at), when(x.last_window_end), x.lag_seconds === null ? "–" : Math.round(x.lag_seconds) + " s", fmt(x.windows),
+        { html: x.windows ? fmt(Math.round(x.received / x.windows)) : "–", test: "sensor-received-per-window" }, pct(x.drop_rate), fmt(x.spool_evicted)];
     }), "sensors");
 }
 

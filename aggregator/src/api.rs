@@ -76,10 +76,16 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         log::error!("{e}");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage error; the request can be retried",
-        )
+        match e {
+            StoreError::DiskFull(_) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the aggregator's disk is full; nothing was stored, retry later",
+            ),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage error; the request can be retried",
+            ),
+        }
     }
 }
 

@@ -117,6 +117,10 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
     // Sensors.
     let dom = render(&format!("{}/#/sensors", agg.url()), "sensors.png");
     assert_eq!(field(&dom, "sensor-id"), "s-demo");
+    let sn = &agg.get("/api/v1/sensors")["sensors"][0];
+    let per = (sn["received"].as_f64().unwrap() / sn["windows"].as_f64().unwrap()).round() as u64;
+    assert_eq!(number(&field(&dom, "sensor-received-per-window")), per);
+    assert_eq!(field(&dom, "sensor-state"), "silent", "replayed data ended long ago");
 
     // Sharing, on an aggregator without federation, says so.
     let dom = render(&format!("{}/#/sharing", agg.url()), "sharing-off.png");

@@ -91,10 +91,14 @@ impl Spool {
         let name = format!("{:020}-{}.json.zst", s.window.start.0, s.sensor.id);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
-        {
-            let mut f = File::create(&tmp)?;
+        let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(&body)?;
-            f.sync_all()?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // A half-written file only takes space (a full disk, say).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         fs::rename(&tmp, &path)?;
         sync_dir(&self.dir)?;
@@ -155,16 +159,85 @@ impl Spool {
     }
 }
 
-/// The sink that spools each summary (and stamps the eviction count into it).
-pub struct SpoolSink(pub Arc<Spool>);
+/// Summaries held in memory while the spool cannot be written (a full
+/// disk); past this many the oldest are dropped and counted as evicted.
+pub const BACKLOG_MAX: usize = 256;
+
+/// The sink that spools each summary (and stamps the eviction count into
+/// it). When the spool cannot be written (disk full, read-only, gone), the
+/// sensor keeps capturing: summaries wait in memory, oldest first, and go to
+/// the spool as soon as a write succeeds again; past [`BACKLOG_MAX`] the
+/// oldest are dropped and reported as evicted in the next summary.
+pub struct SpoolSink {
+    spool: Arc<Spool>,
+    backlog: std::collections::VecDeque<Summary>,
+    failing: bool,
+}
+
+impl SpoolSink {
+    /// A sink writing into `spool`.
+    pub fn new(spool: Arc<Spool>) -> SpoolSink {
+        SpoolSink {
+            spool,
+            backlog: Default::default(),
+            failing: false,
+        }
+    }
+
+    /// Summaries waiting in memory for the spool.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Writes the backlog to the spool, oldest first; stops at the first
+    /// failure (logged once per outage).
+    fn drain(&mut self) -> std::io::Result<()> {
+        while let Some(s) = self.backlog.front() {
+            if let Err(e) = self.spool.push(s) {
+                if !self.failing {
+                    log::error!(
+                        "cannot write to the spool {}: {e}; keeping summaries in memory (up to {BACKLOG_MAX}) until it works again",
+                        self.spool.dir.display()
+                    );
+                    self.failing = true;
+                }
+                return Err(e);
+            }
+            self.backlog.pop_front();
+        }
+        if self.failing {
+            log::warn!("spool {} writable again", self.spool.dir.display());
+            self.failing = false;
+        }
+        Ok(())
+    }
+}
 
 impl Sink for SpoolSink {
     fn emit(&mut self, mut s: Summary) -> Result<(), SinkError> {
-        s.capture.spool_evicted += self.0.take_evicted();
-        self.0.push(&s).map(|_| ()).map_err(|source| SinkError::Io {
-            path: self.0.dir.clone(),
-            source,
-        })
+        s.capture.spool_evicted += self.spool.take_evicted();
+        self.backlog.push_back(s);
+        if self.backlog.len() > BACKLOG_MAX {
+            self.backlog.pop_front();
+            self.spool.evicted.fetch_add(1, Relaxed);
+            log::warn!("spool unwritable and {BACKLOG_MAX} summaries waiting: dropped the oldest");
+        }
+        // A failed write is not fatal: capture goes on, the backlog waits.
+        let _ = self.drain();
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        match self.drain() {
+            Ok(()) => Ok(()),
+            Err(source) => Err(SinkError::Io {
+                path: self.spool.dir.join(format!(
+                    "({} summaries could not be spooled)",
+                    self.backlog.len()
+                )),
+                source,
+            }),
+        }
     }
 }
 

@@ -19,6 +19,10 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption, ...).
     #[error("storage: {0}")]
     Backend(String),
+    /// The disk under the database is full: nothing was written, and the
+    /// same write can succeed once space is freed.
+    #[error("storage: the disk is full ({0})")]
+    DiskFull(String),
     /// A subscriber id that is already registered.
     #[error("subscriber '{0}' already exists")]
     SubscriberExists(String),
@@ -41,7 +45,10 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

@@ -621,7 +621,11 @@ fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
                 Err(e) => {
                     log::error!("storing {} summaries failed: {e}", inserts.len());
                     for (_, reply) in &inserts {
-                        let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+                        // Each waiting upload gets the same kind of error.
+                        let _ = reply.send(Err(match &e {
+                            StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+                            other => StoreError::Backend(other.to_string()),
+                        }));
                     }
                 }
             }

@@ -178,7 +178,7 @@ fn real_main() -> Result<i32> {
                     u.spool_dir.display()
                 );
             }
-            sinks.push(Box::new(SpoolSink(spool.clone())));
+            sinks.push(Box::new(SpoolSink::new(spool.clone())));
             let read = |p: &std::path::Path| {
                 std::fs::read(p).with_context(|| format!("cannot read '{}'", p.display()))
             };
