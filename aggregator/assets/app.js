@@ -321,20 +321,23 @@ function portsChart(el, hours, ports) {
 
 async function sensors() {
   const s = await api("/api/v1/sensors");
+  const clockOff = (x) => x.clock_skew_seconds !== null && Math.abs(x.clock_skew_seconds) > s.clock_skew_warn_seconds;
   const state = (x) => {
     if (x.revoked) return ["revoked", "state-bad"];
     if (x.lag_seconds === null) return ["no data yet", "state-warn"];
     if (x.drop_rate > 0.01) return ["dropping", "state-bad"];
+    if (clockOff(x)) return ["clock off", "state-warn"];
     if (x.lag_seconds > 900) return ["silent", "state-warn"];
     return ["ok", "state-ok"];
   };
   $("#main").innerHTML = `<h1>Sensors</h1>` + table(
-    [{ t: "sensor" }, { t: "country" }, { t: "state" }, { t: "last summary" }, { t: "last window end" }, { t: "lag", n: 1 }, { t: "windows", n: 1 }, { t: "received/window", n: 1 }, { t: "drop rate", n: 1 }, { t: "spool evicted", n: 1 }],
+    [{ t: "sensor" }, { t: "country" }, { t: "state" }, { t: "last summary" }, { t: "last window end" }, { t: "lag", n: 1 }, { t: "windows", n: 1 }, { t: "received/window", n: 1 }, { t: "drop rate", n: 1 }, { t: "spool evicted", n: 1 }, { t: "clock", n: 1 }],
     s.sensors.map((x) => {
       const [label, cls] = state(x);
       return [{ html: esc(x.id), test: "sensor-id" }, x.country, { html: `<span class="${cls}">${label}</span>`, test: "sensor-state" },
         when(x.last_summary_at), when(x.last_window_end), x.lag_seconds === null ? "–" : Math.round(x.lag_seconds) + " s", fmt(x.windows),
-        { html: x.windows ? fmt(Math.round(x.received / x.windows)) : "–", test: "sensor-received-per-window" }, pct(x.drop_rate), fmt(x.spool_evicted)];
+        { html: x.windows ? fmt(Math.round(x.received / x.windows)) : "–", test: "sensor-received-per-window" }, pct(x.drop_rate), fmt(x.spool_evicted),
+        { html: x.clock_skew_seconds === null ? "–" : `<span class="${clockOff(x) ? "state-warn" : ""}">${x.clock_skew_seconds >= 0 ? "+" : ""}${x.clock_skew_seconds.toFixed(0)} s</span>`, test: "sensor-clock" }];
     }), "sensors");
 }
 

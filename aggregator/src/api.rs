@@ -265,6 +265,13 @@ async fn ingest_inner(st: AppState, headers: HeaderMap, body: Body) -> ApiResult
         Ok(ingest::parse(&bytes)?)
     })
     .await?;
+    if let Some(sent) = headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        st.metrics.sensor_clock(&sensor.id, sent);
+    }
     if summary.sensor.id != sensor.id {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -540,7 +547,20 @@ async fn sensors(State(st): State<AppState>, Query(q): Params) -> ApiResult<Resp
     let scope = scope_param(&q)?;
     let store = st.store.clone();
     let v = blocking(move || Ok(store.sensor_status(Timestamp::now(), scope)?)).await?;
-    Ok(Json(json!({ "sensors": v })).into_response())
+    // With each sensor's clock skew as this replica last saw it.
+    let v: Vec<serde_json::Value> = v
+        .into_iter()
+        .map(|x| {
+            let skew = st.metrics.clock_skew(&x.id);
+            let mut o = json!(x);
+            o["clock_skew_seconds"] = json!(skew);
+            o
+        })
+        .collect();
+    Ok(Json(
+        json!({ "sensors": v, "clock_skew_warn_seconds": crate::metrics::CLOCK_SKEW_WARN_SECS }),
+    )
+    .into_response())
 }
 
 async fn overview(State(st): State<AppState>, Query(q): Params) -> ApiResult<Response> {

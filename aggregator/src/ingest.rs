@@ -89,6 +89,10 @@ fn invalid(msg: impl Into<String>) -> IngestError {
     IngestError::Invalid(msg.into())
 }
 
+/// Windows starting before 2000-01-01 are refused: a sensor that booted
+/// without a clock (1970) must not file years of data in the wrong place.
+pub const EARLIEST_WINDOW_US: u64 = 946_684_800_000_000;
+
 /// Consistency and range checks a summary must pass before it is stored.
 pub fn validate(s: &Summary) -> Result<(), IngestError> {
     let id = &s.sensor.id;
@@ -107,7 +111,14 @@ pub fn validate(s: &Summary) -> Result<(), IngestError> {
         return Err(invalid("window must satisfy start < end <= start + 1 day"));
     }
     if w.start.0 > Timestamp::now().0 + 86_400_000_000 {
-        return Err(invalid("window starts more than a day in the future"));
+        return Err(invalid(
+            "window starts more than a day in the future: the sensor's clock is wrong (check NTP)",
+        ));
+    }
+    if w.start.0 < EARLIEST_WINDOW_US {
+        return Err(invalid(
+            "window starts before 2000: the sensor's clock is wrong (check NTP)",
+        ));
     }
     if s.ports.len() > 5 * 65_536 {
         return Err(invalid("too many port rows"));

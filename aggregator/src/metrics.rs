@@ -35,7 +35,13 @@ pub struct Metrics {
     ingest_us: Mutex<Histogram<u64>>,
     /// Per federation peer.
     peers: Mutex<std::collections::BTreeMap<String, PeerCounters>>,
+    /// Per sensor: its clock minus ours at its last upload, seconds.
+    clocks: Mutex<std::collections::BTreeMap<String, f64>>,
 }
+
+/// A sensor clock further off than this, seconds, is reported (logged and
+/// flagged in the console): its windows are cut by its own clock.
+pub const CLOCK_SKEW_WARN_SECS: f64 = 30.0;
 
 /// Federation counters of one peer.
 #[derive(Clone, Debug, Default)]
@@ -67,6 +73,7 @@ impl Default for Metrics {
                 Histogram::new(3).expect("3 significant digits is a valid histogram precision"),
             ),
             peers: Mutex::new(Default::default()),
+            clocks: Mutex::new(Default::default()),
         }
     }
 }
@@ -100,6 +107,35 @@ impl Metrics {
             c.exports += 1;
             c.exported += observations;
         }
+    }
+
+    /// Records a sensor's clock from the `Date` of its upload (whole
+    /// seconds, so within about a second); logs when it drifts past
+    /// [`CLOCK_SKEW_WARN_SECS`] and when it comes back.
+    pub fn sensor_clock(&self, sensor: &str, sent: std::time::SystemTime) {
+        let now = std::time::SystemTime::now();
+        let skew = match sent.duration_since(now) {
+            Ok(ahead) => ahead.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        let Ok(mut m) = self.clocks.lock() else {
+            return;
+        };
+        let was = m.insert(sensor.to_string(), skew);
+        let off = |s: f64| s.abs() > CLOCK_SKEW_WARN_SECS;
+        match (was.is_some_and(off), off(skew)) {
+            (false, true) => log::warn!(
+                "sensor '{sensor}': its clock is {skew:+.0} s off this aggregator's; its windows are cut by its clock (check NTP)"
+            ),
+            (true, false) => log::info!("sensor '{sensor}': clock back in step ({skew:+.0} s)"),
+            _ => {}
+        }
+    }
+
+    /// A sensor's clock minus ours at its last upload, seconds (None before
+    /// an upload with a `Date` header).
+    pub fn clock_skew(&self, sensor: &str) -> Option<f64> {
+        self.clocks.lock().ok()?.get(sensor).copied()
     }
 
     /// Ingest latency quantile in µs.
@@ -195,6 +231,18 @@ impl Metrics {
                 );
             }
             let _ = writeln!(out, "{name}_count {}", h.len());
+        }
+        if let Ok(m) = self.clocks.lock() {
+            if !m.is_empty() {
+                let name = "darkscope_sensor_clock_skew_seconds";
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} The sensor's clock minus the aggregator's at its last upload.\n# TYPE {name} gauge"
+                );
+                for (sensor, skew) in m.iter() {
+                    let _ = writeln!(out, "{name}{{sensor=\"{sensor}\"}} {skew}");
+                }
+            }
         }
         if let Ok(m) = self.peers.lock() {
             type Field = fn(&PeerCounters) -> f64;

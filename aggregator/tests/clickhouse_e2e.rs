@@ -275,3 +275,54 @@ fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
         "spool drained"
     );
 }
+
+/// ClickHouse itself killed with -9 while a sensor uploads: the aggregator
+/// answers with storage errors, the sensor keeps its windows and retries,
+/// and once ClickHouse is back (no operator touches the aggregator) every
+/// window is stored exactly once with the capture's totals.
+#[test]
+fn killing_clickhouse_during_ingest_loses_and_duplicates_nothing() {
+    let mut ch = clickhouse::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = ch_config(d, &ch, "chkill", "");
+    cli(&config, &["migrate"]);
+    let (token, _) = cli2(
+        &config,
+        &["sensor", "add", "--id", "s-all", "--country", "JP"],
+    );
+    std::fs::write(d.join("s-all.token"), token.trim()).unwrap();
+    let mut a = Aggregator::new(d);
+    a.config = Some(config.clone());
+    a.start();
+    let mut sensor = sensor_cmd(&a, d, "s-all", "all-small.pcap", 1)
+        .spawn()
+        .unwrap();
+    wait_for("a few windows stored", 30, || {
+        stored_packets_and_windows(&a).1 >= 3
+    });
+    ch.kill9();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = reqwest::blocking::get(format!("{}/api/v1/sensors", a.url())).unwrap();
+    assert!(
+        r.status().is_server_error(),
+        "the store is gone: {}",
+        r.status()
+    );
+    assert!(
+        sensor.try_wait().unwrap().is_none(),
+        "the sensor is still retrying"
+    );
+    ch.restart();
+    assert!(sensor.wait().unwrap().success());
+    let produced = lines(&d.join("s-all.jsonl"));
+    assert!(produced > 50);
+    assert_eq!(stored_packets_and_windows(&a), (30_346, produced));
+    assert!(
+        std::fs::read_dir(d.join("spool-s-all/rejected"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "nothing turned away"
+    );
+}

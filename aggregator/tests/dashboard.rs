@@ -120,7 +120,11 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
     let sn = &agg.get("/api/v1/sensors")["sensors"][0];
     let per = (sn["received"].as_f64().unwrap() / sn["windows"].as_f64().unwrap()).round() as u64;
     assert_eq!(number(&field(&dom, "sensor-received-per-window")), per);
-    assert_eq!(field(&dom, "sensor-state"), "silent", "replayed data ended long ago");
+    assert_eq!(
+        field(&dom, "sensor-state"),
+        "silent",
+        "replayed data ended long ago"
+    );
 
     // Sharing, on an aggregator without federation, says so.
     let dom = render(&format!("{}/#/sharing", agg.url()), "sharing-off.png");

@@ -64,7 +64,10 @@ impl Drop for Tmpfs {
 fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !cond() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out: {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -86,23 +89,14 @@ fn a_full_spool_disk_delays_summaries_but_loses_none() {
     // spool's disk is full, the rest after space is back.
     let log = dir.path().join("sensor.log");
     let cmd = sensor_cmd(&agg, dir.path(), "s-1", "all-small.pcap", 60);
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let mut c = Command::new(cmd.get_program());
-    for (i, a) in args.iter().enumerate() {
-        let prev = i.checked_sub(1).map(|j| args[j].to_str().unwrap());
-        c.arg(match prev {
-            Some("--read") => "-".as_ref(),
-            Some("--spool") => spool.as_os_str(),
-            _ => a.as_os_str(),
-        });
-    }
-    drop(cmd);
-    let mut sensor = c
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut sensor = with_values(
+        &cmd,
+        &[("--read", "-".as_ref()), ("--spool", spool.as_os_str())],
+    )
+    .stdin(Stdio::piped())
+    .stderr(std::fs::File::create(&log).unwrap())
+    .spawn()
+    .unwrap();
     let pcap = std::fs::read(testdata("all-small.pcap")).unwrap();
     let (first, rest) = pcap.split_at(pcap.len() * 7 / 10);
     let mut stdin = sensor.stdin.take().unwrap();
@@ -125,7 +119,10 @@ fn a_full_spool_disk_delays_summaries_but_loses_none() {
     assert!(produced >= 3);
     assert_eq!(
         stored_packets_and_windows(&agg),
-        (truth("all-small")["packets_darknet"].as_u64().unwrap(), produced)
+        (
+            truth("all-small")["packets_darknet"].as_u64().unwrap(),
+            produced
+        )
     );
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -145,10 +142,12 @@ fn a_full_database_disk_refuses_uploads_until_space_is_back_and_keeps_what_it_ha
     let log = dir.path().join("aggregator.log");
     agg.start_logging(&log, "warn");
     // Accepted before the disk fills.
-    assert!(sensor_cmd(&agg, dir.path(), "s-masscan", "masscan.pcap", 60)
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        sensor_cmd(&agg, dir.path(), "s-masscan", "masscan.pcap", 60)
+            .status()
+            .unwrap()
+            .success()
+    );
     let before = stored_packets_and_windows(&agg);
     let masscan = truth("masscan")["packets_darknet"].as_u64().unwrap();
     assert_eq!(before.0, masscan);

@@ -317,6 +317,30 @@ fn bad_input_gets_clear_4xx_and_changes_nothing() {
             400,
             "do not add up",
         ),
+        (
+            "clock far ahead",
+            None,
+            {
+                let mut f = v.clone();
+                f["window"]["start"] = "2099-01-01T00:00:00Z".into();
+                f["window"]["end"] = "2099-01-01T00:01:00Z".into();
+                serde_json::to_vec(&f).unwrap()
+            },
+            400,
+            "more than a day in the future: the sensor's clock is wrong",
+        ),
+        (
+            "clock at 1970",
+            None,
+            {
+                let mut f = v.clone();
+                f["window"]["start"] = "1970-01-01T00:05:00Z".into();
+                f["window"]["end"] = "1970-01-01T00:06:00Z".into();
+                serde_json::to_vec(&f).unwrap()
+            },
+            400,
+            "before 2000: the sensor's clock is wrong",
+        ),
         ("oversized", None, vec![b' '; 17 << 20], 413, "larger than"),
         (
             "zstd bomb",
@@ -361,7 +385,7 @@ fn bad_input_gets_clear_4xx_and_changes_nothing() {
         .text()
         .unwrap();
     assert!(
-        m.contains("darkscope_aggregator_summaries_rejected_total 6"),
+        m.contains("darkscope_aggregator_summaries_rejected_total 8"),
         "{m}"
     );
 }
@@ -546,4 +570,52 @@ fn a_detected_surge_reaches_the_webhook_signed_after_a_retry() {
         assert!(t0.elapsed() < Duration::from_secs(10), "{m}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A sensor whose clock is off is reported: in the sensors API, in
+/// `/metrics`, in the log once, and flagged on the console's Sensors page;
+/// a sensor in step reads about zero.
+#[test]
+fn a_sensor_whose_clock_is_off_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
+    let log = dir.path().join("agg.log");
+    agg.start_logging(&log, "info");
+    assert!(sensor_cmd(&agg, dir.path(), "s-1", "zmap.pcap", 60)
+        .status()
+        .unwrap()
+        .success());
+    let skew =
+        |agg: &Aggregator| agg.get("/api/v1/sensors")["sensors"][0]["clock_skew_seconds"].as_f64();
+    let s = skew(&agg).expect("the sensor stamps its uploads with its clock");
+    assert!(s.abs() < 2.0, "in step: {s}");
+
+    // The same sensor, its clock 90 s ahead (a retried window: stored once).
+    let ahead = std::time::SystemTime::now() + Duration::from_secs(90);
+    let first = std::fs::read_to_string(dir.path().join("s-1.jsonl")).unwrap();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/summaries", agg.url()))
+        .bearer_auth(token.trim())
+        .header("Date", httpdate::fmt_http_date(ahead))
+        .body(first.lines().next().unwrap().to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "a duplicate, acknowledged");
+    let s = skew(&agg).unwrap();
+    assert!((88.0..=91.0).contains(&s), "90 s ahead: {s}");
+    let metrics = reqwest::blocking::get(format!("{}/metrics", agg.url()))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("darkscope_sensor_clock_skew_seconds{sensor=\"s-1\"} 8")
+            || metrics.contains("darkscope_sensor_clock_skew_seconds{sensor=\"s-1\"} 9"),
+        "{metrics}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("sensor 's-1': its clock is +"), "{logged}");
+    let dom = common::browser::render(&format!("{}/#/sensors", agg.url()), "sensors-clock.png");
+    assert_eq!(common::browser::field(&dom, "sensor-state"), "clock off");
+    assert!(common::browser::field(&dom, "sensor-clock").starts_with("+"));
 }

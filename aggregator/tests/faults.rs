@@ -128,3 +128,61 @@ fn a_misbehaving_aggregator_costs_time_not_data() {
         );
     }
 }
+
+/// The spool disk wiped under a running sensor, and a sensor restarted on
+/// an empty (missing) spool: the spool is made again, new windows flow,
+/// and everything the aggregator acknowledged is there exactly once.
+#[test]
+fn a_sensor_recovers_from_a_wiped_or_empty_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut agg = Aggregator::new(d);
+    agg.add_sensor(d, "s-1");
+    agg.start();
+    let spool = d.join("spool-s-1");
+    let log = d.join("sensor.log");
+    let cmd = sensor_cmd(&agg, d, "s-1", "all-small.pcap", 60);
+    let mut sensor = with_values(&cmd, &[("--read", "-".as_ref())])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pcap = std::fs::read(testdata("all-small.pcap")).unwrap();
+    let (first, rest) = pcap.split_at(pcap.len() * 7 / 10);
+    let mut stdin = sensor.stdin.take().unwrap();
+    stdin.write_all(first).unwrap();
+    stdin.flush().unwrap();
+    // The first windows acknowledged, then the spool directory vanishes.
+    let t0 = std::time::Instant::now();
+    while stored_packets_and_windows(&agg).1 < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no window arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_dir_all(&spool).unwrap();
+    stdin.write_all(rest).unwrap();
+    drop(stdin);
+    assert!(
+        sensor.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("is gone: making it again"));
+    let all = truth("all-small")["packets_darknet"].as_u64().unwrap();
+    let produced = lines(&d.join("s-1.jsonl"));
+    assert_eq!(stored_packets_and_windows(&agg), (all, produced));
+
+    // Restarted with no spool at all: it starts clean and its new windows
+    // (7-second ones here, so they are not the ones already stored) arrive.
+    std::fs::remove_dir_all(&spool).unwrap();
+    assert!(sensor_cmd(&agg, d, "s-1", "rst.pcap", 7)
+        .status()
+        .unwrap()
+        .success());
+    let rst = truth("rst")["packets_darknet"].as_u64().unwrap();
+    assert_eq!(
+        stored_packets_and_windows(&agg),
+        (all + rst, produced + lines(&d.join("s-1.jsonl")))
+    );
+}

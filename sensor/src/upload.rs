@@ -91,6 +91,12 @@ impl Spool {
         let name = format!("{:020}-{}.json.zst", s.window.start.0, s.sensor.id);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
+        // A spool directory removed under a running sensor (a wiped or
+        // replaced disk) is made again.
+        if !self.dir.is_dir() {
+            log::warn!("spool {} is gone: making it again", self.dir.display());
+            fs::create_dir_all(self.dir.join("rejected"))?;
+        }
         let written = File::create(&tmp).and_then(|mut f| {
             f.write_all(&body)?;
             f.sync_all()
@@ -360,6 +366,11 @@ fn attempt(
         .bearer_auth(&t.token)
         .header("Content-Type", "application/json")
         .header("Content-Encoding", "zstd")
+        // Our clock, so the aggregator can tell when it is off.
+        .header(
+            "Date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
         .body(body)
         .send();
     match r {

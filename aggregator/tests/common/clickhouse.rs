@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub url: String,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn binary() -> &'static str {
@@ -21,6 +21,36 @@ fn binary() -> &'static str {
         }
     }
     panic!("ClickHouse is needed for these tests: `bash deploy/setup.sh` installs Debian's clickhouse-server");
+}
+
+/// Runs clickhouse-server on the config in `dir`; waits until `url` answers.
+fn spawn(dir: &Path, url: &str) -> Child {
+    let mut child = Command::new(binary())
+        .arg(format!(
+            "--config-file={}",
+            dir.join("config.xml").display()
+        ))
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("log/stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::blocking::get(format!("{url}/?query=SELECT%201")) {
+            if r.status().is_success() {
+                return child;
+            }
+        }
+        let log = std::fs::read_to_string(dir.join("log/error.log")).unwrap_or_default()
+            + &std::fs::read_to_string(dir.join("log/stderr.log")).unwrap_or_default();
+        let exited = child.try_wait().ok().flatten().is_some();
+        assert!(
+            !exited && t0.elapsed() < Duration::from_secs(60),
+            "ClickHouse did not start:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 impl Server {
@@ -40,38 +70,15 @@ impl Server {
         for d in ["log", "data", "tmp"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
-        let mut child = Command::new(binary())
-            .arg(format!(
-                "--config-file={}",
-                dir.path().join("config.xml").display()
-            ))
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log/stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let t0 = Instant::now();
-        loop {
-            if let Ok(r) = reqwest::blocking::get(format!("{url}/?query=SELECT%201")) {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            let log = std::fs::read_to_string(dir.path().join("log/error.log")).unwrap_or_default()
-                + &std::fs::read_to_string(dir.path().join("log/stderr.log")).unwrap_or_default();
-            let exited = child.try_wait().ok().flatten().is_some();
-            assert!(
-                !exited && t0.elapsed() < Duration::from_secs(60),
-                "ClickHouse did not start:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Server {
-            url,
-            child,
-            _dir: dir,
-        }
+        let child = spawn(dir.path(), &url);
+        Server { url, child, dir }
+    }
+
+    /// Starts the server again (after [`Server::kill9`]) on the same data and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.child = spawn(self.dir.path(), &self.url);
     }
 
     pub fn config(&self, database: &str) -> ClickHouseConfig {

@@ -29,11 +29,13 @@ pub fn aggregator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_darkscope-aggregator"))
 }
 
-/// The sensor binary beside ours in the target directory (built if missing,
-/// e.g. when only this package's tests run).
+/// The sensor binary beside ours in the target directory, brought up to
+/// date once per test process (cargo does nothing when it is; this
+/// package's tests alone would otherwise run a stale or missing one).
 pub fn sensor_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let p = aggregator_bin().with_file_name("darkscope-sensor");
-    if !p.exists() {
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
             .args([
@@ -47,7 +49,7 @@ pub fn sensor_bin() -> PathBuf {
             .status()
             .unwrap();
         assert!(st.success());
-    }
+    });
     p
 }
 
@@ -210,6 +212,28 @@ pub fn sensor_cmd_to(urls: &str, dir: &Path, id: &str, capture: &str, window: u6
         .args(["--drain-secs", "60", "--out"])
         .arg(dir.join(format!("{id}.jsonl")))
         .env("RUST_LOG", "warn");
+    c
+}
+
+/// `cmd` again, with the value after each flag in `values` replaced
+/// (`--read` to `-` for standard input, say).
+pub fn with_values(cmd: &Command, values: &[(&str, &std::ffi::OsStr)]) -> Command {
+    let args: Vec<&std::ffi::OsStr> = cmd.get_args().collect();
+    let mut c = Command::new(cmd.get_program());
+    for (i, a) in args.iter().enumerate() {
+        let flag = i.checked_sub(1).and_then(|j| args[j].to_str());
+        c.arg(
+            values
+                .iter()
+                .find(|(f, _)| Some(*f) == flag)
+                .map_or(*a, |(_, v)| v),
+        );
+    }
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
     c
 }
 
