@@ -619,3 +619,53 @@ fn a_sensor_whose_clock_is_off_is_reported() {
     assert_eq!(common::browser::field(&dom, "sensor-state"), "clock off");
     assert!(common::browser::field(&dom, "sensor-clock").starts_with("+"));
 }
+
+/// A sensor started as root that switches to `nobody` once its input is
+/// open: it read its token before, its spool is handed over, and every
+/// window arrives. (Needs root; skipped otherwise.)
+#[test]
+fn a_sensor_that_drops_to_an_unprivileged_user_still_uploads_everything() {
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    {
+        eprintln!("SKIPPED: switching user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let token = agg.add_sensor(dir.path(), "s-1");
+    // Only root may read the token.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    agg.start();
+    let out = sensor_cmd(&agg, dir.path(), "s-1", "all-small.pcap", 60)
+        .args(["--user", "nobody"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("now running as nobody"), "{log}");
+    let produced = lines(&dir.path().join("s-1.jsonl"));
+    assert_eq!(
+        stored_packets_and_windows(&agg),
+        (
+            truth("all-small")["packets_darknet"].as_u64().unwrap(),
+            produced
+        )
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(dir.path().join("spool-s-1"))
+            .unwrap()
+            .uid(),
+        65534,
+        "the spool was handed over"
+    );
+}

@@ -146,6 +146,9 @@ pub struct CaptureSection {
     pub snaplen: i32,
     /// Kernel capture buffer, MiB.
     pub buffer_mib: i32,
+    /// Once the capture is open, switch to this user (its group, no
+    /// supplementary groups). Every capability is dropped in any case.
+    pub user: Option<String>,
 }
 
 impl Default for CaptureSection {
@@ -157,6 +160,7 @@ impl Default for CaptureSection {
             // Ethernet + QinQ + IPv6 + extension headers + TCP with options.
             snaplen: 192,
             buffer_mib: 64,
+            user: None,
         }
     }
 }
@@ -215,6 +219,8 @@ pub struct Validated {
     pub metrics_listen: Option<String>,
     /// Upload, if configured.
     pub upload: Option<UploadSettings>,
+    /// User to switch to once the capture is open.
+    pub user: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -345,9 +351,15 @@ impl Config {
                 })
             }
         };
+        if let Some(u) = &c.user {
+            if u.is_empty() || u.contains(['/', ':', '\0']) {
+                return Err(invalid(format!("user '{u}' is not a user name")));
+            }
+        }
         Ok(Validated {
             upload,
             source,
+            user: c.user.clone(),
             pipeline: PipelineConfig {
                 sensor: SensorInfo {
                     id: s.id.clone(),

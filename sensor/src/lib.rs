@@ -14,6 +14,7 @@ pub mod decode;
 pub mod export;
 pub mod metrics;
 pub mod pipeline;
+pub mod privileges;
 pub mod record;
 pub mod stats;
 pub mod upload;
@@ -42,6 +43,19 @@ pub fn run(
     progress: Option<indicatif::ProgressBar>,
 ) -> Result<pipeline::RunReport, SensorError> {
     let cap = capture::Capture::open(&cfg.source)?;
+    run_capture(cap, cfg, sink, metrics, stop, progress)
+}
+
+/// Runs the pipeline on an input already opened (see [`privileges`]: the
+/// binary opens it, gives up its privileges, then starts everything else).
+pub fn run_capture(
+    cap: capture::Capture,
+    cfg: &config::Validated,
+    sink: Box<dyn export::Sink>,
+    metrics: Arc<metrics::Metrics>,
+    stop: Arc<AtomicBool>,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<pipeline::RunReport, SensorError> {
     if let Some(pb) = &progress {
         pb.set_length(cap.file_size());
     }

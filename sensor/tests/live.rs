@@ -95,6 +95,12 @@ fn live_capture_over_veth_matches_the_replayed_capture() {
     }
     let bed = Testbed::new();
     let dir = tempfile::tempdir().unwrap();
+    // The sensor writes its output as `nobody` once the capture is open.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let out = dir.path().join("live.jsonl");
     let pcap = testdata("all-small.pcap");
     // Frames sent out of the sensor's interface: the sensor must never add any.
@@ -122,14 +128,40 @@ fn live_capture_over_veth_matches_the_replayed_capture() {
             DARKNET,
             "--window",
             "2",
+            "--user",
+            "nobody",
             "--out",
         ])
         .arg(&out)
+        .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Let it open the capture before the replay starts.
     std::thread::sleep(Duration::from_millis(1500));
+    // It opened the capture as root, then gave everything up: every thread
+    // runs as nobody with no capability at all and cannot regain any.
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", sensor.id()))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).unwrap())
+        .collect();
+    assert!(tasks.len() >= 3, "shards, merger and reader are running");
+    for st in &tasks {
+        let field = |k: &str| {
+            st.lines()
+                .find(|l| l.starts_with(k))
+                .unwrap_or_else(|| panic!("no {k} in {st}"))
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_string()
+        };
+        for k in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(field(k), "0000000000000000", "{k} in {st}");
+        }
+        assert_eq!(field("NoNewPrivs:"), "1");
+        assert_eq!(field("Uid:"), "65534", "running as nobody");
+    }
     let t0 = Instant::now();
     let replay = Command::new("ip")
         .args([

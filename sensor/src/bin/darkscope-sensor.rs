@@ -61,6 +61,10 @@ struct Cli {
     /// Kernel capture buffer in MiB (live) [default: 64].
     #[arg(long)]
     buffer_mib: Option<i32>,
+    /// Once the capture is open, switch to this user (every capability is
+    /// dropped in any case).
+    #[arg(long)]
+    user: Option<String>,
     /// Statistics threads [default: cores - 1].
     #[arg(long)]
     shards: Option<usize>,
@@ -141,6 +145,9 @@ fn real_main() -> Result<i32> {
     set!(cli.bpf => cfg.capture.bpf);
     set!(cli.snaplen => cfg.capture.snaplen);
     set!(cli.buffer_mib => cfg.capture.buffer_mib);
+    if cli.user.is_some() {
+        cfg.capture.user = cli.user.clone();
+    }
     set!(cli.shards => cfg.pipeline.shards);
     set!(cli.source_cap => cfg.pipeline.source_cap);
     if cli.out.is_some() {
@@ -165,7 +172,6 @@ fn real_main() -> Result<i32> {
     set!(cli.spool => cfg.upload.spool_dir);
     set!(cli.drain_secs => cfg.upload.drain_secs);
     let v = cfg.validate()?;
-
     let mut sinks: Vec<Box<dyn darkscope_sensor::export::Sink>> = Vec::new();
     let uploader = match &v.upload {
         Some(u) => {
@@ -204,12 +210,28 @@ fn real_main() -> Result<i32> {
                 u.urls.join(" or "),
                 u.spool_dir.display()
             );
-            Some((
-                Uploader::start(spool, target)?,
-                u.drain,
-                u.spool_dir.clone(),
-            ))
+            Some((spool, target, u.drain, u.spool_dir.clone()))
         }
+        None => None,
+    };
+    // Secrets are read; open the input, then give up every privilege before
+    // any other thread starts (capabilities are per thread; new threads inherit none).
+    let cap = darkscope_sensor::capture::Capture::open(&v.source)?;
+    let spool_dir: Vec<&std::path::Path> = uploader.iter().map(|u| u.3.as_path()).collect();
+    let dropped = darkscope_sensor::privileges::drop_all(v.user.as_deref(), &spool_dir)?;
+    if !dropped.had.is_empty() || dropped.user.is_some() {
+        log::info!(
+            "capture open; dropped all {} capabilities{}",
+            dropped.had.len(),
+            dropped
+                .user
+                .as_deref()
+                .map_or(String::new(), |u| format!(", now running as {u}"))
+        );
+    }
+
+    let uploader = match uploader {
+        Some((spool, target, drain, dir)) => Some((Uploader::start(spool, target)?, drain, dir)),
         None => None,
     };
     // Summaries go to --out, or to stdout when nothing else takes them.
@@ -256,7 +278,8 @@ fn real_main() -> Result<i32> {
         }
     }
     let t0 = std::time::Instant::now();
-    let report = darkscope_sensor::run(&v, Box::new(sink), metrics, stop, progress.clone())?;
+    let report =
+        darkscope_sensor::run_capture(cap, &v, Box::new(sink), metrics, stop, progress.clone())?;
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
