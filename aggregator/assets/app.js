@@ -259,12 +259,17 @@ async function alerts(q, r) {
     <h2>Alerts</h2>${alertTable(shown, q)}
     <h2>Evidence <span class="muted">(distinct sources 6 h before to 2 h after each start, red line; newest ${Math.min(EVIDENCE, shown.length)})</span></h2>
     <div class="evidence">${shown.slice(0, EVIDENCE).map((a, i) => `<div><div class="muted">${esc(a.proto)}/${a.port} · ${esc(a.severity)} · ${when(a.start)} · ${fmt(a.observed)} vs ${a.baseline.toFixed(1)}</div>
-      <div class="chart" id="evidence-${i}" data-test="evidence"></div></div>`).join("") || `<p class="muted">no alerts in this range</p>`}</div>`;
+      <div class="chart" id="evidence-${i}" data-test="evidence"></div><div class="muted" id="evidence-who-${i}" data-test="evidence-who"></div></div>`).join("") || `<p class="muted">no alerts in this range</p>`}</div>`;
   // The port's series around each alert, its start marked.
   await Promise.all(shown.slice(0, EVIDENCE).map(async (a, i) => {
     const t = Date.parse(a.start);
     const s = await api(`/api/v1/ports/${a.proto}/${a.port}/series?from=${iso(t - 6 * HOUR)}&to=${iso(t + 2 * HOUR)}&scope=${a.scope === "global" ? "global" : "local"}&step=600`);
     chart($(`#evidence-${i}`), s.points, "", [a.start], 160);
+    // Who was behind it in its first window.
+    const d = await api(`/api/v1/alerts/${a.id}`);
+    const e = d.evidence;
+    $(`#evidence-who-${i}`).innerHTML = `first window: ${fmt(e.sources)} sources, ${fmt(e.packets)} packets from ${e.sensors.length} sensor(s) in ${esc(e.countries.map((c) => c.country).join(", ") || "–")}; busiest: ` +
+      (e.top_sources.slice(0, 3).map((x) => `<a href="#/source/${esc(x.ip)}?${q}">${esc(x.ip)}</a>`).join(", ") || "–");
   }));
 }
 

@@ -183,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/stream", get(alert_stream))
+        .route("/api/v1/alerts/{id}", get(alert_detail))
         .route("/api/v1/federation/peers", get(federation_peers))
         .route("/api/v1/federation/audit", get(federation_audit))
         .route("/api/v1/cluster", get(cluster))
@@ -592,6 +593,54 @@ async fn alerts(State(st): State<AppState>, Query(q): Params) -> ApiResult<Respo
         v.retain(|a| a.scope == s.as_str());
     }
     Ok(Json(json!({ "alerts": v })).into_response())
+}
+
+/// `GET /api/v1/alerts/{id}`: one alert with its evidence from the window
+/// it started in: the port's packets and distinct sources there, the
+/// sensors and countries that saw them, its busiest sources and their
+/// fingerprints.
+async fn alert_detail(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    st.metrics.queries.fetch_add(1, Relaxed);
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("alert id must be a number, not '{id}'")))?;
+    let store = st.store.clone();
+    let found = blocking(move || {
+        let Some(a) = store
+            .alerts(Timestamp(0), None)?
+            .into_iter()
+            .find(|a| a.id == id)
+        else {
+            return Ok(None);
+        };
+        let scope = Scope::parse(&a.scope).unwrap_or_default();
+        // The windows that start exactly where the alert does.
+        let (from, to) = (a.start, Timestamp(a.start.0 + 1));
+        let reach = store.port_reach(a.proto, a.port, from, to, scope)?;
+        let rows = store.sources_between(from, to)?;
+        let sources = crate::store::fold::port_sources(&rows, a.proto, a.port, scope, 10);
+        Ok(Some((a, reach, sources)))
+    })
+    .await?;
+    let Some((a, reach, sources)) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no alert {id}"),
+        ));
+    };
+    Ok(Json(json!({
+        "alert": a,
+        "evidence": {
+            "window_start": a.start,
+            "packets": reach.packets,
+            "sources": reach.sources,
+            "sensors": reach.sensors,
+            "countries": reach.countries,
+            "top_sources": sources.top,
+            "fingerprints": sources.fingerprints,
+        },
+    }))
+    .into_response())
 }
 
 /// Server-sent events: the open alerts first, then each new alert as it is
@@ -1055,27 +1104,29 @@ pub async fn serve(
             minutes += 1;
         }
     });
+    let limits = state.limits.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let listener = listener.into_std()?;
     let r = match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let mut server = axum_server::from_tcp(listener).handle(handle);
+            limits.harden(&mut server);
+            server.serve(app).await
         }
         Some(cfg) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            axum_server::from_tcp_rustls(
-                listener.into_std()?,
+            let mut server = axum_server::from_tcp_rustls(
+                listener,
                 axum_server::tls_rustls::RustlsConfig::from_config(cfg),
             )
-            .handle(handle)
-            .serve(app)
-            .await
+            .handle(handle);
+            limits.harden(&mut server);
+            server.serve(app).await
         }
     };
     janitor.abort();

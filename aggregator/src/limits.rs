@@ -3,7 +3,9 @@
 //! address when there is no token; local callers without a token, the
 //! operator's console and tools, are not rate-limited), a cap on requests
 //! in flight, and a deadline per request. Over a limit the answer is 429 (with
-//! `Retry-After`), 503 or 408; sensors' uploaders retry all three.
+//! `Retry-After`), 503 or 408; sensors' uploaders retry all three. Below the
+//! router, every connection gets a deadline for its request headers and caps
+//! on their size and number ([`Limits::harden`]).
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
@@ -28,6 +30,14 @@ pub struct LimitsConfig {
     pub max_in_flight: usize,
     /// Seconds a request may take before it is answered 408.
     pub request_timeout_secs: u64,
+    /// Seconds a client may take to send a request's headers; a slower one
+    /// (slowloris) is disconnected.
+    pub header_timeout_secs: u64,
+    /// Largest request head (request line and headers), bytes (8192 to
+    /// 1048576); a larger one is answered 431 and disconnected.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; more are answered 431.
+    pub max_headers: usize,
 }
 
 impl Default for LimitsConfig {
@@ -39,6 +49,9 @@ impl Default for LimitsConfig {
             burst: 120,
             max_in_flight: 512,
             request_timeout_secs: 120,
+            header_timeout_secs: 10,
+            max_header_bytes: 64 * 1024,
+            max_headers: 64,
         }
     }
 }
@@ -50,6 +63,12 @@ impl LimitsConfig {
             return Err(
                 "[limits] max_in_flight must be at least 1 and request_timeout_secs 1-3600".into(),
             );
+        }
+        if !(1..=600).contains(&self.header_timeout_secs)
+            || !(8192..=1 << 20).contains(&self.max_header_bytes)
+            || !(8..=1000).contains(&self.max_headers)
+        {
+            return Err("[limits] header_timeout_secs must be 1-600, max_header_bytes 8192-1048576 and max_headers 8-1000".into());
         }
         if self.requests_per_minute > 0 && self.burst == 0 {
             return Err("[limits] burst must be at least 1".into());
@@ -74,6 +93,22 @@ pub struct Limits {
 const MAX_BUCKETS: usize = 100_000;
 
 impl Limits {
+    /// Its settings.
+    pub fn config(&self) -> &LimitsConfig {
+        &self.cfg
+    }
+
+    /// Applies the header limits to the HTTP/1 connections of `server`.
+    pub fn harden<A>(&self, server: &mut axum_server::Server<A>) {
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(self.cfg.header_timeout_secs))
+            .max_headers(self.cfg.max_headers)
+            .max_buf_size(self.cfg.max_header_bytes);
+    }
+
     /// A limiter for `cfg`.
     pub fn new(cfg: LimitsConfig) -> Limits {
         Limits {

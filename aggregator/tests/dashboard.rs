@@ -328,6 +328,21 @@ fn an_analyst_signs_in_and_clicks_through_the_console() {
         "8 hours in 10-minute steps"
     );
     b.shot("alerts-evidence.png");
+    // The numbers behind it, from the window it started in.
+    let d = api(&format!("/api/v1/alerts/{}", alert.id));
+    let e = &d["evidence"];
+    assert_eq!(e["sources"].as_u64().unwrap(), alert.observed);
+    assert_eq!(e["sensors"][0]["sensor"], "s-surge");
+    assert_eq!(e["countries"][0]["country"], "JP");
+    assert_eq!(
+        e["packets"].as_u64().unwrap(),
+        alert.observed,
+        "one packet per source"
+    );
+    assert_eq!(e["top_sources"].as_array().unwrap().len(), 10);
+    assert!(b
+        .text("evidence-who")
+        .starts_with(&format!("first window: {} sources", alert.observed)));
     // Severity filters, kept in the URL.
     let other = if alert.severity == "low" {
         "high"

@@ -108,6 +108,26 @@ fn each_credential_reaches_only_its_own_endpoints_and_no_secret_is_logged() {
     let sensor_log = String::from_utf8_lossy(&out.stderr).to_string();
     let summary = std::fs::read_to_string(d.join("s-sec.jsonl")).unwrap();
     let summary = summary.lines().next().unwrap().as_bytes().to_vec();
+    // An alert to look at, stored as the detector stores one.
+    {
+        use darkscope_aggregator::store::{sqlite::SqliteStore, Alert, Store};
+        let store = SqliteStore::open(&agg.db).unwrap();
+        let id = store
+            .insert_alert(&Alert {
+                id: 0,
+                proto: darkscope_common::Proto::Tcp,
+                port: 23,
+                scope: "local".into(),
+                start: darkscope_common::Timestamp::parse_rfc3339("2026-11-21T23:22:00Z").unwrap(),
+                severity: "high".into(),
+                baseline: 1.0,
+                observed: 4,
+                state: "open".into(),
+                resolved_at: None,
+            })
+            .unwrap();
+        assert_eq!(id, 1);
+    }
 
     let q = ALL_TIME;
     let endpoints: Vec<(&str, String, &str)> = vec![
@@ -121,6 +141,7 @@ fn each_credential_reaches_only_its_own_endpoints_and_no_secret_is_logged() {
         ("GET", "/api/v1/sensors".into(), "analyst"),
         ("GET", format!("/api/v1/overview?{q}"), "analyst"),
         ("GET", "/api/v1/alerts".into(), "analyst"),
+        ("GET", "/api/v1/alerts/1".into(), "analyst"),
         ("GET", "/api/v1/federation/peers".into(), "analyst"),
         ("GET", "/api/v1/federation/audit".into(), "analyst"),
         ("GET", "/api/v1/cluster".into(), "analyst"),
@@ -350,4 +371,107 @@ fn rate_limits_apply_per_credential() {
             .status()
             .is_success());
     }
+}
+
+/// Request heads are bounded: a client that sends its headers too slowly
+/// (slowloris) is disconnected, a head that is too large or has too many
+/// fields is answered 431, and the aggregator keeps serving everyone else.
+#[test]
+fn request_heads_are_bounded_in_time_size_and_count() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(&cfg, "[limits]\nheader_timeout_secs = 1\n").unwrap();
+    agg.config = Some(cfg);
+    agg.start();
+    let addr = agg.url().trim_start_matches("http://").to_string();
+    // What the server sends before it closes the connection.
+    let answer = |head: &[u8], pause: Option<Duration>| -> (String, Duration) {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let t0 = std::time::Instant::now();
+        let _ = c.write_all(head);
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+            let _ = c.write_all(b"X-Late: 1\r\n");
+        }
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        (String::from_utf8_lossy(&got).into_owned(), t0.elapsed())
+    };
+    // Slowloris: half a head, then silence.
+    let (got, took) = answer(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+        Some(Duration::from_millis(200)),
+    );
+    assert!(!got.contains("200 OK"), "{got}");
+    assert!(took < Duration::from_secs(5), "held for {took:?}");
+    // A 100 KB header, and 200 header fields.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let (got, _) = answer(big.as_bytes(), None);
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    let many = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect::<String>()
+    );
+    let (got, _) = answer(many.as_bytes(), None);
+    assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+    // Everyone else is served.
+    let (got, _) = answer(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        None,
+    );
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+}
+
+/// A request that takes too long is answered 408 and frees its place;
+/// while it holds the only place in flight, others get 503.
+#[test]
+fn slow_requests_time_out_and_the_in_flight_cap_turns_others_away() {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(
+        &cfg,
+        "[limits]\nmax_in_flight = 1\nrequest_timeout_secs = 2\n",
+    )
+    .unwrap();
+    agg.config = Some(cfg);
+    let token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
+    agg.start();
+    let addr = agg.url().trim_start_matches("http://").to_string();
+    // An upload whose body never finishes.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        slow,
+        "POST /api/v1/summaries HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 5000\r\n\r\n{{\"schema\":1,",
+        token.trim()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let status = || {
+        reqwest::blocking::get(format!("{}/api/v1/sensors", agg.url()))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status(), 503, "the only place is taken");
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = slow.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(status(), 200, "its place is free again");
 }

@@ -1798,16 +1798,11 @@ impl Store for ClickHouseStore {
         start: Timestamp,
         scope: Scope,
     ) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
-        let mut by: FxHashMap<(u8, u16), Hll> = FxHashMap::default();
-        for r in self.port_rows(&format!("start = {} AND {}", start.0, scope_pred(scope)))? {
-            by.entry((r.proto, r.port))
-                .or_default()
-                .merge(&hll_of(&r.hll));
-        }
-        Ok(by
-            .into_iter()
-            .map(|((p, port), h)| (proto_of(p as i64), port, h.estimate()))
-            .collect())
+        let rows = self.port_rows(&format!("start = {} AND {}", start.0, scope_pred(scope)))?;
+        Ok(fold::window_port_sources(rows.into_iter().map(|r| {
+            let h = hll_bytes(&r.hll);
+            (r.proto as i64, r.port as i64, r.sources, h)
+        })))
     }
 
     fn insert_alert(&self, a: &Alert) -> Result<i64, StoreError> {

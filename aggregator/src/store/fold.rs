@@ -249,6 +249,30 @@ pub fn port_sources(
     }
 }
 
+/// Distinct sources per port from (proto, port, sources, sketch bytes)
+/// rows of one window: exact when one sensor's row is all there is, else
+/// the merged sketches' estimate.
+pub fn window_port_sources(
+    rows: impl IntoIterator<Item = (i64, i64, u64, Vec<u8>)>,
+) -> Vec<(Proto, u16, u64)> {
+    let mut by: FxHashMap<(i64, i64), (u64, u32, Hll)> = FxHashMap::default();
+    for (proto, port, sources, hll) in rows {
+        let e = by.entry((proto, port)).or_default();
+        e.0 = sources;
+        e.1 += 1;
+        e.2.merge(&bytes_hll(&hll));
+    }
+    by.into_iter()
+        .map(|((proto, port), (one, n, h))| {
+            (
+                proto_of(proto),
+                port as u16,
+                if n == 1 { one } else { h.estimate() },
+            )
+        })
+        .collect()
+}
+
 /// Buckets (window start, packets, sketch bytes) rows into steps of
 /// `step_us` over `[from, to)`: packets add up, sketches merge.
 pub fn steps(

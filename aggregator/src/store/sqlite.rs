@@ -157,6 +157,21 @@ pub struct SqliteStore {
     /// Round-robin start for [`SqliteStore::reader`].
     next_reader: std::sync::atomic::AtomicUsize,
     jobs: Mutex<mpsc::SyncSender<Job>>,
+    /// The writer thread, joined on drop so the file is closed when the
+    /// store is (a store opened next on the same file never races it).
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the job channel ends the writer's loop (it moves staged
+        // feed events first); then wait for it.
+        let (closed, _) = mpsc::sync_channel(1);
+        *lock(&self.jobs) = closed;
+        if let Some(t) = lock(&self.writer_thread).take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A summary turned into rows, ready for the writer thread.
@@ -241,7 +256,7 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(c)
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves SQLite consistent (transactions
     // roll back on drop), so a poisoned lock is safe to keep using.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -362,7 +377,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let ingest = open(path)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(256);
-        std::thread::Builder::new()
+        let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(ingest, rx))
             .map_err(|e| StoreError::Backend(format!("writer thread: {e}")))?;
@@ -376,6 +391,7 @@ impl SqliteStore {
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
             jobs: Mutex::new(tx),
+            writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
 
@@ -1232,24 +1248,20 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
         let c = self.reader();
         let mut st = c.prepare_cached(&format!(
-            "SELECT proto, port, hll FROM port_rows WHERE start = ?1 AND {}",
+            "SELECT proto, port, sources, hll FROM port_rows WHERE start = ?1 AND {}",
             scope_pred(scope)
         ))?;
-        let mut by: FxHashMap<(i64, i64), Hll> = FxHashMap::default();
-        for r in st.query_map([start.0 as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })? {
-            let (proto, port, hll) = r?;
-            by.entry((proto, port)).or_default().merge(&bytes_hll(&hll));
-        }
-        Ok(by
-            .into_iter()
-            .map(|((proto, port), h)| (proto_of(proto), port as u16, h.estimate()))
-            .collect())
+        let rows = st
+            .query_map([start.0 as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(fold::window_port_sources(rows))
     }
 
     fn insert_alert(&self, a: &Alert) -> Result<i64, StoreError> {
