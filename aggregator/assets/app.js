@@ -236,7 +236,7 @@ function alertTable(alerts, q) {
       around.set("to", new Date(t + 2 * HOUR).toISOString().replace(/\.\d+Z$/, "Z"));
       around.delete("range");
       return [{ html: esc(a.start), test: i === 0 ? "alert-start" : "" },
-        { html: `<a href="#/port/${a.proto}/${a.port}?${around}">${a.proto}/${a.port}</a>`, test: i === 0 ? "alert-port" : "" },
+        { html: `<a href="#/port/${a.proto}/${a.port}?${around}">${a.proto}/${a.port}</a>${a.group ? ` <span class="muted">from ${esc(a.group.replace(":", " "))}</span>` : ""}`, test: i === 0 ? "alert-port" : "" },
         { html: `<span class="${a.severity === "low" ? "state-warn" : "state-bad"}">${esc(a.severity)}</span>` },
         fmt(a.observed), a.baseline.toFixed(1),
         { html: `<span class="${a.state === "open" ? "state-bad" : "muted"}">${esc(a.state)}</span>`, test: i === 0 ? "alert-state" : "" }];

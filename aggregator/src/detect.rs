@@ -17,11 +17,19 @@
 //!   when it reaches `new_port_sources` in one window.
 //! - An alert resolves after `resolve_after` windows back under
 //!   `resolve_ratio` times the baseline.
+//!
+//! With an enrichment table (`[feeds] asn_table`), the same test also runs
+//! per (proto, port, source country) and per (proto, port, source AS)
+//! (`by_country`, `by_asn`): a campaign from one network or country shows
+//! there long before it moves the port's total. Those series count the
+//! window's source rows (each source's busiest ports), exactly.
 
-use crate::store::{Alert, Store, StoreError};
-use darkscope_common::{Proto, Timestamp};
-use rustc_hash::FxHashMap;
+use crate::enrich::AsnTable;
+use crate::store::{Alert, Store, StoreError, PEER_SENSOR_MARK};
+use darkscope_common::{Addr, Proto, Timestamp};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Tunables (see the module doc for each trade-off).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -55,6 +63,66 @@ pub struct DetectConfig {
     /// sensors going silent or its pulls lagging look like gaps (coverage
     /// gating skips such windows).
     pub scope: crate::store::Scope,
+    /// With an enrichment table: also a series per (port, source country).
+    /// Costs reading the window's source rows once per window.
+    pub by_country: bool,
+    /// With an enrichment table: also a series per (port, source AS).
+    pub by_asn: bool,
+}
+
+/// Which sources of a port a series counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    /// All of them (merged sketches).
+    All,
+    /// Those an enrichment table places in this country.
+    Country([u8; 2]),
+    /// Those in this autonomous system.
+    Asn(u32),
+}
+
+impl Group {
+    /// As in [`Alert::group`]: empty, `country:CC` or `asn:N`.
+    pub fn label(self) -> String {
+        match self {
+            Group::All => String::new(),
+            Group::Country(c) => format!("country:{}", String::from_utf8_lossy(&c)),
+            Group::Asn(n) => format!("asn:{n}"),
+        }
+    }
+}
+
+/// Distinct sources per (proto, port, country) and (proto, port, AS) in the
+/// window starting at `w`, from its source rows.
+fn grouped_sources(
+    store: &dyn Store,
+    table: &AsnTable,
+    w: Timestamp,
+    cfg: &DetectConfig,
+) -> Result<FxHashMap<(Proto, u16, Group), u64>, StoreError> {
+    let mut sets: FxHashMap<(Proto, u16, Group), FxHashSet<Addr>> = FxHashMap::default();
+    for r in store.sources_between(w, Timestamp(w.0 + 1))? {
+        if cfg.scope == crate::store::Scope::Local && r.sensor.starts_with(PEER_SENSOR_MARK) {
+            continue;
+        }
+        let Some(info) = table.lookup(r.ip) else {
+            continue;
+        };
+        let cc = info.country.as_bytes();
+        let country = (cc.len() == 2 && cc.iter().all(u8::is_ascii_uppercase))
+            .then(|| Group::Country([cc[0], cc[1]]));
+        for p in &r.ports {
+            if let Some(g) = country.filter(|_| cfg.by_country) {
+                sets.entry((p.proto, p.port, g)).or_default().insert(r.ip);
+            }
+            if cfg.by_asn && info.asn != 0 {
+                sets.entry((p.proto, p.port, Group::Asn(info.asn)))
+                    .or_default()
+                    .insert(r.ip);
+            }
+        }
+    }
+    Ok(sets.into_iter().map(|(k, v)| (k, v.len() as u64)).collect())
 }
 
 impl Default for DetectConfig {
@@ -75,6 +143,8 @@ impl Default for DetectConfig {
             resolve_ratio: 1.5,
             resolve_after: 5,
             scope: crate::store::Scope::Local,
+            by_country: true,
+            by_asn: true,
         }
     }
 }
@@ -230,7 +300,8 @@ impl Coverage {
 /// the stored history (`history`).
 pub struct Detector {
     cfg: DetectConfig,
-    ports: FxHashMap<(Proto, u16), (PortState, Option<i64>)>,
+    ports: FxHashMap<(Proto, u16, Group), (PortState, Option<i64>)>,
+    enrich: Option<Arc<AsnTable>>,
     coverage: Coverage,
     done_until: Option<Timestamp>,
     /// Windows processed since start.
@@ -261,6 +332,7 @@ impl Detector {
         Detector {
             cfg,
             ports: FxHashMap::default(),
+            enrich: None,
             coverage: Coverage::default(),
             done_until: None,
             processed: 0,
@@ -268,6 +340,13 @@ impl Detector {
             history_us: 6 * 3_600_000_000,
             window_us: 60_000_000,
         }
+    }
+
+    /// Also watches per source country and AS, placed by `table` (see
+    /// [`DetectConfig::by_country`]).
+    pub fn with_enrichment(mut self, table: Option<Arc<AsnTable>>) -> Detector {
+        self.enrich = table;
+        self
     }
 
     /// Processes every window that ended at least `grace` before `now` and
@@ -288,11 +367,16 @@ impl Detector {
                 self.done_until = Some(Timestamp(w.0 + 1));
                 continue;
             }
-            let seen: FxHashMap<(Proto, u16), u64> = store
+            let mut seen: FxHashMap<(Proto, u16, Group), u64> = store
                 .port_sources_at(w, scope)?
                 .into_iter()
-                .map(|(p, port, n)| ((p, port), n))
+                .map(|(p, port, n)| ((p, port, Group::All), n))
                 .collect();
+            if let Some(t) = self.enrich.as_deref() {
+                if self.cfg.by_country || self.cfg.by_asn {
+                    seen.extend(grouped_sources(store, t, w, &self.cfg)?);
+                }
+            }
             // A port first seen after the warm-up has, in effect, a history
             // of zero sources; one seen during it is still being learned.
             let watched = self.processed >= self.cfg.warmup as u64;
@@ -323,6 +407,7 @@ impl Detector {
                             proto: key.0,
                             port: key.1,
                             scope: scope.as_str().into(),
+                            group: key.2.label(),
                             start: w,
                             severity: severity(ratio, new_port).into(),
                             baseline,
@@ -334,15 +419,17 @@ impl Detector {
                         // that led before us): adopt it, do not announce it again.
                         if let Some(known) = store.alerts(w, None)?.into_iter().find(|x| {
                             (x.proto, x.port, x.start) == (a.proto, a.port, a.start)
-                                && x.scope == a.scope
+                                && (&x.scope, &x.group) == (&a.scope, &a.group)
                         }) {
                             *alert = Some(known.id);
                             continue;
                         }
                         a.id = store.insert_alert(&a)?;
                         log::warn!(
-                            "surge on {}/{}: {observed} distinct sources vs baseline {baseline:.1} (window {w})",
-                            key.0, key.1
+                            "surge on {}/{}{}: {observed} distinct sources vs baseline {baseline:.1} (window {w})",
+                            key.0,
+                            key.1,
+                            if a.group.is_empty() { String::new() } else { format!(" from {}", a.group) }
                         );
                         *alert = Some(a.id);
                         opened.push(a);

@@ -250,6 +250,12 @@ impl Context {
         let start = time(a.start);
         let modified = a.resolved_at.map(time).unwrap_or_else(|| start.clone());
         let proto = a.proto.as_str();
+        // Only sources from one country or AS, when the alert says so.
+        let group = match a.group.split_once(':') {
+            Some(("country", cc)) => format!(" from {cc}"),
+            Some(("asn", n)) => format!(" from AS{n}"),
+            _ => String::new(),
+        };
         let pattern = match a.proto {
             Proto::Tcp | Proto::Udp => format!(
                 "[network-traffic:dst_port = {} AND network-traffic:protocols[*] = '{proto}']",
@@ -260,10 +266,10 @@ impl Context {
         let mut o = json!({
             "type": "indicator", "spec_version": "2.1", "id": id,
             "created": start, "modified": modified, "created_by_ref": self.identity,
-            "name": format!("Scanning surge on {}/{proto}", a.port),
+            "name": format!("Scanning surge on {}/{proto}{}", a.port, group),
             "description": format!(
-                "Distinct sources scanning {}/{proto} rose to {} against a baseline of {:.1} (severity {}, scope {}).",
-                a.port, a.observed, a.baseline, a.severity, a.scope
+                "Distinct sources{} scanning {}/{proto} rose to {} against a baseline of {:.1} (severity {}, scope {}).",
+                group, a.port, a.observed, a.baseline, a.severity, a.scope
             ),
             "indicator_types": ["anomalous-activity"],
             "pattern": pattern, "pattern_type": "stix",

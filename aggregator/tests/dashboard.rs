@@ -36,6 +36,7 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
             proto: Proto::Tcp,
             port: 23,
             scope: "global".into(),
+            group: String::new(),
             start: Timestamp::parse_rfc3339("2026-11-21T23:22:00Z").unwrap(),
             severity: "medium".into(),
             baseline: 1.0,

@@ -108,6 +108,7 @@ fn real_stix_and_taxii_clients_read_our_feeds() {
             proto: Proto::Tcp,
             port: 23,
             scope: "global".into(),
+            group: String::new(),
             start: Timestamp::parse_rfc3339("2026-11-21T09:00:00Z").unwrap(),
             severity: "high".into(),
             baseline: 3.5,

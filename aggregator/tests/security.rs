@@ -118,6 +118,7 @@ fn each_credential_reaches_only_its_own_endpoints_and_no_secret_is_logged() {
                 proto: darkscope_common::Proto::Tcp,
                 port: 23,
                 scope: "local".into(),
+                group: String::new(),
                 start: darkscope_common::Timestamp::parse_rfc3339("2026-11-21T23:22:00Z").unwrap(),
                 severity: "high".into(),
                 baseline: 1.0,

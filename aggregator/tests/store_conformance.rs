@@ -152,6 +152,43 @@ fn conformance(store: &dyn Store, source_rollups: bool) {
     assert_eq!(o.classes.tcp_syn, 18);
     assert_eq!(o.top_sources[0].ip, "0.0.0.3");
 
+    // Alerts, whole-port and per group, open then resolved.
+    let alert = |group: &str| darkscope_aggregator::store::Alert {
+        id: 0,
+        proto: Proto::Tcp,
+        port: 23,
+        scope: "local".into(),
+        group: group.into(),
+        start: Timestamp(T0 + MIN),
+        severity: "high".into(),
+        baseline: 1.5,
+        observed: 40,
+        state: "open".into(),
+        resolved_at: None,
+    };
+    let id_all = store.insert_alert(&alert("")).unwrap();
+    let id_as = store.insert_alert(&alert("asn:64999")).unwrap();
+    assert_ne!(id_all, id_as);
+    store.resolve_alert(id_as, Timestamp(T0 + 5 * MIN)).unwrap();
+    let mut got: Vec<(String, String, String)> = store
+        .alerts(Timestamp(T0), None)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.scope, a.group, a.state))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("local".into(), "".into(), "open".into()),
+            ("local".into(), "asn:64999".into(), "resolved".into())
+        ]
+    );
+    assert_eq!(
+        store.alerts(Timestamp(T0), Some("open")).unwrap()[0].group,
+        ""
+    );
+
     // Roll-ups: nothing before the hour (plus grace) is over; then the same
     // answers from the roll-up; a late window dirties its hour and is seen
     // at once, and again after the rebuild.

@@ -626,6 +626,7 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
             metrics.clone(),
             leadership.clone(),
         ));
+        let asn_table = feeds.table.clone();
         let state = AppState {
             feeds,
             limits: Arc::new(darkscope_aggregator::limits::Limits::new(
@@ -650,7 +651,8 @@ fn serve(cfg: Config, store: Arc<dyn Store>) -> Result<()> {
         let bg = api::Background {
             retention: cfg.retention(),
             interval: std::time::Duration::from_secs(cfg.detect_interval_secs),
-            detector: darkscope_aggregator::detect::Detector::new(cfg.detect),
+            detector: darkscope_aggregator::detect::Detector::new(cfg.detect)
+                .with_enrichment(asn_table),
             webhooks: cfg.load_webhooks()?,
             tls: cfg.tls()?,
         };

@@ -299,11 +299,13 @@ struct AlertRow {
 
 impl AlertRow {
     fn alert(self) -> Alert {
+        let (scope, group) = Alert::split_scope_key(&self.scope);
         Alert {
             id: self.id as i64,
             proto: proto_of(self.proto as i64),
             port: self.port,
-            scope: self.scope,
+            scope,
+            group,
             start: Timestamp(self.start),
             severity: self.severity,
             baseline: self.baseline,
@@ -1814,7 +1816,7 @@ impl Store for ClickHouseStore {
                 id,
                 proto: a.proto as u8,
                 port: a.port,
-                scope: a.scope.clone(),
+                scope: a.scope_key(),
                 start: a.start.0,
                 severity: a.severity.clone(),
                 baseline: a.baseline,

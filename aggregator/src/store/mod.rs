@@ -85,8 +85,12 @@ pub struct Alert {
     pub proto: Proto,
     /// Port.
     pub port: u16,
-    /// Scope of the series (`global` for all sensors).
+    /// Scope of the series: `local` (own sensors) or `global` (with
+    /// federation peers' data).
     pub scope: String,
+    /// Which sources of the port: empty for all of them, `country:CC` or
+    /// `asn:N` for those an enrichment table places there.
+    pub group: String,
     /// Start of the window in which the surge was detected.
     pub start: Timestamp,
     /// `low` (≥ 2× baseline), `medium` (≥ 3×), `high` (≥ 10×) or `new-port`.
@@ -99,6 +103,25 @@ pub struct Alert {
     pub state: String,
     /// When it resolved.
     pub resolved_at: Option<Timestamp>,
+}
+
+impl Alert {
+    /// Scope and group as one stored value: `local`, `global/asn:4134`.
+    pub fn scope_key(&self) -> String {
+        if self.group.is_empty() {
+            self.scope.clone()
+        } else {
+            format!("{}/{}", self.scope, self.group)
+        }
+    }
+
+    /// Scope and group from a stored [`Alert::scope_key`].
+    pub fn split_scope_key(key: &str) -> (String, String) {
+        match key.split_once('/') {
+            Some((s, g)) => (s.to_string(), g.to_string()),
+            None => (key.to_string(), String::new()),
+        }
+    }
 }
 
 /// A feed subscriber (an ISP or CSIRT constituent).

@@ -1270,7 +1270,7 @@ impl Store for SqliteStore {
             "INSERT INTO alerts (proto, port, scope, start, severity, baseline, observed, state, resolved_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
-                a.proto as i64, a.port as i64, a.scope, a.start.0 as i64, a.severity, a.baseline,
+                a.proto as i64, a.port as i64, a.scope_key(), a.start.0 as i64, a.severity, a.baseline,
                 a.observed as i64, a.state, a.resolved_at.map(|t| t.0 as i64)
             ],
         )?;
@@ -1293,11 +1293,13 @@ impl Store for SqliteStore {
              FROM alerts WHERE start >= ?1 AND (?2 IS NULL OR state = ?2) ORDER BY start DESC, id DESC",
         )?;
         let v = st.query_map(params![since.0 as i64, state], |r| {
+            let (scope, group) = Alert::split_scope_key(&r.get::<_, String>(3)?);
             Ok(Alert {
                 id: r.get(0)?,
                 proto: proto_of(r.get(1)?),
                 port: r.get::<_, i64>(2)? as u16,
-                scope: r.get(3)?,
+                scope,
+                group,
                 start: ts(r.get(4)?),
                 severity: r.get(5)?,
                 baseline: r.get(6)?,
