@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (once) the Python virtualenv with the third-party STIX/TAXII
 # clients the interoperability tests run: the OASIS validator
-# (stix2-validator) and taxii2-client, pinned in
+# (stix2-validator), taxii2-client, and mmdb-writer (MaxMind-format test
+# databases), pinned in
 # aggregator/tests/interop/requirements.txt. Prints the venv's python.
 #
 #   deploy/interop-venv.sh            # venv in target/interop-venv

@@ -4,6 +4,11 @@
 //! `range_start  range_end  AS_number  country_code  AS_description`,
 //! IPv4 and IPv6 mixed. Rows with AS number 0 ("Not routed") are skipped.
 //! Lookups are a binary search over the sorted ranges.
+//!
+//! Or from MaxMind-format databases (`maxminddb`): a `.mmdb` ASN database
+//! (GeoLite2-ASN and compatible) in place of the TSV, and optionally a
+//! country database (GeoLite2-Country and compatible) whose located country
+//! then replaces the AS's registration country.
 
 use darkscope_common::Addr;
 use std::io::{BufRead, BufReader, Read};
@@ -43,6 +48,14 @@ pub enum EnrichError {
     /// Two ranges overlap.
     #[error("ASN table: ranges overlap around {0}")]
     Overlap(String),
+    /// A `.mmdb` file could not be opened.
+    #[error("cannot open MaxMind database '{path}': {msg}")]
+    Mmdb {
+        /// The file.
+        path: String,
+        /// The cause.
+        msg: String,
+    },
 }
 
 struct Range {
@@ -53,16 +66,47 @@ struct Range {
     name: u32,
 }
 
-/// A loaded IP → ASN table.
+/// A loaded IP → ASN (and country) table.
 #[derive(Default)]
 pub struct AsnTable {
     ranges: Vec<Range>,
     names: Vec<String>,
+    asn_db: Option<maxminddb::Reader<Vec<u8>>>,
+    country_db: Option<maxminddb::Reader<Vec<u8>>>,
+}
+
+fn open_mmdb(path: &Path) -> Result<maxminddb::Reader<Vec<u8>>, EnrichError> {
+    let r = maxminddb::Reader::open_readfile(path).map_err(|e| EnrichError::Mmdb {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    log::info!(
+        "MaxMind database {}: {} ({} nodes, built {})",
+        path.display(),
+        r.metadata.database_type,
+        r.metadata.node_count,
+        r.metadata.build_epoch
+    );
+    Ok(r)
+}
+
+fn mmdb_decode<'a, T: serde::Deserialize<'a>>(
+    db: &'a maxminddb::Reader<Vec<u8>>,
+    a: Addr,
+) -> Option<T> {
+    db.lookup(a.to_ip()).ok()?.decode::<T>().ok()?
 }
 
 impl AsnTable {
-    /// Loads a table from a file (`.gz` is decompressed).
+    /// Loads a table from a file: an ip2asn TSV (`.gz` is decompressed) or a
+    /// MaxMind ASN database (`.mmdb`).
     pub fn load(path: &Path) -> Result<AsnTable, EnrichError> {
+        if path.extension().is_some_and(|e| e == "mmdb") {
+            return Ok(AsnTable {
+                asn_db: Some(open_mmdb(path)?),
+                ..Default::default()
+            });
+        }
         let io = |source| EnrichError::Io {
             path: path.display().to_string(),
             source,
@@ -149,18 +193,56 @@ impl AsnTable {
         Ok(t)
     }
 
-    /// Number of ranges.
+    /// Also reads a MaxMind country database (`.mmdb`): its located
+    /// country replaces the AS's registration country.
+    pub fn with_country_db(mut self, path: &Path) -> Result<AsnTable, EnrichError> {
+        self.country_db = Some(open_mmdb(path)?);
+        Ok(self)
+    }
+
+    /// Number of TSV ranges (a MaxMind database counts as one).
     pub fn len(&self) -> usize {
-        self.ranges.len()
+        self.ranges.len() + usize::from(self.asn_db.is_some())
     }
 
-    /// True when the table holds no range.
+    /// True when the table can answer nothing.
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.len() == 0 && self.country_db.is_none()
     }
 
-    /// The AS an address belongs to.
+    /// The AS (and country) of an address; AS 0 when only the country is
+    /// known.
     pub fn lookup(&self, a: Addr) -> Option<AsInfo<'_>> {
+        let mut info = match &self.asn_db {
+            Some(db) => mmdb_decode::<maxminddb::geoip2::Asn<'_>>(db, a).and_then(|x| {
+                Some(AsInfo {
+                    asn: x.autonomous_system_number?,
+                    country: "",
+                    name: x.autonomous_system_organization.unwrap_or(""),
+                })
+            }),
+            None => self.range(a),
+        };
+        if let Some(db) = &self.country_db {
+            let cc = mmdb_decode::<maxminddb::geoip2::Country<'_>>(db, a)
+                .and_then(|c| c.country.iso_code.or(c.registered_country.iso_code))
+                .filter(|c| c.len() == 2);
+            match (&mut info, cc) {
+                (Some(i), Some(cc)) => i.country = cc,
+                (None, Some(cc)) => {
+                    info = Some(AsInfo {
+                        asn: 0,
+                        country: cc,
+                        name: "",
+                    })
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+
+    fn range(&self, a: Addr) -> Option<AsInfo<'_>> {
         let i = self.ranges.partition_point(|r| r.start <= a.0);
         let r = self.ranges.get(i.checked_sub(1)?)?;
         (a.0 <= r.end).then(|| AsInfo {

@@ -68,10 +68,14 @@ pub const COLUMNS: [&str; 31] = [
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeedsConfig {
-    /// An `ip2asn`-style TSV (optionally `.gz`) mapping addresses to AS
-    /// numbers and countries: enables ASN subscriptions and fills `src_asn`
-    /// and `src_geo`.
+    /// An `ip2asn`-style TSV (optionally `.gz`) or a MaxMind ASN database
+    /// (`.mmdb`) mapping addresses to AS numbers (and, the TSV, countries):
+    /// enables ASN subscriptions, fills `src_asn` and `src_geo`, and the
+    /// detector's per-country and per-AS series.
     pub asn_table: Option<PathBuf>,
+    /// A MaxMind country database (`.mmdb`): its located country replaces
+    /// the AS's registration country.
+    pub country_mmdb: Option<PathBuf>,
     /// Name of the organisation running this aggregator, as STIX objects
     /// credit it (`identity`, and `where_sighted_refs` of sightings).
     pub operator: String,
@@ -93,6 +97,7 @@ impl Default for FeedsConfig {
     fn default() -> Self {
         FeedsConfig {
             asn_table: None,
+            country_mmdb: None,
             operator: "darkscope operator".into(),
             tlp: "amber".into(),
             shared_collection: false,
@@ -147,10 +152,11 @@ pub struct FeedState {
 impl FeedState {
     /// Loads the ASN table (if any). `tls`: the listener speaks TLS.
     pub fn new(cfg: FeedsConfig, tls: bool) -> Result<FeedState, crate::enrich::EnrichError> {
-        let table = match &cfg.asn_table {
-            Some(p) => Some(Arc::new(AsnTable::load(p)?)),
-            None => None,
-        };
+        let mut table = cfg.asn_table.as_deref().map(AsnTable::load).transpose()?;
+        if let Some(c) = &cfg.country_mmdb {
+            table = Some(table.unwrap_or_default().with_country_db(c)?);
+        }
+        let table = table.map(Arc::new);
         Ok(FeedState {
             cfg,
             table,

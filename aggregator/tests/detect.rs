@@ -184,59 +184,15 @@ fn a_port_that_appears_with_many_sources_alerts_at_once() {
 fn a_campaign_from_one_network_alerts_on_its_as_and_country_series() {
     use darkscope_aggregator::enrich::AsnTable;
     use std::sync::Arc;
-    const COUNTRIES: [&str; 10] = ["JP", "US", "CN", "BR", "IN", "RU", "KR", "VN", "TW", "ID"];
-    let mut tsv = String::new();
-    for i in 0..30u32 {
-        tsv += &format!(
-            "10.{i}.0.0\t10.{i}.255.255\t{}\t{}\tNet {i}\n",
-            64500 + i,
-            COUNTRIES[i as usize % 10]
-        );
-    }
-    tsv += "10.200.0.0\t10.200.255.255\t64999\tDE\tCampaign net\n";
-    let table = Arc::new(AsnTable::parse(tsv.as_bytes()).unwrap());
+    let table = Arc::new(AsnTable::parse(common::campaign_tsv().as_bytes()).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("a.db")).unwrap();
-    let onset = 180u64;
-    for w in 0..230u64 {
-        // Ten sources from each of 30 networks, a different ten each window,
-        // and a handful from AS 64999; during the campaign, 40 more there.
-        let mut srcs: Vec<u32> = (0..30u32)
-            .flat_map(|i| {
-                (0..10u32).map(move |k| 0x0a00_0000 | i << 16 | ((w as u32 * 10 + k) % 5000))
-            })
-            .collect();
-        let campaign = if (onset..onset + 20).contains(&w) {
-            45
-        } else {
-            5
-        };
-        srcs.extend((0..campaign).map(|k| 0x0ac8_0000 | ((w as u32 * 50 + k) % 60000)));
-        store
-            .insert_summary(&summary("a", w, &srcs, 1), "JP")
-            .unwrap();
-    }
-    let run = |table: Option<Arc<AsnTable>>| {
-        let mut d = Detector::new(DetectConfig::default()).with_enrichment(table);
-        d.history_us = 1000 * MIN;
-        let mut opened = Vec::new();
-        for w in 0..230u64 {
-            let now = Timestamp(T0 + (w + 1) * MIN + d.grace_us);
-            opened.extend(d.tick(&store, now).unwrap());
-        }
-        opened
-    };
-    assert!(run(None).is_empty(), "the port's total barely moves");
-    let a = run(Some(table));
-    let mut groups: Vec<(&str, u16, u64)> = a
-        .iter()
-        .map(|a| (a.group.as_str(), a.port, (a.start.0 - T0) / MIN - onset))
-        .collect();
-    groups.sort();
-    assert_eq!(groups.len(), 2, "{a:?}");
-    assert_eq!((groups[0].0, groups[0].1), ("asn:64999", 23));
-    assert_eq!((groups[1].0, groups[1].1), ("country:DE", 23));
-    assert!(groups.iter().all(|g| g.2 <= 2), "delays {groups:?}");
+    common::one_network_campaign(&store);
+    assert!(
+        common::detect_all(&store, None).is_empty(),
+        "the port's total barely moves"
+    );
+    common::assert_campaign_alerts(&common::detect_all(&store, Some(table)));
     // Stored with their group, served by the store as the API serves them.
     let stored = store.alerts(Timestamp(T0), None).unwrap();
     let mut got: Vec<String> = stored.iter().map(|a| a.group.clone()).collect();

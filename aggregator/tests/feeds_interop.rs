@@ -290,3 +290,76 @@ fn taxii_answers_only_the_subscribers_own_collection() {
         404
     );
 }
+
+/// MaxMind-format enrichment: ASN and country databases written by a
+/// third-party writer (PyPI's mmdb-writer) are read by the `enrich` table
+/// (the country database's located country wins), and the detector finds
+/// the one-network campaign through them as it does through the TSV.
+#[test]
+fn maxmind_databases_from_a_third_party_writer_drive_enrichment_and_detection() {
+    use darkscope_aggregator::enrich::AsnTable;
+    let dir = tempfile::tempdir().unwrap();
+    let (asn, country) = (dir.path().join("asn.mmdb"), dir.path().join("country.mmdb"));
+    let script = format!(
+        r#"
+from mmdb_writer import MMDBWriter, MmdbU32
+from netaddr import IPSet
+countries = {countries:?}
+a = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN", languages=["en"], description="darkscope test")
+c = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-Country", languages=["en"], description="darkscope test")
+for i in range(30):
+    net = IPSet([f"10.{{i}}.0.0/16"])
+    a.insert_network(net, {{"autonomous_system_number": MmdbU32(64500 + i), "autonomous_system_organization": f"Net {{i}}"}})
+    c.insert_network(net, {{"country": {{"iso_code": countries[i % 10]}}}})
+a.insert_network(IPSet(["10.200.0.0/16"]), {{"autonomous_system_number": MmdbU32(64999), "autonomous_system_organization": "Campaign net"}})
+c.insert_network(IPSet(["10.200.0.0/16"]), {{"country": {{"iso_code": "DE"}}}})
+a.to_db_file("{asn}")
+c.to_db_file("{country}")
+"#,
+        countries = CAMPAIGN_COUNTRIES,
+        asn = asn.display(),
+        country = country.display(),
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let t = AsnTable::load(&asn)
+        .unwrap()
+        .with_country_db(&country)
+        .unwrap();
+    let at = |s: &str| {
+        t.lookup(darkscope_common::Addr::from(
+            s.parse::<std::net::IpAddr>().unwrap(),
+        ))
+    };
+    let x = at("10.200.7.9").unwrap();
+    assert_eq!((x.asn, x.country, x.name), (64999, "DE", "Campaign net"));
+    let y = at("10.3.0.1").unwrap();
+    assert_eq!((y.asn, y.country), (64503, "BR"));
+    assert_eq!(at("192.0.2.1"), None);
+    assert_eq!(at("2001:db8::1"), None);
+    // Only the country database: country known, AS 0.
+    let only = AsnTable::default().with_country_db(&country).unwrap();
+    let z = only
+        .lookup(darkscope_common::Addr::from(
+            "10.200.0.1".parse::<std::net::IpAddr>().unwrap(),
+        ))
+        .unwrap();
+    assert_eq!((z.asn, z.country), (0, "DE"));
+    // A file that is not a MaxMind database is refused with its name.
+    let bad = dir.path().join("bad.mmdb");
+    std::fs::write(&bad, b"not a database").unwrap();
+    let e = AsnTable::load(&bad).err().unwrap().to_string();
+    assert!(e.contains("bad.mmdb"), "{e}");
+
+    let store = SqliteStore::open(&dir.path().join("d.db")).unwrap();
+    one_network_campaign(&store);
+    assert_campaign_alerts(&detect_all(&store, Some(std::sync::Arc::new(t))));
+}

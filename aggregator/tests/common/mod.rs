@@ -449,3 +449,83 @@ pub fn receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
     });
     (url, rx)
 }
+
+/// Countries of the background networks of [`one_network_campaign`].
+pub const CAMPAIGN_COUNTRIES: [&str; 10] =
+    ["JP", "US", "CN", "BR", "IN", "RU", "KR", "VN", "TW", "ID"];
+/// First window of the campaign.
+pub const CAMPAIGN_ONSET: u64 = 180;
+
+/// The ip2asn table of [`one_network_campaign`]: 10.i.0.0/16 is AS 64500+i
+/// (i < 30, countries cycling through [`CAMPAIGN_COUNTRIES`]); 10.200.0.0/16
+/// is AS 64999, the only one in DE.
+pub fn campaign_tsv() -> String {
+    let mut tsv = String::new();
+    for i in 0..30u32 {
+        tsv += &format!(
+            "10.{i}.0.0\t10.{i}.255.255\t{}\t{}\tNet {i}\n",
+            64500 + i,
+            CAMPAIGN_COUNTRIES[i as usize % 10]
+        );
+    }
+    tsv + "10.200.0.0\t10.200.255.255\t64999\tDE\tCampaign net\n"
+}
+
+/// 230 windows of sensor `a` on tcp/23: ten sources from each of 30
+/// networks (a different ten each window) and a handful from AS 64999;
+/// from [`CAMPAIGN_ONSET`] for 20 windows, 40 more from AS 64999.
+pub fn one_network_campaign(store: &dyn darkscope_aggregator::store::Store) {
+    for w in 0..230u64 {
+        let mut srcs: Vec<u32> = (0..30u32)
+            .flat_map(|i| {
+                (0..10u32).map(move |k| 0x0a00_0000 | i << 16 | ((w as u32 * 10 + k) % 5000))
+            })
+            .collect();
+        let campaign = if (CAMPAIGN_ONSET..CAMPAIGN_ONSET + 20).contains(&w) {
+            45
+        } else {
+            5
+        };
+        srcs.extend((0..campaign).map(|k| 0x0ac8_0000 | ((w as u32 * 50 + k) % 60000)));
+        store
+            .insert_summary(&summary("a", w, &srcs, 1), "JP")
+            .unwrap();
+    }
+}
+
+/// Runs a fresh detector (with `table` as its enrichment) over the 230
+/// windows; returns the alerts it opened.
+pub fn detect_all(
+    store: &dyn darkscope_aggregator::store::Store,
+    table: Option<std::sync::Arc<darkscope_aggregator::enrich::AsnTable>>,
+) -> Vec<darkscope_aggregator::store::Alert> {
+    use darkscope_aggregator::detect::{DetectConfig, Detector};
+    let mut d = Detector::new(DetectConfig::default()).with_enrichment(table);
+    d.history_us = 1000 * MIN;
+    let mut opened = Vec::new();
+    for w in 0..230u64 {
+        let now = Timestamp(T0 + (w + 1) * MIN + d.grace_us);
+        opened.extend(d.tick(store, now).unwrap());
+    }
+    opened
+}
+
+/// The campaign raised exactly its AS and country alerts on tcp/23,
+/// within two windows of the onset.
+pub fn assert_campaign_alerts(a: &[darkscope_aggregator::store::Alert]) {
+    let mut groups: Vec<(&str, u16, u64)> = a
+        .iter()
+        .map(|a| {
+            (
+                a.group.as_str(),
+                a.port,
+                (a.start.0 - T0) / MIN - CAMPAIGN_ONSET,
+            )
+        })
+        .collect();
+    groups.sort();
+    assert_eq!(groups.len(), 2, "{a:?}");
+    assert_eq!((groups[0].0, groups[0].1), ("asn:64999", 23));
+    assert_eq!((groups[1].0, groups[1].1), ("country:DE", 23));
+    assert!(groups.iter().all(|g| g.2 <= 2), "delays {groups:?}");
+}
