@@ -156,6 +156,7 @@ impl Config {
             }
         }
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.detect.validate().map_err(ConfigError::Invalid)?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls_cert and tls_key go together (PEM certificate chain and its key)".into(),
@@ -298,5 +299,13 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().to_string().contains("HOST:PORT"));
         assert!(toml::from_str::<Config>("listn = 1").is_err());
+        let c: Config = toml::from_str("[detect]\nseasonal_ratio = 0.5\n").unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("seasonal_ratio"));
+        let c: Config = toml::from_str("[detect]\nalpha = 0\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("alpha"));
     }
 }

@@ -17,6 +17,13 @@
 //!   when it reaches `new_port_sources` in one window.
 //! - An alert resolves after `resolve_after` windows back under
 //!   `resolve_ratio` times the baseline.
+//! - Slow rises: the fast baseline follows a rise spread over hours, so a
+//!   second, seasonal one keeps the port's usual level per hour of the day
+//!   (UTC) over the last `seasonal_days` days; `seasonal_windows`
+//!   consecutive windows at `seasonal_ratio` times it (and `min_added`
+//!   more) raise an alert. An hour's level is trusted after a day of it.
+//!   Comparing with the same hour removes the daily cycle, so the ratio
+//!   can be lower than a whole-day mean would need.
 //!
 //! With an enrichment table (`[feeds] asn_table`), the same test also runs
 //! per (proto, port, source country) and per (proto, port, source AS)
@@ -63,11 +70,46 @@ pub struct DetectConfig {
     /// sensors going silent or its pulls lagging look like gaps (coverage
     /// gating skips such windows).
     pub scope: crate::store::Scope,
+    /// Memory of the per-hour-of-day baseline, days (0 turns the slow-rise
+    /// rule off). Longer is steadier but follows weekly drift later.
+    pub seasonal_days: f64,
+    /// A slow rise must reach this multiple of the port's usual level at
+    /// that hour ...
+    pub seasonal_ratio: f64,
+    /// ... for this many consecutive windows (larger ignores short bursts
+    /// the fast rule already judges, and delays ramps as much).
+    pub seasonal_windows: u32,
     /// With an enrichment table: also a series per (port, source country).
     /// Costs reading the window's source rows once per window.
     pub by_country: bool,
     /// With an enrichment table: also a series per (port, source AS).
     pub by_asn: bool,
+}
+
+impl DetectConfig {
+    /// Checks the values, saying which is out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |what: &str| Err(format!("[detect] {what}"));
+        if !(self.alpha > 0.0 && self.alpha <= 1.0) {
+            return bad("alpha must be in (0, 1]");
+        }
+        if !(self.k >= 0.0 && self.h > 0.0 && self.min_sd > 0.0) {
+            return bad("k must be >= 0, h and min_sd > 0");
+        }
+        if !(self.min_ratio >= 1.0 && self.min_added >= 0.0 && self.resolve_ratio >= 1.0) {
+            return bad("min_ratio and resolve_ratio must be >= 1, min_added >= 0");
+        }
+        if self.warmup == 0 || self.resolve_after == 0 {
+            return bad("warmup and resolve_after must be at least 1");
+        }
+        if !((0.0..=365.0).contains(&self.seasonal_days)
+            && self.seasonal_ratio >= 1.0
+            && self.seasonal_windows >= 1)
+        {
+            return bad("seasonal_days must be 0-365, seasonal_ratio >= 1, seasonal_windows >= 1");
+        }
+        Ok(())
+    }
 }
 
 /// Which sources of a port a series counts.
@@ -143,6 +185,12 @@ impl Default for DetectConfig {
             resolve_ratio: 1.5,
             resolve_after: 5,
             scope: crate::store::Scope::Local,
+            // Chosen with darkscope-detect-eval (RESULTS.md): ramps to 3x
+            // over 6 hours are found, background, floods and outages raise
+            // nothing.
+            seasonal_days: 3.0,
+            seasonal_ratio: 2.5,
+            seasonal_windows: 15,
             by_country: true,
             by_asn: true,
         }
@@ -176,6 +224,10 @@ pub struct PortState {
     cusum: f64,
     open: bool,
     calm: u32,
+    /// Per hour of the day (UTC): mean of ln(1 + sources) and windows seen.
+    hours: Option<Box<[(f64, u32); 24]>>,
+    /// Consecutive windows above the seasonal rule's bar.
+    above: u32,
 }
 
 impl PortState {
@@ -199,12 +251,30 @@ impl PortState {
         self.open
     }
 
-    /// Feeds one window's distinct sources.
+    /// Feeds one window's distinct sources (time of day unknown: the
+    /// seasonal rule is off).
     pub fn step(&mut self, cfg: &DetectConfig, sources: u64) -> Option<Event> {
+        self.step_at(cfg, sources, None)
+    }
+
+    /// Feeds one window's distinct sources; `hour` is its hour of the day
+    /// (0-23, UTC) for the seasonal rule.
+    pub fn step_at(
+        &mut self,
+        cfg: &DetectConfig,
+        sources: u64,
+        hour: Option<usize>,
+    ) -> Option<Event> {
         let y = (sources as f64).ln_1p();
         let base = self.baseline();
         if self.open {
-            if (sources as f64) <= base.max(1.0) * cfg.resolve_ratio {
+            // Back to normal means back near the usual level for this hour
+            // when it is known (a daily trough is not the end of a rise).
+            let usual = hour
+                .and_then(|h| self.hours.as_ref().map(|v| v[h % 24]))
+                .filter(|(_, seen)| *seen >= 60 && cfg.seasonal_days > 0.0)
+                .map_or(base, |(level, _)| level.exp_m1());
+            if (sources as f64) <= usual.max(1.0) * cfg.resolve_ratio {
                 self.calm += 1;
                 if self.calm >= cfg.resolve_after {
                     self.open = false;
@@ -231,6 +301,9 @@ impl PortState {
             self.learn(cfg, y);
             return None;
         }
+        if let Some(e) = hour.and_then(|h| self.seasonal_step(cfg, sources, y, h % 24)) {
+            return Some(e);
+        }
         let sd = self.var.sqrt().max(cfg.min_sd);
         let z = (y - self.mean) / sd;
         self.cusum = (self.cusum + z - cfg.k).max(0.0);
@@ -250,6 +323,49 @@ impl PortState {
         if self.cusum == 0.0 || !big_enough {
             self.learn(cfg, y);
         }
+        None
+    }
+
+    /// The slow-rise rule: the port's usual level at this hour of the day,
+    /// learnt while the port is not above its bar.
+    fn seasonal_step(
+        &mut self,
+        cfg: &DetectConfig,
+        sources: u64,
+        y: f64,
+        h: usize,
+    ) -> Option<Event> {
+        if cfg.seasonal_days <= 0.0 {
+            return None;
+        }
+        let hours = self.hours.get_or_insert_with(|| Box::new([(0.0, 0); 24]));
+        let (level, seen) = hours[h];
+        let base = level.exp_m1();
+        // A day of this hour's windows (60 one-minute ones) before trusting it.
+        let high = seen >= 60
+            && sources as f64 >= base * cfg.seasonal_ratio
+            && sources as f64 >= base + cfg.min_added;
+        if high {
+            self.above += 1;
+            if self.above >= cfg.seasonal_windows {
+                self.above = 0;
+                self.open = true;
+                self.calm = 0;
+                // Resolution measures against the fast baseline: let it
+                // start from the usual level, not from the ramp it followed.
+                self.mean = self.mean.min(level);
+                return Some(Event::Opened {
+                    baseline: base,
+                    observed: sources,
+                    ratio: sources as f64 / base.max(1.0),
+                    new_port: false,
+                });
+            }
+            return None;
+        }
+        self.above = 0;
+        let a = (1.0 / (seen as f64 + 1.0)).max(1.0 / (60.0 * cfg.seasonal_days));
+        hours[h] = (level + a * (y - level), seen.saturating_add(1));
         None
     }
 
@@ -393,9 +509,10 @@ impl Detector {
                 });
             }
             self.processed += 1;
+            let hour = ((w.0 / 3_600_000_000) % 24) as usize;
             for (key, (state, alert)) in self.ports.iter_mut() {
                 let n = seen.get(key).copied().unwrap_or(0);
-                match state.step(&self.cfg, n) {
+                match state.step_at(&self.cfg, n, Some(hour)) {
                     Some(Event::Opened {
                         baseline,
                         observed,
@@ -499,6 +616,57 @@ mod tests {
             })
             .collect();
         assert_eq!(run(&s), vec![]);
+    }
+
+    /// Three days of a daily cycle, then a ramp to 3x over 6 hours: the
+    /// fast baseline follows it, the per-hour one does not. The cycle
+    /// alone raises nothing, with or without the hour.
+    #[test]
+    fn a_slow_ramp_is_found_against_the_usual_level_of_its_hour() {
+        let mut rng = SmallRng::seed_from_u64(4);
+        let day = 1440;
+        let cycle =
+            |t: usize| 40.0 + 20.0 * ((t % day) as f64 / day as f64 * std::f64::consts::TAU).sin();
+        let onset = 3 * day + 600;
+        let s: Vec<u64> = (0..4 * day)
+            .map(|t| {
+                let ramp = 1.0 + 2.0 * ((t.saturating_sub(onset)) as f64 / 360.0).min(1.0);
+                noisy(&mut rng, cycle(t) * if t >= onset { ramp } else { 1.0 })
+            })
+            .collect();
+        let cfg = DetectConfig::default();
+        let run_at = |with_hour: bool, upto: usize| {
+            let mut st = PortState::default();
+            s[..upto]
+                .iter()
+                .enumerate()
+                .filter_map(|(t, &x)| {
+                    st.step_at(&cfg, x, with_hour.then_some(t % day / 60))
+                        .map(|e| (t, e))
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run_at(true, onset), vec![], "the cycle alone");
+        assert_eq!(
+            run_at(false, s.len()),
+            vec![],
+            "without the hour the ramp goes unseen"
+        );
+        let ev = run_at(true, s.len());
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        let (t, e) = ev[0];
+        assert!(matches!(
+            e,
+            Event::Opened {
+                new_port: false,
+                ..
+            }
+        ));
+        assert!(
+            (onset + 200..onset + 500).contains(&t),
+            "found {} windows in",
+            t - onset
+        );
     }
 
     #[test]

@@ -206,7 +206,7 @@ pub fn evaluate(s: &Scenario, cfg: &DetectConfig) -> Outcome {
             continue;
         }
         for (p, st) in states.iter_mut().enumerate() {
-            if let Some(Event::Opened { .. }) = st.step(cfg, s.ports[p][t]) {
+            if let Some(Event::Opened { .. }) = st.step_at(cfg, s.ports[p][t], Some(t % DAY / 60)) {
                 match s.surge {
                     Some((sp, a, b)) if sp == p && (a..=b + 5).contains(&t) => {
                         delay.get_or_insert(t - a);
