@@ -23,6 +23,14 @@ pub struct Scenario {
     pub surge: Option<(usize, usize, usize)>,
 }
 
+impl Scenario {
+    /// A scenario without a surge that a fair alarm threshold must stay
+    /// quiet on (the unexcluded research sweep is shown, not calibrated on).
+    pub fn is_quiet(&self) -> bool {
+        self.surge.is_none() && !self.name.ends_with("not excluded")
+    }
+}
+
 /// What the detector did on a scenario.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -192,6 +200,30 @@ pub fn all(days: usize, seed: u64) -> Vec<Scenario> {
         move |t| if (t0..t0 + 120).contains(&t) { 2 } else { 3 },
         None,
     ));
+    // A research scanner sweeping every port from a /24 for 30 minutes.
+    // Excluded at the sensor (`--exclude`, tested on real captures in
+    // sensor/tests/replay.rs) its sources never reach the detector, which
+    // then sees the background; not excluded, it adds 256 sources to every
+    // port — the reason for the exclusion list.
+    let t0 = onset();
+    let excluded = build(
+        "research scanner sweep, excluded at the sensor",
+        days,
+        n_ports,
+        seed + 60,
+        |_, _| 1.0,
+        |_| 3,
+        None,
+    );
+    let mut seen = excluded.clone();
+    seen.name = "research scanner sweep, not excluded".into();
+    for port in &mut seen.ports {
+        for x in &mut port[t0..t0 + 30] {
+            *x += 256;
+        }
+    }
+    v.push(excluded);
+    v.push(seen);
     v
 }
 

@@ -14,6 +14,12 @@ fn short_scenarios_keep_recall_delay_and_false_alarms() {
     for seed in [1u64, 2, 3] {
         for s in all(4, seed) {
             let o = evaluate(&s, &cfg);
+            if s.name.ends_with("not excluded") {
+                // Why research scanners are excluded at the sensor: a sweep
+                // of every port raises alarms all over.
+                assert!(o.false_alarms >= 10, "{} (seed {seed}): {o:?}", s.name);
+                continue;
+            }
             assert_eq!(o.false_alarms, 0, "{} (seed {seed}): false alarms", s.name);
             if s.name.starts_with("slow ramp") {
                 let d = o
@@ -42,7 +48,7 @@ fn ours_detects_earlier_than_dshield_at_no_false_alarms() {
     let quiet = |theta: f64| {
         sets.iter()
             .flatten()
-            .filter(|s| s.surge.is_none())
+            .filter(|s| s.is_quiet())
             .all(|s| evaluate_dshield(s, theta).false_alarms == 0)
     };
     let mut theta = 1.0;

@@ -94,7 +94,7 @@ fn compare(cli: &Cli) {
     let quiet = |theta: f64| {
         sets.iter()
             .flatten()
-            .filter(|s| s.surge.is_none())
+            .filter(|s| s.is_quiet())
             .all(|s| evaluate_dshield(s, theta).false_alarms == 0)
     };
     let mut theta = 1.0;
