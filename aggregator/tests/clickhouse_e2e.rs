@@ -217,15 +217,14 @@ fn one_replica_leads_detection_and_another_takes_over_when_it_dies() {
     assert!(m.contains("darkscope_aggregator_leader 1"));
 }
 
-/// A sensor uploading to two replicas (`--aggregator A,B`); A is killed
-/// with -9 mid-flow. The uploader fails over to B: every window is stored
-/// exactly once, the totals equal the capture's.
-#[test]
-fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
-    let ch = clickhouse::Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let config = ch_config(d, &ch, "fail", "");
+/// A migrated ClickHouse database `db` with sensor `s-all` registered (its
+/// token in `d/s-all.token`) and an aggregator started on it.
+fn one_sensor_aggregator(
+    d: &Path,
+    ch: &clickhouse::Server,
+    db: &str,
+) -> (std::path::PathBuf, Aggregator) {
+    let config = ch_config(d, ch, db, "");
     cli(&config, &["migrate"]);
     let (token, _) = cli2(
         &config,
@@ -235,6 +234,18 @@ fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
     let mut a = Aggregator::new(d);
     a.config = Some(config.clone());
     a.start();
+    (config, a)
+}
+
+/// A sensor uploading to two replicas (`--aggregator A,B`); A is killed
+/// with -9 mid-flow. The uploader fails over to B: every window is stored
+/// exactly once, the totals equal the capture's.
+#[test]
+fn killing_a_replica_during_ingest_loses_and_duplicates_nothing() {
+    let ch = clickhouse::Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (config, mut a) = one_sensor_aggregator(d, &ch, "fail");
     let mut b = Aggregator::new(d);
     b.config = Some(config.clone());
     b.start();
@@ -285,16 +296,7 @@ fn killing_clickhouse_during_ingest_loses_and_duplicates_nothing() {
     let mut ch = clickhouse::Server::start();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = ch_config(d, &ch, "chkill", "");
-    cli(&config, &["migrate"]);
-    let (token, _) = cli2(
-        &config,
-        &["sensor", "add", "--id", "s-all", "--country", "JP"],
-    );
-    std::fs::write(d.join("s-all.token"), token.trim()).unwrap();
-    let mut a = Aggregator::new(d);
-    a.config = Some(config.clone());
-    a.start();
+    let (_, a) = one_sensor_aggregator(d, &ch, "chkill");
     let mut sensor = sensor_cmd(&a, d, "s-all", "all-small.pcap", 1)
         .spawn()
         .unwrap();

@@ -89,19 +89,12 @@ fn a_full_spool_disk_delays_summaries_but_loses_none() {
     // spool's disk is full, the rest after space is back.
     let log = dir.path().join("sensor.log");
     let cmd = sensor_cmd(&agg, dir.path(), "s-1", "all-small.pcap", 60);
-    let mut sensor = with_values(
+    let (mut sensor, mut stdin, rest) = sensor_on_stdin(
         &cmd,
-        &[("--read", "-".as_ref()), ("--spool", spool.as_os_str())],
-    )
-    .stdin(Stdio::piped())
-    .stderr(std::fs::File::create(&log).unwrap())
-    .spawn()
-    .unwrap();
-    let pcap = std::fs::read(testdata("all-small.pcap")).unwrap();
-    let (first, rest) = pcap.split_at(pcap.len() * 7 / 10);
-    let mut stdin = sensor.stdin.take().unwrap();
-    stdin.write_all(first).unwrap();
-    stdin.flush().unwrap();
+        &[("--spool", spool.as_os_str())],
+        "all-small.pcap",
+        &log,
+    );
     wait_for(30, "the sensor to find its spool unwritable", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -112,7 +105,7 @@ fn a_full_spool_disk_delays_summaries_but_loses_none() {
     assert_eq!(stored_packets_and_windows(&agg), (0, 0));
 
     std::fs::remove_file(&filler).unwrap();
-    stdin.write_all(rest).unwrap();
+    stdin.write_all(&rest).unwrap();
     drop(stdin);
     assert!(sensor.wait().unwrap().success());
     let produced = lines(&dir.path().join("s-1.jsonl"));

@@ -142,16 +142,7 @@ fn a_sensor_recovers_from_a_wiped_or_empty_spool() {
     let spool = d.join("spool-s-1");
     let log = d.join("sensor.log");
     let cmd = sensor_cmd(&agg, d, "s-1", "all-small.pcap", 60);
-    let mut sensor = with_values(&cmd, &[("--read", "-".as_ref())])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let pcap = std::fs::read(testdata("all-small.pcap")).unwrap();
-    let (first, rest) = pcap.split_at(pcap.len() * 7 / 10);
-    let mut stdin = sensor.stdin.take().unwrap();
-    stdin.write_all(first).unwrap();
-    stdin.flush().unwrap();
+    let (mut sensor, mut stdin, rest) = sensor_on_stdin(&cmd, &[], "all-small.pcap", &log);
     // The first windows acknowledged, then the spool directory vanishes.
     let t0 = std::time::Instant::now();
     while stored_packets_and_windows(&agg).1 < 1 {
@@ -159,7 +150,7 @@ fn a_sensor_recovers_from_a_wiped_or_empty_spool() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::fs::remove_dir_all(&spool).unwrap();
-    stdin.write_all(rest).unwrap();
+    stdin.write_all(&rest).unwrap();
     drop(stdin);
     assert!(
         sensor.wait().unwrap().success(),

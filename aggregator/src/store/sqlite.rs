@@ -1357,19 +1357,7 @@ impl Store for SqliteStore {
             };
             let it = st.query_map(
                 params![a, b, f.proto.map(|p| p as i64), sensor, f.country],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                },
+                |r| r.try_into(),
             )?;
             for r in it {
                 rows.push(r?);
@@ -1482,16 +1470,7 @@ impl Store for SqliteStore {
                    AND {} AND substr(sensor, 1, 1) <> '*'",
                 scope_pred(scope)
             ))?;
-            for r in st.query_map(params![proto as i64, port as i64, a, b], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })? {
+            for r in st.query_map(params![proto as i64, port as i64, a, b], |r| r.try_into())? {
                 rows.push(r?);
             }
         }
@@ -1515,20 +1494,7 @@ impl Store for SqliteStore {
                  FROM source_hours WHERE hour = ?1 AND ip = ?2 AND {scope}"
             ))?;
             for h in &done {
-                for r in st.query_map(params![h, &blob[..]], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                    ))
-                })? {
+                for r in st.query_map(params![h, &blob[..]], |r| r.try_into())? {
                     rows.push(r?);
                 }
             }

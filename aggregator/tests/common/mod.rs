@@ -237,6 +237,32 @@ pub fn with_values(cmd: &Command, values: &[(&str, &std::ffi::OsStr)]) -> Comman
     c
 }
 
+/// Starts `cmd` (a sensor command, with `values` replaced) reading
+/// `capture` from its standard input, logging to `log`, and writes the
+/// first 70 % of the file to it; returns the sensor, its input and the
+/// rest of the file (write it, then drop the input, to finish).
+pub fn sensor_on_stdin(
+    cmd: &Command,
+    values: &[(&str, &std::ffi::OsStr)],
+    capture: &str,
+    log: &Path,
+) -> (Child, std::process::ChildStdin, Vec<u8>) {
+    use std::io::Write;
+    let mut all = vec![("--read", std::ffi::OsStr::new("-"))];
+    all.extend_from_slice(values);
+    let mut sensor = with_values(cmd, &all)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut pcap = std::fs::read(testdata(capture)).unwrap();
+    let rest = pcap.split_off(pcap.len() * 7 / 10);
+    let mut stdin = sensor.stdin.take().unwrap();
+    stdin.write_all(&pcap).unwrap();
+    stdin.flush().unwrap();
+    (sensor, stdin, rest)
+}
+
 pub fn truth(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(testdata(&format!("{name}.truth.json"))).unwrap())
         .unwrap()
