@@ -67,6 +67,19 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
         o["packets"].as_u64().unwrap()
     );
     assert_eq!(
+        number(&field(&dom, "active-sensors")),
+        o["active_sensors"].as_u64().unwrap()
+    );
+    let open = agg.get("/api/v1/alerts?state=open");
+    assert_eq!(
+        number(&field(&dom, "open-alerts")),
+        open["alerts"].as_array().unwrap().len() as u64
+    );
+    assert_eq!(
+        number(&field(&dom, "class-tcp_syn")),
+        o["classes"]["tcp_syn"].as_u64().unwrap()
+    );
+    assert_eq!(
         field(&dom, "top-source"),
         o["top_sources"][0]["ip"].as_str().unwrap()
     );
