@@ -605,6 +605,7 @@ async fn alert_detail(State(st): State<AppState>, Path(id): Path<String>) -> Api
         .parse()
         .map_err(|_| ApiError::bad_request(format!("alert id must be a number, not '{id}'")))?;
     let store = st.store.clone();
+    let table = st.feeds.table.clone();
     let found = blocking(move || {
         let Some(a) = store
             .alerts(Timestamp(0), None)?
@@ -617,7 +618,12 @@ async fn alert_detail(State(st): State<AppState>, Path(id): Path<String>) -> Api
         // The windows that start exactly where the alert does.
         let (from, to) = (a.start, Timestamp(a.start.0 + 1));
         let reach = store.port_reach(a.proto, a.port, from, to, scope)?;
-        let rows = store.sources_between(from, to)?;
+        let mut rows = store.sources_between(from, to)?;
+        // A country's or an AS's alert: only its sources.
+        let group = crate::detect::Group::parse(&a.group).unwrap_or(crate::detect::Group::All);
+        if let (Some(t), false) = (&table, group == crate::detect::Group::All) {
+            rows.retain(|r| group.contains(t, r.ip));
+        }
         let sources = crate::store::fold::port_sources(&rows, a.proto, a.port, scope, 10);
         Ok(Some((a, reach, sources)))
     })
@@ -632,8 +638,10 @@ async fn alert_detail(State(st): State<AppState>, Path(id): Path<String>) -> Api
         "alert": a,
         "evidence": {
             "window_start": a.start,
-            "packets": reach.packets,
-            "sources": reach.sources,
+            // A country's or an AS's alert: the group's own numbers (the
+            // sensors and countries are the port's).
+            "packets": if a.group.is_empty() { reach.packets } else { sources.packets },
+            "sources": if a.group.is_empty() { reach.sources } else { sources.sources },
             "sensors": reach.sensors,
             "countries": reach.countries,
             "top_sources": sources.top,

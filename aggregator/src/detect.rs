@@ -124,6 +124,30 @@ pub enum Group {
 }
 
 impl Group {
+    /// From its label ([`Group::label`]); `None` when it is not one.
+    pub fn parse(label: &str) -> Option<Group> {
+        match label.split_once(':') {
+            None if label.is_empty() => Some(Group::All),
+            Some(("country", cc))
+                if cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase()) =>
+            {
+                let b = cc.as_bytes();
+                Some(Group::Country([b[0], b[1]]))
+            }
+            Some(("asn", n)) => n.parse().ok().map(Group::Asn),
+            _ => None,
+        }
+    }
+
+    /// True when `table` places `ip` in this group (always for `All`).
+    pub fn contains(self, table: &AsnTable, ip: Addr) -> bool {
+        match self {
+            Group::All => true,
+            Group::Country(cc) => table.lookup(ip).is_some_and(|i| i.country.as_bytes() == cc),
+            Group::Asn(n) => table.lookup(ip).is_some_and(|i| i.asn == n),
+        }
+    }
+
     /// As in [`Alert::group`]: empty, `country:CC` or `asn:N`.
     pub fn label(self) -> String {
         match self {

@@ -187,6 +187,48 @@ fn each_subscriber_gets_exactly_its_own_hosts() {
         assert_eq!(got, feeds, "{ip}");
         assert_eq!(v["feeds"][0]["packets"], want[feeds[0]][ip]);
     }
+    // An AS's alert shows that AS's sources only: of the spoofed sources on
+    // tcp/80 in their window, those below 100/8 (AS 64999), not the others
+    // there.
+    let alert = |group: &str| {
+        use darkscope_aggregator::store::{sqlite::SqliteStore, Alert, Store};
+        SqliteStore::open(&agg.db)
+            .unwrap()
+            .insert_alert(&Alert {
+                id: 0,
+                proto: darkscope_common::Proto::Tcp,
+                port: 80,
+                scope: "local".into(),
+                group: group.into(),
+                start: Timestamp::parse_rfc3339("2026-11-21T23:22:00Z").unwrap(),
+                severity: "high".into(),
+                baseline: 1.0,
+                observed: 2000,
+                state: "open".into(),
+                resolved_at: None,
+            })
+            .unwrap()
+    };
+    let by_as = agg.get(&format!("/api/v1/alerts/{}", alert("asn:64999")));
+    let e = &by_as["evidence"];
+    let spoofed = truth("spoofed")["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| {
+            let ip: std::net::Ipv4Addr = x["ip"].as_str().unwrap().parse().unwrap();
+            ip.octets()[0] < 100
+        })
+        .count() as u64;
+    assert!(spoofed > 100);
+    assert_eq!(e["sources"].as_u64().unwrap(), spoofed, "{e}");
+    assert_eq!(e["top_sources"].as_array().unwrap().len(), 10);
+    for x in e["top_sources"].as_array().unwrap() {
+        let ip: std::net::Ipv4Addr = x["ip"].as_str().unwrap().parse().unwrap();
+        assert!(ip.octets()[0] < 100, "{ip} is not in AS 64999");
+    }
+    let whole = agg.get(&format!("/api/v1/alerts/{}", alert("")));
+    assert!(whole["evidence"]["sources"].as_u64().unwrap() > spoofed);
     // Evidence: fingerprints, tags, AS, sensor countries.
     let c = hosts(&feed(&agg, &customer, "json").1);
     assert_eq!(

@@ -233,6 +233,7 @@ pub fn port_sources(
     top.sort_by(|x, y| y.1.packets.cmp(&x.1.packets).then(x.0.cmp(&y.0)));
     PortSources {
         sources: n,
+        packets: top.iter().map(|(_, a)| a.packets).sum(),
         top: top
             .into_iter()
             .take(limit)

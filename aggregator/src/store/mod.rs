@@ -483,6 +483,8 @@ pub struct FingerprintShare {
 pub struct PortSources {
     /// Distinct sources found.
     pub sources: u64,
+    /// Their packets to the port.
+    pub packets: u64,
     /// The busiest, most packets first.
     pub top: Vec<PortSource>,
     /// Fingerprint shares among them (every fingerprint, then `none`).
