@@ -166,10 +166,7 @@ fn console_pages_show_the_api_numbers_in_a_real_browser() {
 #[test]
 fn an_analyst_signs_in_and_clicks_through_the_console() {
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::new(dir.path());
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(&cfg, "query_auth = \"always\"\n").unwrap();
-    agg.config = Some(cfg);
+    let mut agg = Aggregator::with_config(dir.path(), "query_auth = \"always\"\n");
     agg.add_sensor(dir.path(), "s-demo");
     let analyst = agg.admin(&["analyst", "add", "--name", "alice"]);
     let isp = agg.admin(&[

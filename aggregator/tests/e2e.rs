@@ -424,10 +424,7 @@ fn bad_query_parameters_get_400_with_a_message() {
 #[test]
 fn queries_need_an_analyst_token_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::new(dir.path());
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(&cfg, "query_auth = \"always\"\n").unwrap();
-    agg.config = Some(cfg);
+    let mut agg = Aggregator::with_config(dir.path(), "query_auth = \"always\"\n");
     let sensor_token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
     let analyst = agg.admin(&["analyst", "add", "--name", "alice"]);
     agg.start();

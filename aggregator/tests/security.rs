@@ -382,10 +382,7 @@ fn request_heads_are_bounded_in_time_size_and_count() {
     use std::io::{Read, Write};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::new(dir.path());
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(&cfg, "[limits]\nheader_timeout_secs = 1\n").unwrap();
-    agg.config = Some(cfg);
+    let mut agg = Aggregator::with_config(dir.path(), "[limits]\nheader_timeout_secs = 1\n");
     agg.start();
     let addr = agg.url().trim_start_matches("http://").to_string();
     // What the server sends before it closes the connection.
@@ -439,14 +436,10 @@ fn slow_requests_time_out_and_the_in_flight_cap_turns_others_away() {
     use std::io::{Read, Write};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let mut agg = Aggregator::new(dir.path());
-    let cfg = dir.path().join("agg.toml");
-    std::fs::write(
-        &cfg,
+    let mut agg = Aggregator::with_config(
+        dir.path(),
         "[limits]\nmax_in_flight = 1\nrequest_timeout_secs = 2\n",
-    )
-    .unwrap();
-    agg.config = Some(cfg);
+    );
     let token = std::fs::read_to_string(agg.add_sensor(dir.path(), "s-1")).unwrap();
     agg.start();
     let addr = agg.url().trim_start_matches("http://").to_string();

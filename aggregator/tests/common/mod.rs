@@ -79,6 +79,15 @@ impl Aggregator {
         }
     }
 
+    /// An aggregator in `dir` that runs with a config file holding `toml`.
+    pub fn with_config(dir: &Path, toml: &str) -> Aggregator {
+        let mut agg = Aggregator::new(dir);
+        let cfg = dir.join("agg.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        agg.config = Some(cfg);
+        agg
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
