@@ -109,6 +109,12 @@ const bar = (x) => `<span class="bar"><span style="width:${(100 * Math.min(1, Ma
 
 const iso = (t) => new Date(t).toISOString().replace(/\.\d+Z$/, "Z");
 
+// A colour of the current (light or dark) theme.
+const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+// Axis text and grid in the theme's colours.
+const themedAxis = () => ({ stroke: cssVar("--muted"), grid: { stroke: cssVar("--line") }, ticks: { stroke: cssVar("--line") } });
+
 function chart(el, points, title, marks = [], height = 260) {
   const xs = points.map((p) => Date.parse(p.time) / 1000);
   // Alert starts as vertical red lines.
@@ -130,17 +136,14 @@ function chart(el, points, title, marks = [], height = 260) {
   const width = Math.max(320, el.clientWidth - 12);
   el.dataset.points = String(points.length);
   el.dataset.marks = String(marks.length);
-  // Axis text and grid follow the light or dark theme.
-  const css = getComputedStyle(document.documentElement);
-  const ink = css.getPropertyValue("--muted").trim(), line = css.getPropertyValue("--line").trim();
-  const axis = { stroke: ink, grid: { stroke: line }, ticks: { stroke: line } };
+  const axis = themedAxis();
   // Whole numbers of sources on the axis.
   const counts = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7];
   return new uPlot(
     {
       title, width, height,
       legend: { show: height >= 200 },
-      series: [{}, { label: "distinct sources", stroke: css.getPropertyValue("--accent").trim(), width: 2, scale: "src" },
+      series: [{}, { label: "distinct sources", stroke: cssVar("--accent"), width: 2, scale: "src" },
         { label: "packets", stroke: "#9ca3af", width: 1, scale: "pkt" }],
       axes: [{ ...axis }, { ...axis, scale: "src", label: "sources", incrs: counts },
         { ...axis, scale: "pkt", side: 1, label: "packets", grid: { show: false } }],
@@ -313,8 +316,7 @@ function portsChart(el, hours, ports) {
   el.dataset.series = String(ports.length);
   if (!xs.length) { el.innerHTML = `<p class="muted">no port data</p>`; return; }
   const palette = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d"];
-  const css = getComputedStyle(document.documentElement);
-  const axis = { stroke: css.getPropertyValue("--muted").trim(), grid: { stroke: css.getPropertyValue("--line").trim() } };
+  const axis = themedAxis();
   new uPlot({
     width: Math.max(320, el.clientWidth - 12), height: 220,
     // Half an hour either side, so a single hour still shows as a point in time.

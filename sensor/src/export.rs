@@ -17,6 +17,16 @@ pub enum SinkError {
         /// The I/O error.
         source: io::Error,
     },
+    /// At exit, summaries kept in memory still could not be spooled.
+    #[error("{count} summaries could not be written to the spool '{dir}': {source}")]
+    Unspooled {
+        /// How many were lost.
+        count: usize,
+        /// The spool directory.
+        dir: PathBuf,
+        /// The last I/O error.
+        source: io::Error,
+    },
     /// Serialisation failed (a bug: the wire types always serialise).
     #[error("cannot serialise summary: {0}")]
     Json(#[from] serde_json::Error),

@@ -234,16 +234,11 @@ impl Sink for SpoolSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        match self.drain() {
-            Ok(()) => Ok(()),
-            Err(source) => Err(SinkError::Io {
-                path: self.spool.dir.join(format!(
-                    "({} summaries could not be spooled)",
-                    self.backlog.len()
-                )),
-                source,
-            }),
-        }
+        self.drain().map_err(|source| SinkError::Unspooled {
+            count: self.backlog.len(),
+            dir: self.spool.dir.clone(),
+            source,
+        })
     }
 }
 

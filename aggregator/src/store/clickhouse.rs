@@ -369,18 +369,7 @@ struct PortRowCh {
 impl PortRowCh {
     /// This window's row as roll-up input.
     fn roll_row(self) -> RollRow {
-        RollRow {
-            hll: hll_of(&self.hll),
-            sensor: self.sensor,
-            country: self.country,
-            proto: self.proto as i64,
-            port: self.port as i64,
-            packets: self.packets as i64,
-            bytes: self.bytes as i64,
-            sources: self.sources as i64,
-            dsts: self.destinations as i64,
-            windows: 1,
-        }
+        RolledCh::from(self).roll_row()
     }
 }
 
@@ -401,7 +390,47 @@ struct RolledCh {
     windows: u64,
 }
 
+impl From<PortRowCh> for RolledCh {
+    /// A window's row read as a roll-up of one window.
+    fn from(p: PortRowCh) -> RolledCh {
+        RolledCh {
+            at: p.start,
+            sensor: p.sensor,
+            country: p.country,
+            proto: p.proto,
+            port: p.port,
+            packets: p.packets,
+            bytes: p.bytes,
+            sources: p.sources,
+            destinations: p.destinations,
+            hll: p.hll,
+            windows: 1,
+        }
+    }
+}
+
+/// The roll-up table and its time column for a granularity coarser than raw.
+fn rolled_table(g: Gran) -> (&'static str, &'static str) {
+    if g == Gran::Hour {
+        ("port_hours", "hour")
+    } else {
+        ("port_days", "day")
+    }
+}
+
 impl RolledCh {
+    fn reach_row(self) -> fold::ReachRowTuple {
+        let hll = hll_bytes(&self.hll);
+        (
+            self.sensor,
+            self.country,
+            self.packets as i64,
+            self.sources as i64,
+            hll,
+            self.windows as i64,
+        )
+    }
+
     fn tuple(self) -> PortRowTuple {
         let hll = hll_bytes(&self.hll);
         (
@@ -1094,21 +1123,6 @@ fn cred_subscriber(r: CredRow) -> SubscriberRecord {
     s
 }
 
-fn port_tuple(p: PortRowCh) -> PortRowTuple {
-    let hll = hll_bytes(&p.hll);
-    (
-        p.proto as i64,
-        p.port as i64,
-        p.packets as i64,
-        p.bytes as i64,
-        p.sources as i64,
-        p.destinations as i64,
-        hll,
-        p.sensor,
-        1,
-    )
-}
-
 fn ip_key(ip: &str) -> [u8; 16] {
     ip.parse::<std::net::IpAddr>()
         .map(|a| Addr::from(a).0.to_be_bytes())
@@ -1428,15 +1442,11 @@ impl Store for ClickHouseStore {
                             "start >= {a} AND start < {b} AND {cond}{sensor}"
                         ))?
                         .into_iter()
-                        .map(port_tuple),
+                        .map(|r| RolledCh::from(r).tuple()),
                     );
                 }
                 Gran::Hour | Gran::Day => {
-                    let (table, col) = if g == Gran::Hour {
-                        ("port_hours", "hour")
-                    } else {
-                        ("port_days", "day")
-                    };
+                    let (table, col) = rolled_table(g);
                     rows.extend(
                         self.rolled_rows(
                             table,
@@ -1494,11 +1504,7 @@ impl Store for ClickHouseStore {
                     add(r.start, r.packets, &r.hll);
                 }
             } else {
-                let (table, col) = if g == Gran::Hour {
-                    ("port_hours", "hour")
-                } else {
-                    ("port_days", "day")
-                };
+                let (table, col) = rolled_table(g);
                 for r in self.rolled_rows(
                     table,
                     &format!(
@@ -1566,24 +1572,10 @@ impl Store for ClickHouseStore {
                         scope_pred(scope)
                     ))?
                     .into_iter()
-                    .map(|r| {
-                        let h = hll_bytes(&r.hll);
-                        (
-                            r.sensor,
-                            r.country,
-                            r.packets as i64,
-                            r.sources as i64,
-                            h,
-                            1,
-                        )
-                    }),
+                    .map(|r| RolledCh::from(r).reach_row()),
                 );
             } else {
-                let (table, col) = if g == Gran::Hour {
-                    ("port_hours", "hour")
-                } else {
-                    ("port_days", "day")
-                };
+                let (table, col) = rolled_table(g);
                 // Roll-ups also hold pre-merged rows (`*`, `**CC`): per sensor only.
                 rows.extend(
                     self.rolled_rows(
@@ -1594,17 +1586,7 @@ impl Store for ClickHouseStore {
                         ),
                     )?
                     .into_iter()
-                    .map(|r| {
-                        let h = hll_bytes(&r.hll);
-                        (
-                            r.sensor,
-                            r.country,
-                            r.packets as i64,
-                            r.sources as i64,
-                            h,
-                            r.windows as i64,
-                        )
-                    }),
+                    .map(RolledCh::reach_row),
                 );
             }
         }
