@@ -68,21 +68,28 @@ struct Head {
     schema: Option<serde_json::Value>,
 }
 
-/// Parses and checks a summary.
+/// Parses and checks a summary. The body is parsed once; only when that
+/// fails is its `schema` field read on its own, so a summary of another
+/// version gets the version error rather than whatever field first differs.
 pub fn parse(bytes: &[u8]) -> Result<Summary, IngestError> {
-    let head: Head = serde_json::from_slice(bytes).map_err(|e| IngestError::Json(e.to_string()))?;
-    match head.schema.as_ref().and_then(|v| v.as_u64()) {
-        Some(v) if v == SCHEMA as u64 => {}
-        Some(v) => return Err(IngestError::Schema(v)),
-        None => {
-            return Err(IngestError::Json(
-                "missing or non-numeric field `schema`".into(),
-            ))
+    match serde_json::from_slice::<Summary>(bytes) {
+        Ok(s) if s.schema == SCHEMA => {
+            validate(&s)?;
+            Ok(s)
+        }
+        Ok(s) => Err(IngestError::Schema(s.schema as u64)),
+        Err(e) => {
+            let head: Head =
+                serde_json::from_slice(bytes).map_err(|_| IngestError::Json(e.to_string()))?;
+            match head.schema.as_ref().and_then(|v| v.as_u64()) {
+                Some(v) if v != SCHEMA as u64 => Err(IngestError::Schema(v)),
+                None => Err(IngestError::Json(
+                    "missing or non-numeric field `schema`".into(),
+                )),
+                Some(_) => Err(IngestError::Json(e.to_string())),
+            }
         }
     }
-    let s: Summary = serde_json::from_slice(bytes).map_err(|e| IngestError::Json(e.to_string()))?;
-    validate(&s)?;
-    Ok(s)
 }
 
 fn invalid(msg: impl Into<String>) -> IngestError {

@@ -376,6 +376,9 @@ impl SqliteStore {
             .map(|_| open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
         let ingest = open(path)?;
+        // The ingest writer appends; it needs the B-tree's inner pages, not
+        // a large cache (every commit walks the whole cache's hash table).
+        ingest.pragma_update(None, "cache_size", -16_384)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(256);
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
