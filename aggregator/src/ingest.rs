@@ -252,6 +252,14 @@ mod tests {
             parse(br#"{"schema": 2, "x": 1}"#),
             Err(IngestError::Schema(2))
         );
+        // A summary that parses in full but names another version.
+        let mut other: serde_json::Value = serde_json::from_slice(&valid()).unwrap();
+        other["schema"] = 7.into();
+        assert_eq!(
+            parse(&serde_json::to_vec(&other).unwrap()),
+            Err(IngestError::Schema(7))
+        );
+        assert!(parse(&valid()).is_ok());
         assert!(matches!(parse(br#"{"x": 1}"#), Err(IngestError::Json(_))));
         assert!(matches!(parse(b"not json"), Err(IngestError::Json(_))));
         assert!(matches!(
