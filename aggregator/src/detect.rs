@@ -17,6 +17,11 @@
 //!   when it reaches `new_port_sources` in one window.
 //! - An alert resolves after `resolve_after` windows back under
 //!   `resolve_ratio` times the baseline.
+//! - A lasting shift (a botnet that stays): an alert still open after
+//!   `accept_after` windows resolves, and the level it held becomes the
+//!   port's baseline (the per-hour levels move by the same factor), so the
+//!   port is watched for the next rise instead of staying one alert for
+//!   ever. Shorter accepts a campaign as normal sooner; 0 never does.
 //! - Slow rises: the fast baseline follows a rise spread over hours, so a
 //!   second, seasonal one keeps the port's usual level per hour of the day
 //!   (UTC) over the last `seasonal_days` days; `seasonal_windows`
@@ -65,6 +70,9 @@ pub struct DetectConfig {
     pub resolve_ratio: f64,
     /// Consecutive windows under it that resolve an alert.
     pub resolve_after: u32,
+    /// Windows after which an alert still open resolves and its level
+    /// becomes the baseline (0: stays open until the level falls).
+    pub accept_after: u32,
     /// Series watched: `local` (own sensors) or `global` (with federation
     /// peers' data). Global sees campaigns that start abroad, but a peer's
     /// sensors going silent or its pulls lagging look like gaps (coverage
@@ -208,6 +216,8 @@ impl Default for DetectConfig {
             new_port_sources: 50,
             resolve_ratio: 1.5,
             resolve_after: 5,
+            // A day of 1-minute windows.
+            accept_after: 1440,
             scope: crate::store::Scope::Local,
             // Chosen with darkscope-detect-eval (RESULTS.md): ramps to 3x
             // over 6 hours are found, background, floods and outages raise
@@ -237,6 +247,12 @@ pub enum Event {
     },
     /// The port is back to its baseline.
     Resolved,
+    /// The port stayed up for `accept_after` windows: the alert resolves
+    /// and that level is its new baseline.
+    Accepted {
+        /// The new baseline, in sources.
+        baseline: f64,
+    },
 }
 
 /// One port's detector state.
@@ -252,6 +268,9 @@ pub struct PortState {
     hours: Option<Box<[(f64, u32); 24]>>,
     /// Consecutive windows above the seasonal rule's bar.
     above: u32,
+    /// Windows since the open alert opened, and their mean of y.
+    open_for: u32,
+    open_mean: f64,
 }
 
 impl PortState {
@@ -292,6 +311,11 @@ impl PortState {
         let y = (sources as f64).ln_1p();
         let base = self.baseline();
         if self.open {
+            self.open_for = self.open_for.saturating_add(1);
+            self.open_mean += (y - self.open_mean) / self.open_for as f64;
+            if cfg.accept_after > 0 && self.open_for >= cfg.accept_after {
+                return Some(self.accept());
+            }
             // Back to normal means back near the usual level for this hour
             // when it is known (a daily trough is not the end of a rise).
             let usual = hour
@@ -301,9 +325,7 @@ impl PortState {
             if (sources as f64) <= usual.max(1.0) * cfg.resolve_ratio {
                 self.calm += 1;
                 if self.calm >= cfg.resolve_after {
-                    self.open = false;
-                    self.cusum = 0.0;
-                    self.calm = 0;
+                    self.close();
                     return Some(Event::Resolved);
                 }
             } else {
@@ -314,7 +336,7 @@ impl PortState {
         if self.n < cfg.warmup {
             let new_port = self.n == 0 || base < 1.0;
             if new_port && sources >= cfg.new_port_sources && self.n > 0 {
-                self.open = true;
+                self.open();
                 return Some(Event::Opened {
                     baseline: base,
                     observed: sources,
@@ -334,8 +356,7 @@ impl PortState {
         let big_enough =
             sources as f64 >= base * cfg.min_ratio && sources as f64 >= base + cfg.min_added;
         if self.cusum > cfg.h && big_enough {
-            self.open = true;
-            self.calm = 0;
+            self.open();
             return Some(Event::Opened {
                 baseline: base,
                 observed: sources,
@@ -373,8 +394,7 @@ impl PortState {
             self.above += 1;
             if self.above >= cfg.seasonal_windows {
                 self.above = 0;
-                self.open = true;
-                self.calm = 0;
+                self.open();
                 // Resolution measures against the fast baseline: let it
                 // start from the usual level, not from the ramp it followed.
                 self.mean = self.mean.min(level);
@@ -391,6 +411,38 @@ impl PortState {
         let a = (1.0 / (seen as f64 + 1.0)).max(1.0 / (60.0 * cfg.seasonal_days));
         hours[h] = (level + a * (y - level), seen.saturating_add(1));
         None
+    }
+
+    fn open(&mut self) {
+        self.open = true;
+        self.calm = 0;
+        self.open_for = 0;
+        self.open_mean = 0.0;
+    }
+
+    fn close(&mut self) {
+        self.open = false;
+        self.cusum = 0.0;
+        self.calm = 0;
+        self.above = 0;
+    }
+
+    /// Takes the open alert's mean level as the baseline; the per-hour
+    /// levels rise by the same factor (their daily shape is kept).
+    fn accept(&mut self) -> Event {
+        let shift = self.open_mean - self.mean;
+        self.mean = self.open_mean;
+        if let Some(hours) = self.hours.as_mut() {
+            for (level, seen) in hours.iter_mut() {
+                if *seen > 0 {
+                    *level = (*level + shift).max(0.0);
+                }
+            }
+        }
+        self.close();
+        Event::Accepted {
+            baseline: self.baseline(),
+        }
     }
 
     fn learn(&mut self, cfg: &DetectConfig, y: f64) {
@@ -580,6 +632,18 @@ impl Detector {
                             store.resolve_alert(id, w)?;
                         }
                     }
+                    Some(Event::Accepted { baseline }) => {
+                        if let Some(id) = alert.take() {
+                            store.resolve_alert(id, w)?;
+                            log::info!(
+                                "{}/{}{}: up for {} windows; alert {id} resolved, {baseline:.1} sources is its new baseline",
+                                key.0,
+                                key.1,
+                                if key.2 == Group::All { String::new() } else { format!(" from {}", key.2.label()) },
+                                self.cfg.accept_after
+                            );
+                        }
+                    }
                     None => {}
                 }
             }
@@ -691,6 +755,65 @@ mod tests {
             "found {} windows in",
             t - onset
         );
+    }
+
+    /// A rise that stays: one alert, resolved after `accept_after` windows
+    /// with the new level as baseline; a day more at that level raises
+    /// nothing (neither rule), a further 3x rise on top alerts again.
+    #[test]
+    fn a_lasting_shift_becomes_the_baseline_and_the_next_rise_alerts() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let day = 1440;
+        let cycle =
+            |t: usize| 40.0 + 20.0 * ((t % day) as f64 / day as f64 * std::f64::consts::TAU).sin();
+        let (shift, second) = (3 * day + 100, 6 * day);
+        let level = |t: usize| {
+            cycle(t)
+                * if t >= second {
+                    9.0
+                } else if t >= shift {
+                    3.0
+                } else {
+                    1.0
+                }
+        };
+        let s: Vec<u64> = (0..6 * day + 60)
+            .map(|t| noisy(&mut rng, level(t)))
+            .collect();
+        let cfg = DetectConfig::default();
+        let mut st = PortState::default();
+        let ev: Vec<(usize, Event)> = s
+            .iter()
+            .enumerate()
+            .filter_map(|(t, &x)| st.step_at(&cfg, x, Some(t % day / 60)).map(|e| (t, e)))
+            .collect();
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert!(
+            matches!(ev[0], (t, Event::Opened { .. }) if (shift..shift + 3).contains(&t)),
+            "{ev:?}"
+        );
+        let (t, Event::Accepted { baseline }) = ev[1] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(t - ev[0].0, cfg.accept_after as usize);
+        assert!((80.0..150.0).contains(&baseline), "new baseline {baseline}");
+        assert!(
+            matches!(ev[2], (t, Event::Opened { .. }) if (second..second + 3).contains(&t)),
+            "{ev:?}"
+        );
+        // Off, the first alert just stays open.
+        let never = DetectConfig {
+            accept_after: 0,
+            ..cfg
+        };
+        let mut st = PortState::default();
+        let n = s[..second]
+            .iter()
+            .enumerate()
+            .filter_map(|(t, &x)| st.step_at(&never, x, Some(t % day / 60)))
+            .count();
+        assert_eq!(n, 1);
+        assert!(st.is_open());
     }
 
     #[test]
