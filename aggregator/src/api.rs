@@ -607,11 +607,7 @@ async fn alert_detail(State(st): State<AppState>, Path(id): Path<String>) -> Api
     let store = st.store.clone();
     let table = st.feeds.table.clone();
     let found = blocking(move || {
-        let Some(a) = store
-            .alerts(Timestamp(0), None)?
-            .into_iter()
-            .find(|a| a.id == id)
-        else {
+        let Some(a) = store.alert(id)? else {
             return Ok(None);
         };
         let scope = Scope::parse(&a.scope).unwrap_or_default();

@@ -188,6 +188,15 @@ fn conformance(store: &dyn Store, source_rollups: bool) {
         store.alerts(Timestamp(T0), Some("open")).unwrap()[0].group,
         ""
     );
+    // By id: the stored alert as written, resolved state included.
+    let one = store.alert(id_as).unwrap().expect("alert by id");
+    assert_eq!(
+        (one.id, one.group.as_str(), one.state.as_str()),
+        (id_as, "asn:64999", "resolved")
+    );
+    assert_eq!(one.resolved_at, Some(Timestamp(T0 + 5 * MIN)));
+    assert_eq!((one.proto, one.port, one.observed), (Proto::Tcp, 23, 40));
+    assert!(store.alert(id_all.max(id_as) + 1000).unwrap().is_none());
 
     // Roll-ups: nothing before the hour (plus grace) is over; then the same
     // answers from the roll-up; a late window dirties its hour and is seen

@@ -1838,6 +1838,14 @@ impl Store for ClickHouseStore {
         Ok(v.into_iter().map(AlertRow::alert).collect())
     }
 
+    fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+        let v: Vec<AlertRow> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE id = {id}",
+            self.t("alerts")
+        ))?;
+        Ok(v.into_iter().next().map(AlertRow::alert))
+    }
+
     fn heartbeat(
         &self,
         role: &str,

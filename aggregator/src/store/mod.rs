@@ -750,6 +750,8 @@ pub trait Store: Send + Sync {
     fn resolve_alert(&self, id: i64, at: Timestamp) -> Result<(), StoreError>;
     /// Alerts that started at or after `since`, newest first, optionally only in `state`.
     fn alerts(&self, since: Timestamp, state: Option<&str>) -> Result<Vec<Alert>, StoreError>;
+    /// One alert by id.
+    fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError>;
     /// Deletes raw windows that started before `cutoff`; returns how many.
     /// Roll-ups older than `rollup_cutoff` go too.
     fn apply_retention(

@@ -337,6 +337,26 @@ fn feed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FeedRow> {
     })
 }
 
+const ALERT_COLUMNS: &str =
+    "id, proto, port, scope, start, severity, baseline, observed, state, resolved_at";
+
+fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
+    let (scope, group) = Alert::split_scope_key(&r.get::<_, String>(3)?);
+    Ok(Alert {
+        id: r.get(0)?,
+        proto: proto_of(r.get(1)?),
+        port: r.get::<_, i64>(2)? as u16,
+        scope,
+        group,
+        start: ts(r.get(4)?),
+        severity: r.get(5)?,
+        baseline: r.get(6)?,
+        observed: r.get::<_, i64>(7)? as u64,
+        state: r.get(8)?,
+        resolved_at: r.get::<_, Option<i64>>(9)?.map(ts),
+    })
+}
+
 fn analyst_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnalystRecord> {
     Ok(AnalystRecord {
         name: r.get(0)?,
@@ -1291,27 +1311,19 @@ impl Store for SqliteStore {
 
     fn alerts(&self, since: Timestamp, state: Option<&str>) -> Result<Vec<Alert>, StoreError> {
         let c = self.reader();
-        let mut st = c.prepare_cached(
-            "SELECT id, proto, port, scope, start, severity, baseline, observed, state, resolved_at
-             FROM alerts WHERE start >= ?1 AND (?2 IS NULL OR state = ?2) ORDER BY start DESC, id DESC",
-        )?;
-        let v = st.query_map(params![since.0 as i64, state], |r| {
-            let (scope, group) = Alert::split_scope_key(&r.get::<_, String>(3)?);
-            Ok(Alert {
-                id: r.get(0)?,
-                proto: proto_of(r.get(1)?),
-                port: r.get::<_, i64>(2)? as u16,
-                scope,
-                group,
-                start: ts(r.get(4)?),
-                severity: r.get(5)?,
-                baseline: r.get(6)?,
-                observed: r.get::<_, i64>(7)? as u64,
-                state: r.get(8)?,
-                resolved_at: r.get::<_, Option<i64>>(9)?.map(ts),
-            })
-        })?;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE start >= ?1 AND (?2 IS NULL OR state = ?2)
+             ORDER BY start DESC, id DESC"
+        ))?;
+        let v = st.query_map(params![since.0 as i64, state], alert_row)?;
         Ok(v.collect::<Result<_, _>>()?)
+    }
+
+    fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
+        let c = self.reader();
+        let mut st =
+            c.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = ?1"))?;
+        Ok(st.query_row([id], alert_row).optional()?)
     }
 
     fn insert_summary_with(
