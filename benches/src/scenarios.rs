@@ -2,8 +2,17 @@
 //! sees: per window (1 minute), per port, distinct sources merged across
 //! sensors, and how many sensors reported. Each scenario marks the port and
 //! windows of its surge (if any); everything else is background.
+//! [`evaluate`] feeds that to the detector's per-port state directly;
+//! [`evaluate_through_store`] turns it into per-sensor summaries first and
+//! runs them through a real store and the aggregator's detector loop.
 
-use darkscope_aggregator::detect::{Coverage, DetectConfig, Event, PortState};
+use darkscope_aggregator::detect::{Coverage, DetectConfig, Detector, Event, PortState};
+use darkscope_aggregator::ingest::validate;
+use darkscope_aggregator::store::sqlite::SqliteStore;
+use darkscope_aggregator::store::Store;
+use darkscope_common::hll::Hll;
+use darkscope_common::wire::*;
+use darkscope_common::{Addr, Proto, Timestamp};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -304,4 +313,158 @@ pub fn evaluate_dshield(s: &Scenario, theta: f64) -> Outcome {
         false_alarms,
         port_days: s.ports.len() as f64 * s.sensors.len() as f64 / DAY as f64,
     }
+}
+
+/// First port number of a scenario's ports as stored (TCP, `PORT_BASE + index`).
+pub const PORT_BASE: u16 = 10_000;
+
+/// The per-sensor summaries of window `t` of `s`, starting at `start_us`:
+/// each port's merged count becomes that many distinct source addresses,
+/// each seen by a random non-empty subset of the sensors reporting, so the
+/// store has to merge the sensors' sketches to recover the scenario's
+/// number. Port rows only (no source rows: their packets are untracked),
+/// every total consistent, as a sensor would send them.
+pub fn window_summaries(s: &Scenario, t: usize, start_us: u64, rng: &mut SmallRng) -> Vec<Summary> {
+    let reporting = s.sensors[t].clamp(1, 3) as usize;
+    let mut rows: Vec<Vec<PortRow>> = vec![Vec::new(); reporting];
+    for (p, series) in s.ports.iter().enumerate() {
+        let mut per: Vec<PortRow> = (0..reporting)
+            .map(|_| PortRow {
+                proto: Proto::Tcp,
+                port: PORT_BASE + p as u16,
+                packets: 0,
+                bytes: 0,
+                sources: 0,
+                destinations: 1,
+                sources_hll: Hll::new(),
+            })
+            .collect();
+        let base: u32 = rng.gen();
+        for i in 0..series[t] as u32 {
+            let a = Addr::v4(base.wrapping_add(i));
+            let mut seen = 0u8;
+            for (k, row) in per.iter_mut().enumerate() {
+                let last = k + 1 == reporting && seen == 0;
+                if last || rng.gen_bool(0.5) {
+                    seen += 1;
+                    row.packets += 1;
+                    row.bytes += 40;
+                    row.sources += 1;
+                    row.sources_hll.insert(a);
+                }
+            }
+        }
+        for (k, row) in per.into_iter().enumerate() {
+            if row.packets > 0 {
+                rows[k].push(row);
+            }
+        }
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(k, ports)| {
+            let packets: u64 = ports.iter().map(|p| p.packets).sum();
+            let mut all = Hll::new();
+            for p in &ports {
+                all.merge(&p.sources_hll);
+            }
+            Summary {
+                schema: SCHEMA,
+                sensor: SensorInfo {
+                    id: format!("sensor-{k}"),
+                    country: "JP".into(),
+                    darknet: vec![format!("198.18.{k}.0/24")],
+                    monitored_ipv4: 256,
+                },
+                window: Window {
+                    start: Timestamp(start_us),
+                    end: Timestamp(start_us + 60_000_000),
+                },
+                capture: CaptureHealth {
+                    received: packets,
+                    ..Default::default()
+                },
+                classes: ClassTotals {
+                    tcp_syn: packets,
+                    ..Default::default()
+                },
+                fingerprints: Default::default(),
+                totals: Totals {
+                    packets,
+                    bytes: 40 * packets,
+                    sources: all.estimate(),
+                    sources_hll: all,
+                },
+                truncation: Truncation {
+                    exact: false,
+                    source_cap: 0,
+                    packets_untracked: packets,
+                    ..Default::default()
+                },
+                ports,
+                sources: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `s` through the aggregator's real path: every window's per-sensor
+/// summaries validated as at ingest and stored in a SQLite store at `db`
+/// (one commit per window: the sensors' uploads are stored concurrently),
+/// and the aggregator's [`Detector`] ticking after each window as the
+/// server does, reading merged sketches and sensor counts from the store.
+/// Windows are placed in the past, day-aligned, so hours of the day match
+/// [`evaluate`]'s.
+pub fn evaluate_through_store(
+    s: &Scenario,
+    cfg: &DetectConfig,
+    db: &std::path::Path,
+    seed: u64,
+) -> Result<Outcome, String> {
+    let store = SqliteStore::open(db).map_err(|e| e.to_string())?;
+    let day_us = DAY as u64 * 60_000_000;
+    let n = s.sensors.len();
+    let now = Timestamp::now().0;
+    let t0 = (now / day_us).saturating_sub((n / DAY) as u64 + 2) * day_us;
+    let mut detector = Detector::new(*cfg);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut delay = None;
+    let mut false_alarms = 0;
+    for t in 0..n {
+        let start = t0 + t as u64 * 60_000_000;
+        let sums = window_summaries(s, t, start, &mut rng);
+        for x in &sums {
+            validate(x).map_err(|e| format!("window {t}: {e}"))?;
+        }
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = sums
+                .iter()
+                .map(|x| sc.spawn(|| store.insert_summary(x, "JP")))
+                .collect();
+            handles.into_iter().try_for_each(|h| match h.join() {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("insert thread panicked".to_string()),
+            })
+        })?;
+        // The server ticks once the window is over plus its grace.
+        let opened = detector
+            .tick(&store, Timestamp(start + 180_000_001))
+            .map_err(|e| e.to_string())?;
+        for a in opened {
+            let p = a.port.wrapping_sub(PORT_BASE) as usize;
+            let at = ((a.start.0 - t0) / 60_000_000) as usize;
+            match s.surge {
+                Some((sp, a0, b)) if sp == p && (a0..=b + 5).contains(&at) => {
+                    delay.get_or_insert(at - a0);
+                }
+                _ => false_alarms += 1,
+            }
+        }
+    }
+    Ok(Outcome {
+        delay,
+        false_alarms,
+        port_days: s.ports.len() as f64 * n as f64 / DAY as f64,
+    })
 }

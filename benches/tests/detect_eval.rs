@@ -73,3 +73,47 @@ fn ours_detects_earlier_than_dshield_at_no_false_alarms() {
         }
     }
 }
+
+/// The same scenarios through the aggregator's real path: per-sensor
+/// summaries (sources split over three sensors, each with its own sketch)
+/// stored in a SQLite file, the aggregator's detector loop reading merged
+/// sketches and sensor counts back. It must find what the detector finds on
+/// the scenario's own numbers, as early, and raise nothing where there is
+/// no surge: a sensor going offline included.
+#[test]
+fn scenarios_through_a_real_store_match_the_detector_on_their_numbers() {
+    use darkscope_benches::scenarios::evaluate_through_store;
+    let cfg = DetectConfig::default();
+    // tmpfs where there is one: the medium does not change what is stored,
+    // and thousands of commits on a disk would only slow the test.
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("darkscope-detect-store")
+        .tempdir_in(base)
+        .unwrap();
+    // A surge (found through merged sketches), a flood (packets are not
+    // sources) and an outage (sensor counts from the store gate windows).
+    let wanted = ["outbreak 3x", "single-source flood", "sensor offline"];
+    for (i, s) in all(4, 7)
+        .into_iter()
+        .filter(|s| wanted.iter().any(|w| s.name.starts_with(w)))
+        .enumerate()
+    {
+        let direct = evaluate(&s, &cfg);
+        let stored =
+            evaluate_through_store(&s, &cfg, &dir.path().join(format!("{i}.db")), 7).unwrap();
+        assert_eq!(stored.false_alarms, 0, "{}: {stored:?}", s.name);
+        match (direct.delay, stored.delay) {
+            (None, None) => assert!(s.surge.is_none(), "{}: missed both ways", s.name),
+            (Some(a), Some(b)) => {
+                assert!(b <= 5, "{}: {b} windows through the store", s.name);
+                assert!(a.abs_diff(b) <= 1, "{}: {a} direct vs {b} stored", s.name);
+            }
+            other => panic!("{}: direct vs stored {other:?}", s.name),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use darkscope_aggregator::detect::DetectConfig;
-use darkscope_benches::scenarios::{all, evaluate, evaluate_dshield};
+use darkscope_benches::scenarios::{all, evaluate, evaluate_dshield, evaluate_through_store};
 
 /// Evaluate the detector over labelled scenarios.
 #[derive(Parser, Debug)]
@@ -32,6 +32,12 @@ struct Cli {
     /// scenarios without a surge, and print both side by side.
     #[arg(long)]
     dshield: bool,
+    /// Run every scenario through the aggregator's real path instead:
+    /// per-sensor summaries stored in a SQLite file in this folder (one per
+    /// scenario, removed after), the aggregator's detector loop reading the
+    /// merged sketches back. Slower: put the folder on tmpfs (/dev/shm).
+    #[arg(long, value_name = "DIR")]
+    store: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -48,7 +54,21 @@ fn main() {
     let mut rows: Vec<(String, usize, usize, Vec<usize>, usize, f64)> = Vec::new();
     for run in 0..cli.runs {
         for (i, s) in all(cli.days, run * 1000 + 1).iter().enumerate() {
-            let o = evaluate(s, &cfg);
+            let o = match &cli.store {
+                None => evaluate(s, &cfg),
+                Some(dir) => {
+                    let db = dir.join(format!("detect-eval-{run}-{i}.db"));
+                    eprintln!("run {run}: {} through {}…", s.name, db.display());
+                    let o = evaluate_through_store(s, &cfg, &db, run).unwrap_or_else(|e| {
+                        eprintln!("error: {e}");
+                        std::process::exit(1)
+                    });
+                    for ext in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+                    }
+                    o
+                }
+            };
             if rows.len() <= i {
                 rows.push((s.name.clone(), 0, 0, Vec::new(), 0, 0.0));
             }
