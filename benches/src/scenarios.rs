@@ -363,47 +363,17 @@ pub fn window_summaries(s: &Scenario, t: usize, start_us: u64, rng: &mut SmallRn
     rows.into_iter()
         .enumerate()
         .map(|(k, ports)| {
-            let packets: u64 = ports.iter().map(|p| p.packets).sum();
             let mut all = Hll::new();
             for p in &ports {
                 all.merge(&p.sources_hll);
             }
-            Summary {
-                schema: SCHEMA,
-                sensor: SensorInfo {
-                    id: format!("sensor-{k}"),
-                    country: "JP".into(),
-                    darknet: vec![format!("198.18.{k}.0/24")],
-                    monitored_ipv4: 256,
-                },
-                window: Window {
-                    start: Timestamp(start_us),
-                    end: Timestamp(start_us + 60_000_000),
-                },
-                capture: CaptureHealth {
-                    received: packets,
-                    ..Default::default()
-                },
-                classes: ClassTotals {
-                    tcp_syn: packets,
-                    ..Default::default()
-                },
-                fingerprints: Default::default(),
-                totals: Totals {
-                    packets,
-                    bytes: 40 * packets,
-                    sources: all.estimate(),
-                    sources_hll: all,
-                },
-                truncation: Truncation {
-                    exact: false,
-                    source_cap: 0,
-                    packets_untracked: packets,
-                    ..Default::default()
-                },
-                ports,
-                sources: Vec::new(),
-            }
+            let sensor = SensorInfo {
+                id: format!("sensor-{k}"),
+                country: "JP".into(),
+                darknet: vec![format!("198.18.{k}.0/24")],
+                monitored_ipv4: 256,
+            };
+            crate::synth::syn_summary(sensor, start_us, ports, Vec::new(), all.estimate(), all)
         })
         .collect()
 }

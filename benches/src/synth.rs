@@ -56,14 +56,32 @@ pub fn summary(sensor: &str, start: u64, sources: usize, ports: usize, seed: u64
         })
         .collect();
     port_rows.retain(|p| p.packets > 0);
+    let info = SensorInfo {
+        id: sensor.to_string(),
+        country: "JP".into(),
+        darknet: vec!["198.19.0.0/16".into()],
+        monitored_ipv4: 65536,
+    };
+    syn_summary(info, start, port_rows, rows, sources as u64, all)
+}
+
+/// A one-minute summary from `start` (µs) of TCP SYN packets only, built
+/// from its port rows and source rows: totals and class counts follow from
+/// the port rows, packets of sources without a row are untracked, and
+/// `distinct`/`hll` are the window's distinct sources.
+pub fn syn_summary(
+    sensor: SensorInfo,
+    start: u64,
+    ports: Vec<PortRow>,
+    sources: Vec<SourceRow>,
+    distinct: u64,
+    hll: Hll,
+) -> Summary {
+    let packets: u64 = ports.iter().map(|p| p.packets).sum();
+    let untracked = packets - sources.iter().map(|r| r.packets).sum::<u64>().min(packets);
     Summary {
         schema: SCHEMA,
-        sensor: SensorInfo {
-            id: sensor.to_string(),
-            country: "JP".into(),
-            darknet: vec!["198.19.0.0/16".into()],
-            monitored_ipv4: 65536,
-        },
+        sensor,
         window: Window {
             start: Timestamp(start),
             end: Timestamp(start + 60_000_000),
@@ -80,15 +98,16 @@ pub fn summary(sensor: &str, start: u64, sources: usize, ports: usize, seed: u64
         totals: Totals {
             packets,
             bytes: 40 * packets,
-            sources: sources as u64,
-            sources_hll: all,
+            sources: distinct,
+            sources_hll: hll,
         },
         truncation: Truncation {
-            exact: true,
+            exact: untracked == 0,
             source_cap: 1_000_000,
+            packets_untracked: untracked,
             ..Default::default()
         },
-        ports: port_rows,
-        sources: rows,
+        ports,
+        sources,
     }
 }
