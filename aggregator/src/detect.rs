@@ -668,6 +668,13 @@ mod tests {
         (lambda + g * lambda.sqrt()).round().max(0.0) as u64
     }
 
+    const DAY: usize = 1440;
+
+    /// Mean sources at window `t`: 40 ± 20 over the day.
+    fn cycle(t: usize) -> f64 {
+        40.0 + 20.0 * ((t % DAY) as f64 / DAY as f64 * std::f64::consts::TAU).sin()
+    }
+
     fn run(series: &[u64]) -> Vec<(usize, Event)> {
         let cfg = DetectConfig::default();
         let mut st = PortState::default();
@@ -712,9 +719,7 @@ mod tests {
     #[test]
     fn a_slow_ramp_is_found_against_the_usual_level_of_its_hour() {
         let mut rng = SmallRng::seed_from_u64(4);
-        let day = 1440;
-        let cycle =
-            |t: usize| 40.0 + 20.0 * ((t % day) as f64 / day as f64 * std::f64::consts::TAU).sin();
+        let day = DAY;
         let onset = 3 * day + 600;
         let s: Vec<u64> = (0..4 * day)
             .map(|t| {
@@ -763,9 +768,7 @@ mod tests {
     #[test]
     fn a_lasting_shift_becomes_the_baseline_and_the_next_rise_alerts() {
         let mut rng = SmallRng::seed_from_u64(5);
-        let day = 1440;
-        let cycle =
-            |t: usize| 40.0 + 20.0 * ((t % day) as f64 / day as f64 * std::f64::consts::TAU).sin();
+        let day = DAY;
         let (shift, second) = (3 * day + 100, 6 * day);
         let level = |t: usize| {
             cycle(t)

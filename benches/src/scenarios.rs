@@ -12,7 +12,7 @@ use darkscope_aggregator::store::sqlite::SqliteStore;
 use darkscope_aggregator::store::Store;
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::*;
-use darkscope_common::{Addr, Proto, Timestamp};
+use darkscope_common::{Addr, Timestamp};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -329,15 +329,7 @@ pub fn window_summaries(s: &Scenario, t: usize, start_us: u64, rng: &mut SmallRn
     let mut rows: Vec<Vec<PortRow>> = vec![Vec::new(); reporting];
     for (p, series) in s.ports.iter().enumerate() {
         let mut per: Vec<PortRow> = (0..reporting)
-            .map(|_| PortRow {
-                proto: Proto::Tcp,
-                port: PORT_BASE + p as u16,
-                packets: 0,
-                bytes: 0,
-                sources: 0,
-                destinations: 1,
-                sources_hll: Hll::new(),
-            })
+            .map(|_| crate::synth::tcp_port(PORT_BASE + p as u16))
             .collect();
         let base: u32 = rng.gen();
         for i in 0..series[t] as u32 {

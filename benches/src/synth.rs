@@ -11,17 +11,7 @@ use rand::{Rng, SeedableRng};
 pub fn summary(sensor: &str, start: u64, sources: usize, ports: usize, seed: u64) -> Summary {
     let mut rng = SmallRng::seed_from_u64(seed);
     let ports = ports.max(1);
-    let mut port_rows: Vec<PortRow> = (0..ports)
-        .map(|i| PortRow {
-            proto: Proto::Tcp,
-            port: i as u16,
-            packets: 0,
-            bytes: 0,
-            sources: 0,
-            destinations: 1,
-            sources_hll: Hll::new(),
-        })
-        .collect();
+    let mut port_rows: Vec<PortRow> = (0..ports).map(|i| tcp_port(i as u16)).collect();
     let mut all = Hll::new();
     let mut packets = 0;
     let rows: Vec<SourceRow> = (0..sources)
@@ -63,6 +53,19 @@ pub fn summary(sensor: &str, start: u64, sources: usize, ports: usize, seed: u64
         monitored_ipv4: 65536,
     };
     syn_summary(info, start, port_rows, rows, sources as u64, all)
+}
+
+/// An empty TCP port row (one destination) for a builder to fill.
+pub fn tcp_port(port: u16) -> PortRow {
+    PortRow {
+        proto: Proto::Tcp,
+        port,
+        packets: 0,
+        bytes: 0,
+        sources: 0,
+        destinations: 1,
+        sources_hll: Hll::new(),
+    }
 }
 
 /// A one-minute summary from `start` (µs) of TCP SYN packets only, built
