@@ -59,6 +59,11 @@ pub struct UploadSection {
     pub timeout_secs: u64,
     /// At exit, how long to keep uploading what is spooled, seconds.
     pub drain_secs: u64,
+    /// Live capture: a fresh window waits a random 0 to this many seconds
+    /// before its upload, so sensors whose windows close on the same
+    /// minute do not all upload in one burst. 0 uploads at once; reading a
+    /// file never waits.
+    pub splay_secs: u64,
     /// PEM CA to trust for the aggregator's certificate (a private CA), on
     /// top of the public roots.
     pub ca_file: Option<PathBuf>,
@@ -77,6 +82,7 @@ impl Default for UploadSection {
             spool_mib: 1024,
             timeout_secs: 30,
             drain_secs: 30,
+            splay_secs: 5,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -99,6 +105,8 @@ pub struct UploadSettings {
     pub timeout: std::time::Duration,
     /// Drain time at exit.
     pub drain: std::time::Duration,
+    /// Longest random wait of a fresh window before its upload (live capture).
+    pub splay: std::time::Duration,
     /// Extra CA to trust (PEM).
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key (PEM), for mutual TLS.
@@ -339,6 +347,9 @@ impl Config {
                 if u.spool_mib == 0 || u.timeout_secs == 0 {
                     return Err(invalid("spool_mib and timeout_secs must be at least 1"));
                 }
+                if u.splay_secs > 3600 {
+                    return Err(invalid("splay_secs must be 0-3600"));
+                }
                 Some(UploadSettings {
                     urls,
                     token_file: tf.clone(),
@@ -346,6 +357,7 @@ impl Config {
                     cap_bytes: u.spool_mib << 20,
                     timeout: std::time::Duration::from_secs(u.timeout_secs),
                     drain: std::time::Duration::from_secs(u.drain_secs),
+                    splay: std::time::Duration::from_secs(u.splay_secs),
                     ca_file: u.ca_file.clone(),
                     client_identity: u.client_cert.clone().zip(u.client_key.clone()),
                 })

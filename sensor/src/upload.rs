@@ -257,6 +257,10 @@ pub struct UploadTarget {
     pub ca_pem: Option<Vec<u8>>,
     /// Client certificate chain and key (PEM, concatenated), for mutual TLS.
     pub identity_pem: Option<Vec<u8>>,
+    /// A summary that finds the spool empty waits a random share of this
+    /// before its first attempt: a fleet whose windows all close on the
+    /// minute spreads its uploads instead of queueing them at once.
+    pub splay: Duration,
 }
 
 impl UploadTarget {
@@ -400,11 +404,17 @@ fn upload_loop(
     let mut current = 0usize;
     let mut failed = 0usize;
     let n = t.urls.len().max(1);
+    // The spool was empty: what comes next is a fresh window (not a backlog).
+    let mut fresh = false;
     while !done.load(Relaxed) {
         let files = spool.pending();
         if files.is_empty() {
             seen = spool.wait_for_push(seen, Duration::from_secs(1));
+            fresh = true;
             continue;
+        }
+        if std::mem::take(&mut fresh) && !t.splay.is_zero() {
+            pause(t.splay.mul_f64(rand::thread_rng().gen::<f64>()), done);
         }
         let mut wait = None;
         for f in files {
@@ -455,12 +465,16 @@ fn upload_loop(
         }
         if let Some(w) = wait {
             // Full jitter, so that many sensors do not retry in step.
-            let w = w.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
-            let until = Instant::now() + w;
-            while Instant::now() < until && !done.load(Relaxed) {
-                std::thread::sleep(Duration::from_millis(50).min(w));
-            }
+            pause(w.mul_f64(rand::thread_rng().gen_range(0.5..1.5)), done);
         }
+    }
+}
+
+/// Sleeps for `d`, or less when `done` is set meanwhile.
+fn pause(d: Duration, done: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !done.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(50).min(d));
     }
 }
 
@@ -513,6 +527,103 @@ mod tests {
         assert_eq!(small.pending().len(), 1);
         assert_eq!(small.take_evicted(), 3);
         assert_eq!(small.take_evicted(), 0);
+    }
+
+    /// A loopback HTTP server that answers every request 201 and notes
+    /// when each arrived.
+    fn arrivals_server() -> (String, Arc<Mutex<Vec<Instant>>>) {
+        use std::io::{BufRead, BufReader, Read};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    loop {
+                        let mut len = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        let _ = r.read_exact(&mut body);
+                        log.lock().unwrap().push(Instant::now());
+                        let _ =
+                            conn.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+                    }
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    /// Twelve sensors whose windows close at the same moment: with a splay
+    /// their uploads spread over it (none later), without one they all go
+    /// at once.
+    #[test]
+    fn fresh_windows_wait_a_random_share_of_the_splay() {
+        let spread = |splay: Duration| {
+            let (url, seen) = arrivals_server();
+            let dirs: Vec<_> = (0..12).map(|_| tempfile::tempdir().unwrap()).collect();
+            let ups: Vec<(Arc<Spool>, Uploader)> = dirs
+                .iter()
+                .map(|d| {
+                    let sp = Arc::new(Spool::open(d.path(), 1 << 20).unwrap());
+                    let target = UploadTarget {
+                        urls: vec![url.clone()],
+                        token: "t".into(),
+                        timeout: Duration::from_secs(5),
+                        ca_pem: None,
+                        identity_pem: None,
+                        splay,
+                    };
+                    (sp.clone(), Uploader::start(sp, target).unwrap())
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            let t0 = Instant::now();
+            for (sp, _) in &ups {
+                sp.push(&summary(60_000_000)).unwrap();
+            }
+            for (_, u) in ups {
+                assert_eq!(u.finish(Duration::from_secs(10)), 0);
+            }
+            let at: Vec<f64> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|t| t.duration_since(t0).as_secs_f64())
+                .collect();
+            assert_eq!(at.len(), 12);
+            let (lo, hi) = at
+                .iter()
+                .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+            (lo, hi)
+        };
+        let (lo, hi) = spread(Duration::from_secs(2));
+        assert!(
+            hi - lo >= 0.5,
+            "uploads within {:.2} s of each other",
+            hi - lo
+        );
+        assert!(hi <= 3.0, "last upload {hi:.2} s after the window");
+        let (_, hi) = spread(Duration::ZERO);
+        assert!(hi < 1.0, "without a splay the last went {hi:.2} s after");
     }
 
     #[test]

@@ -49,6 +49,11 @@ struct Cli {
     /// Analysts querying in a loop.
     #[arg(long, default_value_t = 2)]
     analysts: usize,
+    /// Each sensor uploads a fixed random 0 to this many simulated seconds
+    /// after its window closes, as sensors do with their default
+    /// `splay_secs` (5); 0 sends every sensor's window at the same moment.
+    #[arg(long, default_value_t = 5.0)]
+    splay: f64,
     /// Aggregator process id, for its memory.
     #[arg(long)]
     pid: Option<u32>,
@@ -276,7 +281,17 @@ fn main() -> Result<()> {
         (anon, file)
     });
 
-    // The clock: one window per sensor per simulated minute.
+    // The clock: one window per sensor per simulated minute, each sensor
+    // at its own offset into the splay.
+    let scale = cli.minute_secs / 60.0;
+    let mut order: Vec<(f64, usize)> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        (0..sensors.len())
+            .map(|s| (rng.gen::<f64>() * cli.splay * scale, s))
+            .collect()
+    };
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
     let t0 = Instant::now();
     let mut minute_ends = Vec::new();
     for w in 0..cli.minutes {
@@ -284,7 +299,11 @@ fn main() -> Result<()> {
         if let Some(d) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
-        for s in 0..sensors.len() {
+        for &(offset, s) in &order {
+            let due = at + Duration::from_secs_f64(offset);
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
             tx.send((s, w)).context("uploaders gone")?;
         }
         minute_ends.push(at + Duration::from_secs_f64(cli.minute_secs));
@@ -326,10 +345,11 @@ fn main() -> Result<()> {
 
     let total = cli.minutes * sensors.len() as u64;
     println!(
-        "{} sensors × {} simulated minutes ({} s each), {} sources per summary, {} uploaders, {} analysts, {} subscribers",
+        "{} sensors × {} simulated minutes ({} s each, uploads splayed over {} simulated s), {} sources per summary, {} uploaders, {} analysts, {} subscribers",
         sensors.len(),
         cli.minutes,
         cli.minute_secs,
+        cli.splay,
         cli.sources,
         cli.uploaders,
         cli.analysts,

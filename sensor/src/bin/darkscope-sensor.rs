@@ -96,6 +96,11 @@ struct Cli {
     /// At exit, seconds to keep uploading what is spooled [default: 30].
     #[arg(long)]
     drain_secs: Option<u64>,
+    /// Live capture: each window waits a random 0 to this many seconds
+    /// before its upload, so sensors closing windows on the same minute do
+    /// not upload in one burst; 0 uploads at once [default: 5].
+    #[arg(long)]
+    splay_secs: Option<u64>,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -171,6 +176,7 @@ fn real_main() -> Result<i32> {
     }
     set!(cli.spool => cfg.upload.spool_dir);
     set!(cli.drain_secs => cfg.upload.drain_secs);
+    set!(cli.splay_secs => cfg.upload.splay_secs);
     let v = cfg.validate()?;
     let mut sinks: Vec<Box<dyn darkscope_sensor::export::Sink>> = Vec::new();
     let uploader = match &v.upload {
@@ -204,6 +210,12 @@ fn real_main() -> Result<i32> {
                 timeout: u.timeout,
                 ca_pem,
                 identity_pem,
+                // Reading a file is not on the clock: upload as fast as it goes.
+                splay: if matches!(v.source, darkscope_sensor::capture::SourceSpec::Live(_)) {
+                    u.splay
+                } else {
+                    std::time::Duration::ZERO
+                },
             };
             log::info!(
                 "uploading to {} (spool {})",
