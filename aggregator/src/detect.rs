@@ -506,6 +506,14 @@ pub struct Detector {
     pub window_us: u64,
 }
 
+/// A series for log lines: `tcp/23`, `tcp/23 from asn:64999`.
+fn series_name(&(proto, port, group): &(Proto, u16, Group)) -> String {
+    match group {
+        Group::All => format!("{proto}/{port}"),
+        g => format!("{proto}/{port} from {}", g.label()),
+    }
+}
+
 fn severity(ratio: f64, new_port: bool) -> &'static str {
     if new_port {
         "new-port"
@@ -619,10 +627,8 @@ impl Detector {
                         }
                         a.id = store.insert_alert(&a)?;
                         log::warn!(
-                            "surge on {}/{}{}: {observed} distinct sources vs baseline {baseline:.1} (window {w})",
-                            key.0,
-                            key.1,
-                            if a.group.is_empty() { String::new() } else { format!(" from {}", a.group) }
+                            "surge on {}: {observed} distinct sources vs baseline {baseline:.1} (window {w})",
+                            series_name(key)
                         );
                         *alert = Some(a.id);
                         opened.push(a);
@@ -636,10 +642,8 @@ impl Detector {
                         if let Some(id) = alert.take() {
                             store.resolve_alert(id, w)?;
                             log::info!(
-                                "{}/{}{}: up for {} windows; alert {id} resolved, {baseline:.1} sources is its new baseline",
-                                key.0,
-                                key.1,
-                                if key.2 == Group::All { String::new() } else { format!(" from {}", key.2.label()) },
+                                "{}: up for {} windows; alert {id} resolved, {baseline:.1} sources is its new baseline",
+                                series_name(key),
                                 self.cfg.accept_after
                             );
                         }
@@ -704,12 +708,7 @@ mod tests {
     fn daily_cycle_and_noise_raise_nothing() {
         let mut rng = SmallRng::seed_from_u64(2);
         // Three days of 1-minute windows, sources between 20 and 60 with the time of day.
-        let s: Vec<u64> = (0..3 * 1440)
-            .map(|t| {
-                let phase = (t % 1440) as f64 / 1440.0 * std::f64::consts::TAU;
-                noisy(&mut rng, 40.0 + 20.0 * phase.sin())
-            })
-            .collect();
+        let s: Vec<u64> = (0..3 * DAY).map(|t| noisy(&mut rng, cycle(t))).collect();
         assert_eq!(run(&s), vec![]);
     }
 
@@ -719,9 +718,8 @@ mod tests {
     #[test]
     fn a_slow_ramp_is_found_against_the_usual_level_of_its_hour() {
         let mut rng = SmallRng::seed_from_u64(4);
-        let day = DAY;
-        let onset = 3 * day + 600;
-        let s: Vec<u64> = (0..4 * day)
+        let onset = 3 * DAY + 600;
+        let s: Vec<u64> = (0..4 * DAY)
             .map(|t| {
                 let ramp = 1.0 + 2.0 * ((t.saturating_sub(onset)) as f64 / 360.0).min(1.0);
                 noisy(&mut rng, cycle(t) * if t >= onset { ramp } else { 1.0 })
@@ -734,7 +732,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .filter_map(|(t, &x)| {
-                    st.step_at(&cfg, x, with_hour.then_some(t % day / 60))
+                    st.step_at(&cfg, x, with_hour.then_some(t % DAY / 60))
                         .map(|e| (t, e))
                 })
                 .collect::<Vec<_>>()
@@ -768,8 +766,7 @@ mod tests {
     #[test]
     fn a_lasting_shift_becomes_the_baseline_and_the_next_rise_alerts() {
         let mut rng = SmallRng::seed_from_u64(5);
-        let day = DAY;
-        let (shift, second) = (3 * day + 100, 6 * day);
+        let (shift, second) = (3 * DAY + 100, 6 * DAY);
         let level = |t: usize| {
             cycle(t)
                 * if t >= second {
@@ -780,7 +777,7 @@ mod tests {
                     1.0
                 }
         };
-        let s: Vec<u64> = (0..6 * day + 60)
+        let s: Vec<u64> = (0..6 * DAY + 60)
             .map(|t| noisy(&mut rng, level(t)))
             .collect();
         let cfg = DetectConfig::default();
@@ -788,7 +785,7 @@ mod tests {
         let ev: Vec<(usize, Event)> = s
             .iter()
             .enumerate()
-            .filter_map(|(t, &x)| st.step_at(&cfg, x, Some(t % day / 60)).map(|e| (t, e)))
+            .filter_map(|(t, &x)| st.step_at(&cfg, x, Some(t % DAY / 60)).map(|e| (t, e)))
             .collect();
         assert_eq!(ev.len(), 3, "{ev:?}");
         assert!(
@@ -813,7 +810,7 @@ mod tests {
         let n = s[..second]
             .iter()
             .enumerate()
-            .filter_map(|(t, &x)| st.step_at(&never, x, Some(t % day / 60)))
+            .filter_map(|(t, &x)| st.step_at(&never, x, Some(t % DAY / 60)))
             .count();
         assert_eq!(n, 1);
         assert!(st.is_open());

@@ -51,6 +51,42 @@ pub struct Outcome {
     pub port_days: f64,
 }
 
+/// Alerts scored against a scenario's label as they come.
+struct Tally<'a> {
+    s: &'a Scenario,
+    delay: Option<usize>,
+    false_alarms: usize,
+}
+
+impl<'a> Tally<'a> {
+    fn new(s: &'a Scenario) -> Tally<'a> {
+        Tally {
+            s,
+            delay: None,
+            false_alarms: 0,
+        }
+    }
+
+    /// An alert on port index `p` in window `t`: the surge's (up to 5
+    /// windows after its end) or a false alarm.
+    fn alarm(&mut self, p: usize, t: usize) {
+        match self.s.surge {
+            Some((sp, a, b)) if sp == p && (a..=b + 5).contains(&t) => {
+                self.delay.get_or_insert(t - a);
+            }
+            _ => self.false_alarms += 1,
+        }
+    }
+
+    fn outcome(self) -> Outcome {
+        Outcome {
+            delay: self.delay,
+            false_alarms: self.false_alarms,
+            port_days: self.s.ports.len() as f64 * self.s.sensors.len() as f64 / DAY as f64,
+        }
+    }
+}
+
 fn poisson(rng: &mut SmallRng, lambda: f64) -> u64 {
     if lambda < 30.0 {
         // Knuth's method for small means.
@@ -240,28 +276,18 @@ pub fn all(days: usize, seed: u64) -> Vec<Scenario> {
 pub fn evaluate(s: &Scenario, cfg: &DetectConfig) -> Outcome {
     let mut cov = Coverage::default();
     let mut states = vec![PortState::default(); s.ports.len()];
-    let mut delay = None;
-    let mut false_alarms = 0;
+    let mut tally = Tally::new(s);
     for t in 0..s.sensors.len() {
         if !cov.complete(s.sensors[t]) {
             continue;
         }
         for (p, st) in states.iter_mut().enumerate() {
             if let Some(Event::Opened { .. }) = st.step_at(cfg, s.ports[p][t], Some(t % DAY / 60)) {
-                match s.surge {
-                    Some((sp, a, b)) if sp == p && (a..=b + 5).contains(&t) => {
-                        delay.get_or_insert(t - a);
-                    }
-                    _ => false_alarms += 1,
-                }
+                tally.alarm(p, t);
             }
         }
     }
-    Outcome {
-        delay,
-        false_alarms,
-        port_days: s.ports.len() as f64 * s.sensors.len() as f64 / DAY as f64,
-    }
+    tally.outcome()
 }
 
 /// DShield's port trend score, as the comparison baseline:
@@ -275,8 +301,7 @@ pub fn evaluate(s: &Scenario, cfg: &DetectConfig) -> Outcome {
 /// it falls back below.
 pub fn evaluate_dshield(s: &Scenario, theta: f64) -> Outcome {
     let n = s.sensors.len();
-    let mut delay = None;
-    let mut false_alarms = 0;
+    let mut tally = Tally::new(s);
     for (p, series) in s.ports.iter().enumerate() {
         let mut prefix = vec![0u64; n + 1];
         for t in 0..n {
@@ -297,22 +322,13 @@ pub fn evaluate_dshield(s: &Scenario, theta: f64) -> Outcome {
             };
             if score > theta && !above {
                 above = true;
-                match s.surge {
-                    Some((sp, a, b)) if sp == p && (a..=b + 5).contains(&t) => {
-                        delay.get_or_insert(t - a);
-                    }
-                    _ => false_alarms += 1,
-                }
+                tally.alarm(p, t);
             } else if score <= theta {
                 above = false;
             }
         }
     }
-    Outcome {
-        delay,
-        false_alarms,
-        port_days: s.ports.len() as f64 * s.sensors.len() as f64 / DAY as f64,
-    }
+    tally.outcome()
 }
 
 /// First port number of a scenario's ports as stored (TCP, `PORT_BASE + index`).
@@ -334,11 +350,11 @@ pub fn window_summaries(s: &Scenario, t: usize, start_us: u64, rng: &mut SmallRn
         let base: u32 = rng.gen();
         for i in 0..series[t] as u32 {
             let a = Addr::v4(base.wrapping_add(i));
-            let mut seen = 0u8;
+            let mut seen = false;
             for (k, row) in per.iter_mut().enumerate() {
-                let last = k + 1 == reporting && seen == 0;
-                if last || rng.gen_bool(0.5) {
-                    seen += 1;
+                // The last sensor sees it if no other did.
+                if (k + 1 == reporting && !seen) || rng.gen_bool(0.5) {
+                    seen = true;
                     row.packets += 1;
                     row.bytes += 40;
                     row.sources += 1;
@@ -390,8 +406,7 @@ pub fn evaluate_through_store(
     let t0 = (now / day_us).saturating_sub((n / DAY) as u64 + 2) * day_us;
     let mut detector = Detector::new(*cfg);
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut delay = None;
-    let mut false_alarms = 0;
+    let mut tally = Tally::new(s);
     for t in 0..n {
         let start = t0 + t as u64 * 60_000_000;
         let sums = window_summaries(s, t, start, &mut rng);
@@ -415,18 +430,8 @@ pub fn evaluate_through_store(
             .map_err(|e| e.to_string())?;
         for a in opened {
             let p = a.port.wrapping_sub(PORT_BASE) as usize;
-            let at = ((a.start.0 - t0) / 60_000_000) as usize;
-            match s.surge {
-                Some((sp, a0, b)) if sp == p && (a0..=b + 5).contains(&at) => {
-                    delay.get_or_insert(at - a0);
-                }
-                _ => false_alarms += 1,
-            }
+            tally.alarm(p, ((a.start.0 - t0) / 60_000_000) as usize);
         }
     }
-    Ok(Outcome {
-        delay,
-        false_alarms,
-        port_days: s.ports.len() as f64 * n as f64 / DAY as f64,
-    })
+    Ok(tally.outcome())
 }

@@ -846,6 +846,15 @@ impl Conn {
 }
 
 impl ClickHouseStore {
+    /// Alerts matching `cond` (an SQL condition, optionally with ORDER BY).
+    fn alert_rows(&self, cond: &str) -> Result<Vec<Alert>, StoreError> {
+        let v: Vec<AlertRow> = self.rows(&format!(
+            "SELECT * FROM {} FINAL WHERE {cond}",
+            self.t("alerts")
+        ))?;
+        Ok(v.into_iter().map(AlertRow::alert).collect())
+    }
+
     /// A new, unrevoked credential row.
     fn new_cred(&self, id: &str, country: &str, prefixes: &str, token_hash: &[u8]) -> CredRow {
         CredRow {
@@ -1830,20 +1839,14 @@ impl Store for ClickHouseStore {
         let st = state
             .map(|s| format!(" AND state = {}", lit(s)))
             .unwrap_or_default();
-        let v: Vec<AlertRow> = self.rows(&format!(
-            "SELECT * FROM {} FINAL WHERE start >= {}{st} ORDER BY start DESC, id DESC",
-            self.t("alerts"),
+        self.alert_rows(&format!(
+            "start >= {}{st} ORDER BY start DESC, id DESC",
             since.0
-        ))?;
-        Ok(v.into_iter().map(AlertRow::alert).collect())
+        ))
     }
 
     fn alert(&self, id: i64) -> Result<Option<Alert>, StoreError> {
-        let v: Vec<AlertRow> = self.rows(&format!(
-            "SELECT * FROM {} FINAL WHERE id = {id}",
-            self.t("alerts")
-        ))?;
-        Ok(v.into_iter().next().map(AlertRow::alert))
+        Ok(self.alert_rows(&format!("id = {id}"))?.into_iter().next())
     }
 
     fn heartbeat(
