@@ -257,13 +257,16 @@ async fn ingest_inner(st: AppState, headers: HeaderMap, body: Body) -> ApiResult
             format!("body larger than {limit} bytes"),
         )
     })?;
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let text = |h| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (encoding, content_type) = (text(header::CONTENT_ENCODING), text(header::CONTENT_TYPE));
     let summary = blocking(move || {
         let bytes = ingest::decode_body(encoding.as_deref(), &raw, limit)?;
-        Ok(ingest::parse(&bytes)?)
+        Ok(ingest::parse_as(content_type.as_deref(), &bytes)?)
     })
     .await?;
     if let Some(sent) = headers

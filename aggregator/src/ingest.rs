@@ -3,7 +3,7 @@
 //! decompression bomb costs at most `limit` bytes), then schema and
 //! consistency checks. Nothing here touches storage.
 
-use darkscope_common::wire::{Summary, SCHEMA};
+use darkscope_common::wire::{BinaryError, Summary, BINARY_MEDIA_TYPE, SCHEMA};
 use darkscope_common::Timestamp;
 use std::io::Read;
 
@@ -16,7 +16,7 @@ pub enum IngestError {
     /// Unknown or corrupt content encoding (400/415).
     #[error("{0}")]
     Encoding(String),
-    /// Not JSON, or not a summary (400).
+    /// Not JSON (or not the binary form), or not a summary (400).
     #[error("not a valid summary: {0}")]
     Json(String),
     /// A schema version this aggregator does not read (400).
@@ -89,6 +89,33 @@ pub fn parse(bytes: &[u8]) -> Result<Summary, IngestError> {
                 Some(_) => Err(IngestError::Json(e.to_string())),
             }
         }
+    }
+}
+
+/// Parses and checks a summary in its binary form ([`BINARY_MEDIA_TYPE`]).
+pub fn parse_binary(bytes: &[u8]) -> Result<Summary, IngestError> {
+    let s = Summary::from_binary(bytes).map_err(|e| match e {
+        BinaryError::Schema(v) => IngestError::Schema(v),
+        BinaryError::Format(m) => IngestError::Json(format!("binary form: {m}")),
+    })?;
+    validate(&s)?;
+    Ok(s)
+}
+
+/// True when a `Content-Type` names the binary form (parameters ignored);
+/// anything else is read as JSON.
+pub fn is_binary(content_type: Option<&str>) -> bool {
+    content_type
+        .and_then(|t| t.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(BINARY_MEDIA_TYPE))
+}
+
+/// Parses a body by its content type: the binary form or JSON.
+pub fn parse_as(content_type: Option<&str>, bytes: &[u8]) -> Result<Summary, IngestError> {
+    if is_binary(content_type) {
+        parse_binary(bytes)
+    } else {
+        parse(bytes)
     }
 }
 
@@ -244,6 +271,37 @@ mod tests {
             let _ = decode_body(Some("zstd"), &b, 1 << 16);
             let _ = decode_body(Some("gzip"), &b, 1 << 16);
         }
+    }
+
+    #[test]
+    fn the_binary_form_is_read_by_content_type_and_validated() {
+        let s = parse(&valid()).unwrap();
+        let b = s.to_binary().unwrap();
+        for ct in [
+            BINARY_MEDIA_TYPE,
+            "Application/Vnd.Darkscope.Summary+Postcard; charset=binary",
+        ] {
+            assert_eq!(parse_as(Some(ct), &b).unwrap(), s);
+        }
+        // Binary sent as JSON (or JSON as binary) is refused, not misread.
+        assert!(matches!(parse_as(None, &b), Err(IngestError::Json(_))));
+        assert!(matches!(
+            parse_as(Some(BINARY_MEDIA_TYPE), &valid()),
+            Err(IngestError::Json(_) | IngestError::Schema(_))
+        ));
+        // The same consistency checks as JSON.
+        let mut bad = s.clone();
+        bad.totals.packets += 1;
+        assert!(matches!(
+            parse_binary(&bad.to_binary().unwrap()),
+            Err(IngestError::Invalid(_))
+        ));
+        let mut other = s;
+        other.schema = 9;
+        assert_eq!(
+            parse_binary(&other.to_binary().unwrap()),
+            Err(IngestError::Schema(9))
+        );
     }
 
     #[test]

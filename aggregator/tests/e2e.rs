@@ -230,6 +230,21 @@ fn aggregator_outage_then_everything_arrives() {
     assert_eq!(stored_packets_and_windows(&agg), (30_346, produced));
 }
 
+/// Posts a summary in its binary form (zstd), as sensors do by default.
+fn post_binary(agg: &Aggregator, token: &str, body: Vec<u8>) -> (u16, String) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/summaries", agg.url()))
+        .bearer_auth(token)
+        .header("Content-Type", darkscope_common::wire::BINARY_MEDIA_TYPE)
+        .header("Content-Encoding", "zstd")
+        .body(zstd::encode_all(&body[..], 3).unwrap())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let v: Value = r.json().unwrap();
+    (status, v["error"].as_str().unwrap_or("").to_string())
+}
+
 fn post(agg: &Aggregator, token: &str, encoding: Option<&str>, body: Vec<u8>) -> (u16, String) {
     let client = reqwest::blocking::Client::new();
     let mut rq = client
@@ -362,6 +377,36 @@ fn bad_input_gets_clear_4xx_and_changes_nothing() {
         assert_eq!(s, status, "{name}: {e}");
         assert!(e.contains(msg), "{name}: '{e}' lacks '{msg}'");
     }
+    // The binary form: the same summary is the same window (a retry);
+    // garbage, another schema and inconsistent numbers get the same 400s.
+    let sum: darkscope_common::Summary = serde_json::from_slice(&good).unwrap();
+    let binary = |s: &darkscope_common::Summary| s.to_binary().unwrap();
+    assert_eq!(
+        post_binary(&agg, tok_a, binary(&sum)).0,
+        200,
+        "binary retry"
+    );
+    let mut other = sum.clone();
+    other.schema = 7;
+    let mut off = sum.clone();
+    off.totals.packets = 5;
+    for (name, body, msg) in [
+        (
+            "binary garbage",
+            vec![1, 0xff, 0xff],
+            "not a valid summary: binary form",
+        ),
+        (
+            "binary schema",
+            binary(&other),
+            "unsupported schema version 7",
+        ),
+        ("binary inconsistent", binary(&off), "do not add up"),
+    ] {
+        let (s, e) = post_binary(&agg, tok_a, body);
+        assert_eq!(s, 400, "{name}: {e}");
+        assert!(e.contains(msg), "{name}: '{e}' lacks '{msg}'");
+    }
     // Credentials: unknown token, another sensor's token, a revoked token.
     let (s, e) = post(&agg, "dst_not-a-token", None, good.clone());
     assert_eq!((s, e.as_str()), (401, "unknown token"));
@@ -385,7 +430,7 @@ fn bad_input_gets_clear_4xx_and_changes_nothing() {
         .text()
         .unwrap();
     assert!(
-        m.contains("darkscope_aggregator_summaries_rejected_total 8"),
+        m.contains("darkscope_aggregator_summaries_rejected_total 11"),
         "{m}"
     );
 }

@@ -111,7 +111,7 @@ fn a_misbehaving_aggregator_costs_time_not_data() {
                 .map(|r| {
                     r.flatten()
                         .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n.ends_with(".json.zst"))
+                        .filter(|n| n.ends_with(".zst"))
                         .collect()
                 })
                 .unwrap_or_default()

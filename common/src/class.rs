@@ -200,23 +200,64 @@ impl ClassSet {
     }
 }
 
+/// Sets are lists of names in JSON and one byte of bits in the binary form;
+/// reading a list folds it into bits without allocating.
 macro_rules! bitset_serde {
-    ($set:ty, $item:ty, $bit:expr) => {
+    ($set:ident, $item:ty, $bit:expr, $all:expr) => {
         impl Serialize for $set {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.iter())
+                if s.is_human_readable() {
+                    s.collect_seq(self.iter())
+                } else {
+                    s.serialize_u8(self.0)
+                }
             }
         }
         impl<'de> Deserialize<'de> for $set {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let items = Vec::<$item>::deserialize(d)?;
-                Ok(Self(items.into_iter().fold(0u8, |acc, x| acc | $bit(x))))
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $set;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a list of names")
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<$set, A::Error> {
+                        let mut bits = 0u8;
+                        while let Some(x) = seq.next_element::<$item>()? {
+                            bits |= $bit(x);
+                        }
+                        Ok($set(bits))
+                    }
+                }
+                if d.is_human_readable() {
+                    d.deserialize_seq(V)
+                } else {
+                    let bits = u8::deserialize(d)?;
+                    let known = $all.iter().fold(0u8, |acc, &x| acc | $bit(x));
+                    if bits & !known != 0 {
+                        return Err(serde::de::Error::custom("unknown bits in a set"));
+                    }
+                    Ok($set(bits))
+                }
             }
         }
     };
 }
-bitset_serde!(FingerprintSet, Fingerprint, |f: Fingerprint| f.bit());
-bitset_serde!(ClassSet, PacketClass, |c: PacketClass| 1u8 << c as u8);
+bitset_serde!(
+    FingerprintSet,
+    Fingerprint,
+    |f: Fingerprint| f.bit(),
+    Fingerprint::ALL
+);
+bitset_serde!(
+    ClassSet,
+    PacketClass,
+    |c: PacketClass| 1u8 << c as u8,
+    PacketClass::ALL
+);
 
 #[cfg(test)]
 mod tests {

@@ -375,16 +375,35 @@ fn tau(mut x: f64) -> f64 {
     }
 }
 
+/// Base64 text in JSON; the same bytes, raw, in the binary form.
 impl Serialize for Hll {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_wire())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_wire())
+        } else {
+            s.serialize_bytes(&self.to_bytes())
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Hll {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Hll::from_wire(&s).map_err(serde::de::Error::custom)
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Hll;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("sketch bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Hll, E> {
+                Hll::from_bytes(b).map_err(E::custom)
+            }
+        }
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            Hll::from_wire(&s).map_err(serde::de::Error::custom)
+        } else {
+            d.deserialize_bytes(Bytes)
+        }
     }
 }
 

@@ -91,8 +91,12 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// RFC 3339 text in JSON; microseconds as an integer in the binary form.
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !s.is_human_readable() {
+            return s.serialize_u64(self.0);
+        }
         let mut buf = [0u8; 27];
         let n = self.format_into(&mut buf);
         s.serialize_str(std::str::from_utf8(&buf[..n]).map_err(serde::ser::Error::custom)?)
@@ -101,6 +105,9 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return u64::deserialize(d).map(Timestamp);
+        }
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Timestamp::parse_rfc3339(&s).map_err(serde::de::Error::custom)
     }

@@ -284,20 +284,31 @@ impl Serialize for TopPorts {
 
 impl<'de> Deserialize<'de> for TopPorts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Vec::<PortCount>::deserialize(d)?;
-        if v.len() > Self::CAP {
-            return Err(serde::de::Error::custom("top_ports lists at most 5 ports"));
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopPorts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of at most 5 ports")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TopPorts, A::Error> {
+                let mut t = TopPorts::default();
+                while let Some(p) = seq.next_element::<PortCount>()? {
+                    if !t.push(p) {
+                        return Err(serde::de::Error::custom("top_ports lists at most 5 ports"));
+                    }
+                }
+                Ok(t)
+            }
         }
-        let mut t = TopPorts::default();
-        for p in v {
-            t.push(p);
-        }
-        Ok(t)
+        d.deserialize_seq(V)
     }
 }
 
 /// What one source did in the window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct SourceRow {
     /// Source address.
     pub ip: IpAddr,
@@ -313,13 +324,83 @@ pub struct SourceRow {
     pub top_ports: TopPorts,
     /// Classes of its packets.
     pub classes: ClassSet,
-    /// Fingerprints it carries (every IPv4 TCP packet matched); omitted when none.
-    #[serde(default, skip_serializing_if = "FingerprintSet::is_empty")]
+    /// Fingerprints it carries (every IPv4 TCP packet matched); omitted
+    /// from JSON when none.
+    #[serde(default)]
     pub fingerprints: FingerprintSet,
     /// First packet time.
     pub first_seen: Timestamp,
     /// Last packet time.
     pub last_seen: Timestamp,
+}
+
+/// Field by field; JSON leaves out an empty fingerprint list, the binary
+/// form (fields by position) always has it.
+impl Serialize for SourceRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let fingerprints = !s.is_human_readable() || !self.fingerprints.is_empty();
+        let mut st = s.serialize_struct("SourceRow", 9 + usize::from(fingerprints))?;
+        st.serialize_field("ip", &self.ip)?;
+        st.serialize_field("packets", &self.packets)?;
+        st.serialize_field("bytes", &self.bytes)?;
+        st.serialize_field("ports", &self.ports)?;
+        st.serialize_field("destinations", &self.destinations)?;
+        st.serialize_field("top_ports", &self.top_ports)?;
+        st.serialize_field("classes", &self.classes)?;
+        if fingerprints {
+            st.serialize_field("fingerprints", &self.fingerprints)?;
+        } else {
+            st.skip_field("fingerprints")?;
+        }
+        st.serialize_field("first_seen", &self.first_seen)?;
+        st.serialize_field("last_seen", &self.last_seen)?;
+        st.end()
+    }
+}
+
+/// Media type of a summary's binary form: the same fields as the JSON
+/// document, in declaration order, in postcard's format (varint integers,
+/// raw sketch bytes, microsecond timestamps, class sets as bit bytes).
+/// Sensors upload this by default; JSON stays accepted everywhere.
+pub const BINARY_MEDIA_TYPE: &str = "application/vnd.darkscope.summary+postcard";
+
+/// Why a binary summary could not be read or written.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BinaryError {
+    /// Another schema version (the first field).
+    #[error("schema version {0}")]
+    Schema(u64),
+    /// Not a well-formed summary of this schema.
+    #[error("{0}")]
+    Format(String),
+}
+
+impl Summary {
+    /// The binary form ([`BINARY_MEDIA_TYPE`]).
+    pub fn to_binary(&self) -> Result<Vec<u8>, BinaryError> {
+        postcard::to_stdvec(self).map_err(|e| BinaryError::Format(e.to_string()))
+    }
+
+    /// Reads the binary form: the schema version first (so another version
+    /// gets that error, not whatever field differs), then the whole
+    /// summary, with nothing left over.
+    pub fn from_binary(b: &[u8]) -> Result<Summary, BinaryError> {
+        let (schema, _) = postcard::take_from_bytes::<u64>(b)
+            .map_err(|e| BinaryError::Format(format!("no schema version: {e}")))?;
+        if schema != SCHEMA as u64 {
+            return Err(BinaryError::Schema(schema));
+        }
+        let (s, rest) = postcard::take_from_bytes::<Summary>(b)
+            .map_err(|e| BinaryError::Format(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(BinaryError::Format(format!(
+                "{} bytes after the summary",
+                rest.len()
+            )));
+        }
+        Ok(s)
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +415,144 @@ mod tests {
         let j = serde_json::to_value(ClassTotals::from_array(a)).unwrap();
         for c in PacketClass::ALL {
             assert_eq!(j[c.as_str()], a[c.index()], "{}", c.as_str());
+        }
+    }
+
+    /// A summary using every kind of field: IPv4 and IPv6 sources, one with
+    /// fingerprints and one without, sparse and dense sketches, malformed
+    /// reasons, heavy hitters, microsecond times.
+    fn rich() -> Summary {
+        use crate::class::{Fingerprint, FingerprintSet};
+        use crate::Addr;
+        let mut small = Hll::new();
+        small.insert(Addr::v4(7));
+        let mut big = Hll::new();
+        for i in 0..50_000 {
+            big.insert(Addr::v4(i));
+        }
+        let mut top = TopPorts::default();
+        top.push(PortCount {
+            proto: Proto::Tcp,
+            port: 23,
+            packets: 5,
+        });
+        let row = |ip: &str, fp: u8| SourceRow {
+            ip: ip.parse().unwrap(),
+            packets: 5,
+            bytes: 200,
+            ports: 1,
+            destinations: 3,
+            top_ports: top,
+            classes: ClassSet(1),
+            fingerprints: FingerprintSet(fp),
+            first_seen: Timestamp(1_763_683_200_000_001),
+            last_seen: Timestamp(1_763_683_259_999_999),
+        };
+        Summary {
+            schema: SCHEMA,
+            sensor: SensorInfo {
+                id: "jp-1".into(),
+                country: "JP".into(),
+                darknet: vec!["198.19.0.0/16".into(), "2001:db8::/32".into()],
+                monitored_ipv4: 65_536,
+            },
+            window: Window {
+                start: Timestamp(1_763_683_200_000_000),
+                end: Timestamp(1_763_683_260_000_000),
+            },
+            capture: CaptureHealth {
+                received: 12,
+                malformed: [("truncated_ipv4".to_string(), 2)].into(),
+                excluded: 1,
+                ..Default::default()
+            },
+            classes: ClassTotals::from_array([10, 0, 0, 0, 0, 0, 0]),
+            fingerprints: FingerprintCounts {
+                mirai: 1,
+                ..Default::default()
+            },
+            totals: Totals {
+                packets: 10,
+                bytes: 400,
+                sources: 2,
+                sources_hll: big,
+            },
+            truncation: Truncation {
+                heavy: vec![HeavySource {
+                    ip: "192.0.2.9".parse().unwrap(),
+                    packets: 9,
+                    error: 1,
+                }],
+                ..Default::default()
+            },
+            ports: vec![PortRow {
+                proto: Proto::Tcp,
+                port: 23,
+                packets: 10,
+                bytes: 400,
+                sources: 2,
+                destinations: 3,
+                sources_hll: small,
+            }],
+            sources: vec![
+                row("192.0.2.1", Fingerprint::Mirai.bit()),
+                row("2001:db8::5", 0),
+            ],
+        }
+    }
+
+    #[test]
+    fn binary_form_round_trips_and_is_small() {
+        let s = rich();
+        let b = s.to_binary().unwrap();
+        assert_eq!(Summary::from_binary(&b).unwrap(), s);
+        let json = serde_json::to_vec(&s).unwrap();
+        assert!(
+            b.len() < json.len() * 3 / 4,
+            "{} vs {}",
+            b.len(),
+            json.len()
+        );
+        // JSON is unchanged by the binary form: no empty fingerprint list,
+        // times as RFC 3339, sets as names, sketches as base64.
+        let j: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            j["sources"][0]["fingerprints"],
+            serde_json::json!(["mirai"])
+        );
+        assert!(j["sources"][1].get("fingerprints").is_none());
+        assert_eq!(j["sources"][0]["classes"], serde_json::json!(["tcp_syn"]));
+        assert_eq!(j["window"]["start"], "2025-11-21T00:00:00Z");
+        assert!(j["ports"][0]["sources_hll"].is_string());
+        assert_eq!(serde_json::from_slice::<Summary>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn bad_binary_gets_an_error_never_a_panic() {
+        let s = rich();
+        let b = s.to_binary().unwrap();
+        for cut in 0..b.len() {
+            assert!(Summary::from_binary(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(matches!(
+            Summary::from_binary(&longer),
+            Err(BinaryError::Format(_))
+        ));
+        let mut other = s.clone();
+        other.schema = 2;
+        assert_eq!(
+            Summary::from_binary(&other.to_binary().unwrap()),
+            Err(BinaryError::Schema(2))
+        );
+        // Every single-byte corruption: an error or some summary, no panic.
+        for i in 0..b.len() {
+            for v in [0u8, 0x7f, 0x80, 0xff] {
+                let mut c = b.clone();
+                c[i] = v;
+                let _ = Summary::from_binary(&c);
+            }
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct UploadSection {
     /// minute do not all upload in one burst. 0 uploads at once; reading a
     /// file never waits.
     pub splay_secs: u64,
+    /// Form of uploaded summaries: `binary` (compact, cheap for the
+    /// aggregator to read; an aggregator that refuses it gets JSON) or
+    /// `json`.
+    pub format: crate::upload::WireFormat,
     /// PEM CA to trust for the aggregator's certificate (a private CA), on
     /// top of the public roots.
     pub ca_file: Option<PathBuf>,
@@ -83,6 +87,7 @@ impl Default for UploadSection {
             timeout_secs: 30,
             drain_secs: 30,
             splay_secs: 5,
+            format: crate::upload::WireFormat::Binary,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -107,6 +112,8 @@ pub struct UploadSettings {
     pub drain: std::time::Duration,
     /// Longest random wait of a fresh window before its upload (live capture).
     pub splay: std::time::Duration,
+    /// Form of uploaded summaries.
+    pub format: crate::upload::WireFormat,
     /// Extra CA to trust (PEM).
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key (PEM), for mutual TLS.
@@ -358,6 +365,7 @@ impl Config {
                     timeout: std::time::Duration::from_secs(u.timeout_secs),
                     drain: std::time::Duration::from_secs(u.drain_secs),
                     splay: std::time::Duration::from_secs(u.splay_secs),
+                    format: u.format,
                     ca_file: u.ca_file.clone(),
                     client_identity: u.client_cert.clone().zip(u.client_key.clone()),
                 })

@@ -1,10 +1,12 @@
 //! Summary ingest as a sensor's upload reaches it: the first byte picks the
-//! content encoding (none, zstd, gzip), the rest is the body; decompression
-//! (bounded), JSON decoding and validation must answer Ok or an error,
-//! never panic, and never let more than the limit through.
+//! content encoding (none, zstd, gzip) and the form (JSON or binary), the
+//! rest is the body; decompression (bounded), decoding and validation must
+//! answer Ok or an error, never panic, and never let more than the limit
+//! through. A binary summary that is accepted must survive a round trip.
 #![no_main]
 
-use darkscope_aggregator::ingest::{decode_body, parse};
+use darkscope_aggregator::ingest::{decode_body, parse_as};
+use darkscope_common::wire::BINARY_MEDIA_TYPE;
 use libfuzzer_sys::fuzz_target;
 
 const LIMIT: usize = 1 << 20;
@@ -18,8 +20,12 @@ fuzz_target!(|data: &[u8]| {
         1 => Some("zstd"),
         _ => Some("gzip"),
     };
+    let form = (sel / 3 % 2 == 1).then_some(BINARY_MEDIA_TYPE);
     if let Ok(bytes) = decode_body(encoding, body, LIMIT) {
         assert!(bytes.len() <= LIMIT);
-        let _ = parse(&bytes);
+        if let (Ok(s), Some(_)) = (parse_as(form, &bytes), form) {
+            let again = s.to_binary().expect("an accepted summary re-encodes");
+            assert_eq!(parse_as(form, &again).expect("and reads back"), s);
+        }
     }
 });

@@ -123,7 +123,7 @@ CREATE INDEX IF NOT EXISTS export_audit_time ON export_audit(time);
 CREATE TABLE IF NOT EXISTS heartbeats (
   role TEXT NOT NULL, holder TEXT NOT NULL, since INTEGER NOT NULL, at INTEGER NOT NULL,
   PRIMARY KEY (role, holder)) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '5');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '6');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
@@ -382,12 +382,17 @@ impl SqliteStore {
             "3" => {
                 migrate_3_to_4(&writer)?;
                 migrate_4_to_5(&writer)?;
+                migrate_5_to_6(&writer)?;
             }
-            "4" => migrate_4_to_5(&writer)?,
-            "5" => {}
+            "4" => {
+                migrate_4_to_5(&writer)?;
+                migrate_5_to_6(&writer)?;
+            }
+            "5" => migrate_5_to_6(&writer)?,
+            "6" => {}
             _ => {
                 return Err(StoreError::Backend(format!(
-                    "{} has storage schema {version}; this build reads schemas 3 to 5 (move the old file aside)",
+                    "{} has storage schema {version}; this build reads schemas 3 to 6 (move the old file aside)",
                     path.display()
                 )))
             }
@@ -399,6 +404,7 @@ impl SqliteStore {
         // The ingest writer appends; it needs the B-tree's inner pages, not
         // a large cache (every commit walks the whole cache's hash table).
         ingest.pragma_update(None, "cache_size", -16_384)?;
+        ingest.pragma_update(None, "wal_autocheckpoint", 8192)?;
         let (tx, rx) = mpsc::sync_channel::<Job>(256);
         let writer_thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -520,6 +526,34 @@ fn migrate_4_to_5(c: &Connection) -> Result<(), StoreError> {
          UPDATE meta SET value = '5' WHERE key = 'schema';
          COMMIT;",
     )?;
+    Ok(())
+}
+
+/// Schema 6 (packed source rows): every source blob is rewritten from
+/// fixed 114-byte records to [`srcrec`]'s packed format, in one
+/// transaction (a crash leaves schema 5 to redo).
+fn migrate_5_to_6(c: &Connection) -> Result<(), StoreError> {
+    let n: i64 = c.query_row("SELECT count(*) FROM source_blobs", [], |r| r.get(0))?;
+    log::info!("upgrading the database from storage schema 5 to 6 (packing {n} source blobs)");
+    let tx = c.unchecked_transaction()?;
+    {
+        // Row ids first: rows are not rewritten under a running SELECT.
+        let ids = tx
+            .prepare("SELECT rowid FROM source_blobs")?
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        let mut read = tx.prepare("SELECT rows FROM source_blobs WHERE rowid = ?1")?;
+        let mut write = tx.prepare("UPDATE source_blobs SET rows = ?2 WHERE rowid = ?1")?;
+        for (done, id) in ids.iter().enumerate() {
+            let old: Vec<u8> = read.query_row([id], |r| r.get(0))?;
+            write.execute(params![id, srcrec::from_v1(&old)])?;
+            if (done + 1) % 100_000 == 0 {
+                log::info!("packed {} of {n} source blobs", done + 1);
+            }
+        }
+    }
+    tx.execute("UPDATE meta SET value = '6' WHERE key = 'schema'", [])?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -1548,14 +1582,9 @@ impl Store for SqliteStore {
                 else {
                     continue;
                 };
-                // Binary search through incremental blob I/O: ~10 record reads.
+                // Through incremental blob I/O: header, ~5 index entries, a block.
                 let b = c.blob_open(rusqlite::MAIN_DB, "source_blobs", "rows", rowid, true)?;
-                let n = b.len() / srcrec::REC;
-                let mut buf = [0u8; srcrec::REC];
-                let found = srcrec::find(n, blob, |i| {
-                    b.read_at_exact(&mut buf, i * srcrec::REC).ok()?;
-                    srcrec::SourceRec::read(&buf)
-                });
+                let found = srcrec::find(b.len(), blob, |buf, at| b.read_at_exact(buf, at).ok());
                 if let Some(r) = found {
                     let top = serde_json::to_string(&r.top_ports().collect::<Vec<_>>())
                         .unwrap_or_else(|_| "[]".into());
@@ -1773,7 +1802,7 @@ impl Store for SqliteStore {
                 .optional()?;
             let mut sources: Vec<_> = blob
                 .as_deref()
-                .map(|b| srcrec::decode(b).map(|r| r.to_row()).collect())
+                .map(|b| srcrec::decode(b).into_iter().map(|r| r.to_row()).collect())
                 .unwrap_or_default();
             sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
             let tracked: u64 = sources.iter().map(|r| r.packets).sum();
@@ -2089,10 +2118,32 @@ mod tests {
 
     const T: i64 = 1_763_683_200_000_000; // a UTC midnight
 
+    /// A one-source summary of sensor `s-1` (source 192.0.2.1, 3 packets).
+    fn one_source_summary() -> Summary {
+        let doc = serde_json::json!({
+            "schema": 1,
+            "sensor": {"id": "s-1", "country": "JP", "darknet": ["198.19.0.0/16"], "monitored_ipv4": 65536},
+            "window": {"start": "2025-11-21T00:00:00Z", "end": "2025-11-21T00:01:00Z"},
+            "capture": {"received": 3, "kernel_dropped": 0, "if_dropped": 0, "pipeline_dropped": 0,
+                        "malformed": {}, "non_ip": 0, "not_darknet": 0},
+            "classes": {"tcp_syn": 3, "backscatter": 0, "udp": 0, "icmp_echo": 0, "icmp_other": 0, "tcp_other": 0, "other": 0},
+            "fingerprints": {"mirai": 0, "zmap": 0, "masscan": 0},
+            "totals": {"packets": 3, "bytes": 120, "sources": 1, "sources_hll": ""},
+            "truncation": {"exact": true, "source_cap": 10, "sources_untracked": 0, "packets_untracked": 0, "heavy": []},
+            "ports": [{"proto": "tcp", "port": 23, "packets": 3, "bytes": 120, "sources": 1, "destinations": 2, "sources_hll": ""}],
+            "sources": [{"ip": "192.0.2.1", "packets": 3, "bytes": 120, "ports": 1, "destinations": 2,
+                         "top_ports": [{"proto": "tcp", "port": 23, "packets": 3}], "classes": ["tcp_syn"],
+                         "first_seen": "2025-11-21T00:00:01Z", "last_seen": "2025-11-21T00:00:02Z"}]
+        });
+        crate::ingest::parse(&serde_json::to_vec(&doc).unwrap()).unwrap()
+    }
+
     #[test]
     fn a_schema_4_database_is_upgraded_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v4.db");
+        let sum = one_source_summary();
+        let ip = Addr::from(sum.sources[0].ip);
         {
             let s = SqliteStore::open(&path).unwrap();
             let sub = SubscriberRecord {
@@ -2101,15 +2152,21 @@ mod tests {
                 ..Default::default()
             };
             s.add_subscriber(&sub, b"h").unwrap();
+            s.insert_summary_with(&sum, "JP", &[]).unwrap();
         }
         {
-            // Back to what schema 4 had.
+            // Back to what schema 4 had: fixed-size source records too.
             let c = Connection::open(&path).unwrap();
             c.execute_batch(
                 "ALTER TABLE subscribers DROP COLUMN webhook;
                  ALTER TABLE subscribers DROP COLUMN webhook_key;
                  DROP TABLE feed_events;
                  UPDATE meta SET value = '4' WHERE key = 'schema';",
+            )
+            .unwrap();
+            c.execute(
+                "UPDATE source_blobs SET rows = ?1",
+                [srcrec::to_v1(&sum.sources)],
             )
             .unwrap();
         }
@@ -2124,7 +2181,15 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(v, "5");
+        assert_eq!(v, "6");
+        // The source rows were repacked: found by lookup and by scans.
+        let info = s.source(ip, Scope::Local).unwrap().expect("source kept");
+        assert_eq!(info.packets, 3);
+        let blob: Vec<u8> = s
+            .reader()
+            .query_row("SELECT rows FROM source_blobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(blob[0], srcrec::TAG);
     }
 
     #[test]

@@ -32,6 +32,9 @@ struct Cli {
     /// Concurrent uploads.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Body form: `binary` (what sensors send by default) or `json`.
+    #[arg(long, default_value = "binary", value_parser = ["binary", "json"])]
+    format: String,
 }
 
 fn main() -> Result<()> {
@@ -45,6 +48,12 @@ fn main() -> Result<()> {
         "building {} summaries ({} sources each)…",
         cli.summaries, cli.sources
     );
+    let binary = cli.format == "binary";
+    let media = if binary {
+        darkscope_common::wire::BINARY_MEDIA_TYPE
+    } else {
+        "application/json"
+    };
     let t_build = Instant::now();
     let bodies: Vec<(usize, Vec<u8>)> = (0..cli.summaries)
         .map(|i| {
@@ -52,8 +61,12 @@ fn main() -> Result<()> {
             let window = (i / sensors.len()) as u64;
             let start = 1_763_683_200_000_000 + window * 60_000_000;
             let sum = synth::summary(&sensors[s].0, start, cli.sources, cli.ports, i as u64);
-            let json = serde_json::to_vec(&sum).expect("summaries serialise");
-            (s, zstd::encode_all(&json[..], 3).expect("zstd in memory"))
+            let raw = if binary {
+                sum.to_binary().expect("summaries encode")
+            } else {
+                serde_json::to_vec(&sum).expect("summaries serialise")
+            };
+            (s, zstd::encode_all(&raw[..], 3).expect("zstd in memory"))
         })
         .collect();
     let mean_kib = bodies.iter().map(|b| b.1.len()).sum::<usize>() / bodies.len() / 1024;
@@ -91,7 +104,7 @@ fn main() -> Result<()> {
                         .post(&url)
                         .bearer_auth(&sensors[*s].1)
                         .header("Content-Encoding", "zstd")
-                        .header("Content-Type", "application/json")
+                        .header("Content-Type", media)
                         .body(body.clone())
                         .send();
                     let ok = matches!(&r, Ok(resp) if resp.status().is_success());
@@ -115,7 +128,8 @@ fn main() -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let h = hist.lock().map_err(|_| anyhow::anyhow!("lock"))?;
     println!(
-        "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+        "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+        cli.format,
         cli.summaries,
         cli.sources,
         cli.concurrency,

@@ -101,6 +101,10 @@ struct Cli {
     /// not upload in one burst; 0 uploads at once [default: 5].
     #[arg(long)]
     splay_secs: Option<u64>,
+    /// Form of uploaded summaries: binary (compact; an aggregator that
+    /// refuses it gets JSON instead) or json [default: binary].
+    #[arg(long, value_name = "binary|json")]
+    upload_format: Option<darkscope_sensor::upload::WireFormat>,
     /// Never draw a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -177,12 +181,13 @@ fn real_main() -> Result<i32> {
     set!(cli.spool => cfg.upload.spool_dir);
     set!(cli.drain_secs => cfg.upload.drain_secs);
     set!(cli.splay_secs => cfg.upload.splay_secs);
+    set!(cli.upload_format => cfg.upload.format);
     let v = cfg.validate()?;
     let mut sinks: Vec<Box<dyn darkscope_sensor::export::Sink>> = Vec::new();
     let uploader = match &v.upload {
         Some(u) => {
             let token = UploadTarget::token_from_file(&u.token_file)?;
-            let spool = Arc::new(Spool::open(&u.spool_dir, u.cap_bytes)?);
+            let spool = Arc::new(Spool::open(&u.spool_dir, u.cap_bytes, u.format)?);
             let left = spool.pending().len();
             if left > 0 {
                 log::info!(
