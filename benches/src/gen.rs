@@ -36,6 +36,26 @@ pub struct GenConfig {
     pub duration_secs: u64,
     /// Compute the ground truth (costs memory for large files).
     pub truth: bool,
+    /// A labelled scanning campaign on top of the background.
+    pub surge: Option<Surge>,
+}
+
+/// A labelled scanning surge: from `from_secs` to `to_secs` after the
+/// capture's start, `share` of the frames come from a ZMap-like campaign of
+/// `sources` fresh addresses (none in the background population), each
+/// probing tcp/`port` (IP ID 54321: the ZMap fingerprint).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Surge {
+    /// Destination TCP port.
+    pub port: u16,
+    /// Onset, seconds after the start.
+    pub from_secs: u64,
+    /// End, seconds after the start.
+    pub to_secs: u64,
+    /// Share of the frames in that time that belong to the campaign.
+    pub share: f64,
+    /// Addresses in the campaign.
+    pub sources: u32,
 }
 
 impl Default for GenConfig {
@@ -47,6 +67,7 @@ impl Default for GenConfig {
             start_secs: 1_763_683_200, // 2025-11-21T00:00:00Z
             duration_secs: 300,
             truth: true,
+            surge: None,
         }
     }
 }
@@ -244,6 +265,20 @@ pub fn generate(cfg: &GenConfig, path: &Path) -> Result<Truth, GenError> {
     let mut frame = Vec::with_capacity(256);
     let step_us = (cfg.duration_secs * 1_000_000) / cfg.packets.max(1);
     let mut ts_us = cfg.start_secs * 1_000_000;
+    // The campaign has its own random stream, so the background stays the same.
+    let mut crng = SmallRng::seed_from_u64(cfg.seed ^ 0x5eed_c0de);
+    let campaign: Vec<Source> = cfg
+        .surge
+        .map(|s| {
+            (0..s.sources.max(1))
+                .map(|_| Source {
+                    addr: Addr::v4(rand_public_v4(&mut crng)),
+                    kind: Kind::Zmap,
+                    port: s.port,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     for _ in 0..cfg.packets {
         ts_us += rng.gen_range(0..=2 * step_us.max(1));
         frame.clear();
@@ -253,7 +288,13 @@ pub fn generate(cfg: &GenConfig, path: &Path) -> Result<Truth, GenError> {
             arp(&mut frame);
             kind_of_frame = FrameKind::NonIp;
         } else {
-            let src = pop[zipf(&mut rng, pop.len())];
+            let mut src = pop[zipf(&mut rng, pop.len())];
+            if let Some(s) = cfg.surge {
+                let at = ts_us / 1_000_000 - cfg.start_secs;
+                if (s.from_secs..s.to_secs).contains(&at) && crng.gen::<f64>() < s.share {
+                    src = campaign[crng.gen_range(0..campaign.len())];
+                }
+            }
             let to_darknet = rng.gen::<f64>() >= 0.01;
             let pkt = packet(&mut rng, &src, to_darknet, &mut frame)?;
             if roll < 0.003 {
