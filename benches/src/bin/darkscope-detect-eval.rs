@@ -15,6 +15,10 @@ struct Cli {
     /// Repetitions with different seeds (onsets).
     #[arg(long, default_value_t = 10)]
     runs: u64,
+    /// Number of the first run (runs differ by seed), to continue or split
+    /// a long evaluation.
+    #[arg(long, default_value_t = 0)]
+    first_run: u64,
     /// Override the CUSUM threshold.
     #[arg(long)]
     h: Option<f64>,
@@ -52,7 +56,7 @@ fn main() {
     cfg.min_ratio = cli.min_ratio.unwrap_or(cfg.min_ratio);
     eprintln!("{cfg:?}");
     let mut rows: Vec<(String, usize, usize, Vec<usize>, usize, f64)> = Vec::new();
-    for run in 0..cli.runs {
+    for run in cli.first_run..cli.first_run + cli.runs {
         for (i, s) in all(cli.days, run * 1000 + 1).iter().enumerate() {
             let o = match &cli.store {
                 None => evaluate(s, &cfg),
@@ -66,6 +70,10 @@ fn main() {
                     for ext in ["", "-wal", "-shm"] {
                         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
                     }
+                    eprintln!(
+                        "run {run}: {}: delay {:?}, false alarms {}",
+                        s.name, o.delay, o.false_alarms
+                    );
                     o
                 }
             };
@@ -108,7 +116,8 @@ fn main() {
 /// threshold with no false alarm where there is no surge.
 fn compare(cli: &Cli) {
     let cfg = DetectConfig::default();
-    let sets: Vec<Vec<darkscope_benches::scenarios::Scenario>> = (0..cli.runs)
+    let sets: Vec<Vec<darkscope_benches::scenarios::Scenario>> = (cli.first_run
+        ..cli.first_run + cli.runs)
         .map(|run| all(cli.days, run * 1000 + 1))
         .collect();
     let quiet = |theta: f64| {
