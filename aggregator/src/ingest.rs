@@ -187,6 +187,29 @@ pub fn validate(s: &Summary) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// A small valid summary (sensor `s-1`, one source 192.0.2.1 with 3
+/// packets to tcp/23), as JSON: for tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn example_json() -> Vec<u8> {
+    let s = serde_json::json!({
+        "schema": 1,
+        "sensor": {"id": "s-1", "country": "JP", "darknet": ["198.19.0.0/16"], "monitored_ipv4": 65536},
+        "window": {"start": "2025-11-21T00:00:00Z", "end": "2025-11-21T00:01:00Z"},
+        "capture": {"received": 3, "kernel_dropped": 0, "if_dropped": 0, "pipeline_dropped": 0,
+                    "malformed": {}, "non_ip": 0, "not_darknet": 0},
+        "classes": {"tcp_syn": 3, "backscatter": 0, "udp": 0, "icmp_echo": 0, "icmp_other": 0, "tcp_other": 0, "other": 0},
+        "fingerprints": {"mirai": 0, "zmap": 0, "masscan": 0},
+        "totals": {"packets": 3, "bytes": 120, "sources": 1, "sources_hll": ""},
+        "truncation": {"exact": true, "source_cap": 10, "sources_untracked": 0, "packets_untracked": 0, "heavy": []},
+        "ports": [{"proto": "tcp", "port": 23, "packets": 3, "bytes": 120, "sources": 1, "destinations": 2, "sources_hll": ""}],
+        "sources": [{"ip": "192.0.2.1", "packets": 3, "bytes": 120, "ports": 1, "destinations": 2,
+                     "top_ports": [{"proto": "tcp", "port": 23, "packets": 3}], "classes": ["tcp_syn"],
+                     "first_seen": "2025-11-21T00:00:01Z", "last_seen": "2025-11-21T00:00:02Z"}]
+    });
+    serde_json::to_vec(&s).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,29 +247,9 @@ mod tests {
 
     use proptest::prelude::*;
 
-    /// A small valid summary, as JSON.
-    fn valid() -> Vec<u8> {
-        let s = serde_json::json!({
-            "schema": 1,
-            "sensor": {"id": "s-1", "country": "JP", "darknet": ["198.19.0.0/16"], "monitored_ipv4": 65536},
-            "window": {"start": "2025-11-21T00:00:00Z", "end": "2025-11-21T00:01:00Z"},
-            "capture": {"received": 3, "kernel_dropped": 0, "if_dropped": 0, "pipeline_dropped": 0,
-                        "malformed": {}, "non_ip": 0, "not_darknet": 0},
-            "classes": {"tcp_syn": 3, "backscatter": 0, "udp": 0, "icmp_echo": 0, "icmp_other": 0, "tcp_other": 0, "other": 0},
-            "fingerprints": {"mirai": 0, "zmap": 0, "masscan": 0},
-            "totals": {"packets": 3, "bytes": 120, "sources": 1, "sources_hll": ""},
-            "truncation": {"exact": true, "source_cap": 10, "sources_untracked": 0, "packets_untracked": 0, "heavy": []},
-            "ports": [{"proto": "tcp", "port": 23, "packets": 3, "bytes": 120, "sources": 1, "destinations": 2, "sources_hll": ""}],
-            "sources": [{"ip": "192.0.2.1", "packets": 3, "bytes": 120, "ports": 1, "destinations": 2,
-                         "top_ports": [{"proto": "tcp", "port": 23, "packets": 3}], "classes": ["tcp_syn"],
-                         "first_seen": "2025-11-21T00:00:01Z", "last_seen": "2025-11-21T00:00:02Z"}]
-        });
-        serde_json::to_vec(&s).unwrap()
-    }
-
     #[test]
     fn the_valid_example_is_accepted() {
-        parse(&valid()).unwrap();
+        parse(&example_json()).unwrap();
     }
 
     proptest! {
@@ -258,7 +261,7 @@ mod tests {
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
             cut in any::<prop::sample::Index>(),
         ) {
-            let mut b = valid();
+            let mut b = example_json();
             for (i, v) in flips {
                 let at = i.index(b.len());
                 b[at] = v;
@@ -275,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_binary_form_is_read_by_content_type_and_validated() {
-        let s = parse(&valid()).unwrap();
+        let s = parse(&example_json()).unwrap();
         let b = s.to_binary().unwrap();
         for ct in [
             BINARY_MEDIA_TYPE,
@@ -286,7 +289,7 @@ mod tests {
         // Binary sent as JSON (or JSON as binary) is refused, not misread.
         assert!(matches!(parse_as(None, &b), Err(IngestError::Json(_))));
         assert!(matches!(
-            parse_as(Some(BINARY_MEDIA_TYPE), &valid()),
+            parse_as(Some(BINARY_MEDIA_TYPE), &example_json()),
             Err(IngestError::Json(_) | IngestError::Schema(_))
         ));
         // The same consistency checks as JSON.
@@ -311,13 +314,13 @@ mod tests {
             Err(IngestError::Schema(2))
         );
         // A summary that parses in full but names another version.
-        let mut other: serde_json::Value = serde_json::from_slice(&valid()).unwrap();
+        let mut other: serde_json::Value = serde_json::from_slice(&example_json()).unwrap();
         other["schema"] = 7.into();
         assert_eq!(
             parse(&serde_json::to_vec(&other).unwrap()),
             Err(IngestError::Schema(7))
         );
-        assert!(parse(&valid()).is_ok());
+        assert!(parse(&example_json()).is_ok());
         assert!(matches!(parse(br#"{"x": 1}"#), Err(IngestError::Json(_))));
         assert!(matches!(parse(b"not json"), Err(IngestError::Json(_))));
         assert!(matches!(

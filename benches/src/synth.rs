@@ -55,6 +55,31 @@ pub fn summary(sensor: &str, start: u64, sources: usize, ports: usize, seed: u64
     syn_summary(info, start, port_rows, rows, sources as u64, all)
 }
 
+/// The summaries an ingest benchmark sends, as command-line options.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct Batch {
+    /// Summaries in all.
+    #[arg(long, default_value_t = 4000)]
+    pub summaries: usize,
+    /// Source rows per summary.
+    #[arg(long, default_value_t = 1000)]
+    pub sources: usize,
+    /// Port rows per summary.
+    #[arg(long, default_value_t = 100)]
+    pub ports: usize,
+}
+
+impl Batch {
+    /// Summary `i` of the batch: sensor `sensors[i % n]`, its window
+    /// `i / n` minutes after 2025-11-21T00:00Z, seeded by `i`.
+    pub fn summary(&self, sensors: &[String], i: usize) -> Summary {
+        let n = sensors.len().max(1);
+        let start = 1_763_683_200_000_000 + (i / n) as u64 * 60_000_000;
+        let id = sensors.get(i % n).map_or("bench", String::as_str);
+        summary(id, start, self.sources, self.ports, i as u64)
+    }
+}
+
 /// An empty TCP port row (one destination) for a builder to fill.
 pub fn tcp_port(port: u16) -> PortRow {
     PortRow {

@@ -2120,22 +2120,7 @@ mod tests {
 
     /// A one-source summary of sensor `s-1` (source 192.0.2.1, 3 packets).
     fn one_source_summary() -> Summary {
-        let doc = serde_json::json!({
-            "schema": 1,
-            "sensor": {"id": "s-1", "country": "JP", "darknet": ["198.19.0.0/16"], "monitored_ipv4": 65536},
-            "window": {"start": "2025-11-21T00:00:00Z", "end": "2025-11-21T00:01:00Z"},
-            "capture": {"received": 3, "kernel_dropped": 0, "if_dropped": 0, "pipeline_dropped": 0,
-                        "malformed": {}, "non_ip": 0, "not_darknet": 0},
-            "classes": {"tcp_syn": 3, "backscatter": 0, "udp": 0, "icmp_echo": 0, "icmp_other": 0, "tcp_other": 0, "other": 0},
-            "fingerprints": {"mirai": 0, "zmap": 0, "masscan": 0},
-            "totals": {"packets": 3, "bytes": 120, "sources": 1, "sources_hll": ""},
-            "truncation": {"exact": true, "source_cap": 10, "sources_untracked": 0, "packets_untracked": 0, "heavy": []},
-            "ports": [{"proto": "tcp", "port": 23, "packets": 3, "bytes": 120, "sources": 1, "destinations": 2, "sources_hll": ""}],
-            "sources": [{"ip": "192.0.2.1", "packets": 3, "bytes": 120, "ports": 1, "destinations": 2,
-                         "top_ports": [{"proto": "tcp", "port": 23, "packets": 3}], "classes": ["tcp_syn"],
-                         "first_seen": "2025-11-21T00:00:01Z", "last_seen": "2025-11-21T00:00:02Z"}]
-        });
-        crate::ingest::parse(&serde_json::to_vec(&doc).unwrap()).unwrap()
+        crate::ingest::parse(&crate::ingest::example_json()).unwrap()
     }
 
     #[test]

@@ -20,15 +20,8 @@ struct Cli {
     /// Directory with one `<sensor-id>.token` file per sensor.
     #[arg(long)]
     tokens: PathBuf,
-    /// Summaries to send in all.
-    #[arg(long, default_value_t = 2000)]
-    summaries: usize,
-    /// Source rows per summary.
-    #[arg(long, default_value_t = 1000)]
-    sources: usize,
-    /// Port rows per summary.
-    #[arg(long, default_value_t = 100)]
-    ports: usize,
+    #[command(flatten)]
+    batch: synth::Batch,
     /// Concurrent uploads.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -46,7 +39,7 @@ fn main() -> Result<()> {
     }
     eprintln!(
         "building {} summaries ({} sources each)…",
-        cli.summaries, cli.sources
+        cli.batch.summaries, cli.batch.sources
     );
     let binary = cli.format == "binary";
     let media = if binary {
@@ -55,12 +48,11 @@ fn main() -> Result<()> {
         "application/json"
     };
     let t_build = Instant::now();
-    let bodies: Vec<(usize, Vec<u8>)> = (0..cli.summaries)
+    let ids: Vec<String> = sensors.iter().map(|s| s.0.clone()).collect();
+    let bodies: Vec<(usize, Vec<u8>)> = (0..cli.batch.summaries)
         .map(|i| {
             let s = i % sensors.len();
-            let window = (i / sensors.len()) as u64;
-            let start = 1_763_683_200_000_000 + window * 60_000_000;
-            let sum = synth::summary(&sensors[s].0, start, cli.sources, cli.ports, i as u64);
+            let sum = cli.batch.summary(&ids, i);
             let raw = if binary {
                 sum.to_binary().expect("summaries encode")
             } else {
@@ -130,10 +122,10 @@ fn main() -> Result<()> {
     println!(
         "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
         cli.format,
-        cli.summaries,
-        cli.sources,
+        cli.batch.summaries,
+        cli.batch.sources,
         cli.concurrency,
-        cli.summaries as f64 / secs,
+        cli.batch.summaries as f64 / secs,
         h.value_at_quantile(0.5) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
         h.max() as f64 / 1000.0,

@@ -18,15 +18,9 @@ use std::time::Instant;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
-    /// Summaries (50 sensors, consecutive 1-minute windows).
-    #[arg(long, default_value_t = 4000)]
-    summaries: usize,
-    /// Source rows per summary.
-    #[arg(long, default_value_t = 1000)]
-    sources: usize,
-    /// Port rows per summary.
-    #[arg(long, default_value_t = 100)]
-    ports: usize,
+    /// From 50 sensors, consecutive 1-minute windows.
+    #[command(flatten)]
+    batch: synth::Batch,
     /// Threads storing at once (the writer batches what they queue).
     #[arg(long, default_value_t = 16)]
     threads: usize,
@@ -57,20 +51,10 @@ fn per_summary_ms(t: Instant, n: usize) -> f64 {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let n = cli.summaries;
-    eprintln!("building {n} summaries of {} sources…", cli.sources);
-    let sums: Vec<Summary> = (0..n)
-        .map(|i| {
-            let start = 1_763_683_200_000_000 + (i / 50) as u64 * 60_000_000;
-            synth::summary(
-                &format!("bench-{:02}", i % 50),
-                start,
-                cli.sources,
-                cli.ports,
-                i as u64,
-            )
-        })
-        .collect();
+    let n = cli.batch.summaries;
+    eprintln!("building {n} summaries of {} sources…", cli.batch.sources);
+    let ids: Vec<String> = (0..50).map(|i| format!("bench-{i:02}")).collect();
+    let sums: Vec<Summary> = (0..n).map(|i| cli.batch.summary(&ids, i)).collect();
     let json: Vec<Vec<u8>> = sums
         .iter()
         .map(|s| zstd::encode_all(&serde_json::to_vec(s).expect("json")[..], 3).expect("zstd"))
@@ -108,12 +92,8 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&cli.dir);
     std::fs::create_dir_all(&cli.dir).with_context(|| format!("creating {}", cli.dir.display()))?;
     let store = Arc::new(SqliteStore::open(&cli.dir.join("stages.db"))?);
-    for i in 0..50 {
-        store.add_sensor(
-            &format!("bench-{i:02}"),
-            "JP",
-            format!("token-{i}").as_bytes(),
-        )?;
+    for id in &ids {
+        store.add_sensor(id, "JP", format!("token-{id}").as_bytes())?;
     }
     let sums = Arc::new(sums);
     let next = Arc::new(AtomicUsize::new(0));
