@@ -1,7 +1,7 @@
 //! The stored form of a window's source rows: one blob per (window,
 //! sensor), records sorted by address and packed with variable-length
 //! integers (addresses as the gap from the previous one, times from the
-//! blob's earliest), about 25 bytes a source where fixed-size records took
+//! blob's earliest), about 20 bytes a source where fixed-size records took
 //! 114: ingest writes (WAL and checkpoint) shrink fourfold
 //! (benches/RESULTS.md). Records come in blocks of [`BLOCK`] behind a
 //! fixed-size index of each block's first address and offset, so a point
@@ -160,6 +160,8 @@ pub const BLOCK: usize = 32;
 pub const HEAD: usize = 17;
 /// Index bytes per block: first address, data offset.
 const ENTRY: usize = 20;
+/// Most bytes one record can take (every varint at its longest, five top ports).
+const MAX_REC: usize = 19 + 4 * 10 + 2 + 2 * 10 + 1 + TOP * (1 + 3 + 10);
 
 /// Appends `v` as a LEB128 variable-length integer.
 fn put(out: &mut Vec<u8>, mut v: u128) {
@@ -229,6 +231,22 @@ pub fn encode(rows: &[SourceRow]) -> Vec<u8> {
     out
 }
 
+/// The `count` records of one block (`b` from the block's first byte).
+fn block(b: &[u8], first: u128, base: u64, count: usize) -> impl Iterator<Item = SourceRec> + '_ {
+    let (mut at, mut prev) = (0usize, first);
+    std::iter::from_fn(move || {
+        let r = SourceRec::read(b, &mut at, prev, base)?;
+        prev = u128::from_be_bytes(r.ip);
+        Some(r)
+    })
+    .take(count)
+}
+
+/// Records in block `i` of a blob with `n` records.
+fn in_block(n: usize, i: usize) -> usize {
+    BLOCK.min(n.saturating_sub(i * BLOCK))
+}
+
 /// Every record of a blob.
 pub fn decode(b: &[u8]) -> Vec<SourceRec> {
     let Some((n, base, blocks)) = head(b) else {
@@ -240,14 +258,12 @@ pub fn decode(b: &[u8]) -> Vec<SourceRec> {
         let (Some(first), Some(pos)) = (b.get(at..at + 16), u32_at(b, at + 16)) else {
             break;
         };
-        let mut prev = u128::from_be_bytes(first.try_into().unwrap_or([0; 16]));
-        let mut pos = pos as usize;
-        for _ in 0..BLOCK.min(n.saturating_sub(i * BLOCK)) {
-            let Some(r) = SourceRec::read(b, &mut pos, prev, base) else {
-                return out;
-            };
-            prev = u128::from_be_bytes(r.ip);
-            out.push(r);
+        let first = u128::from_be_bytes(first.try_into().unwrap_or([0; 16]));
+        let data = b.get(pos as usize..).unwrap_or_default();
+        let before = out.len();
+        out.extend(block(data, first, base, in_block(n, i)));
+        if out.len() - before < in_block(n, i) {
+            break; // damaged: keep what decoded
         }
     }
     out
@@ -288,19 +304,12 @@ pub fn find(
     } else {
         len
     };
-    let mut block = vec![0u8; to.checked_sub(from)?.min(BLOCK * 64)];
-    read_at(&mut block, from)?;
-    let (mut pos, mut prev) = (0usize, first);
-    for _ in 0..BLOCK.min(n.saturating_sub(i * BLOCK)) {
-        let r = SourceRec::read(&block, &mut pos, prev, base)?;
-        prev = u128::from_be_bytes(r.ip);
-        match prev.cmp(&want) {
-            std::cmp::Ordering::Less => {}
-            std::cmp::Ordering::Equal => return Some(r),
-            std::cmp::Ordering::Greater => return None,
-        }
-    }
-    None
+    let mut data = vec![0u8; to.checked_sub(from)?.min(BLOCK * MAX_REC)];
+    read_at(&mut data, from)?;
+    let found = block(&data, first, base, in_block(n, i))
+        .take_while(|r| u128::from_be_bytes(r.ip) <= want)
+        .find(|r| u128::from_be_bytes(r.ip) == want);
+    found
 }
 
 /// Rewrites a format-1 blob (fixed 114-byte records) in this format.
@@ -464,6 +473,38 @@ mod tests {
             bad[i] = 0xff;
         }
         let _ = decode(&bad);
+    }
+
+    /// A block of records at their longest (every count at u64::MAX, five
+    /// top ports) is still found by lookup.
+    #[test]
+    fn blocks_of_longest_records_are_found() {
+        let rows: Vec<SourceRow> = (0..100u32)
+            .map(|i| {
+                let mut r = row(i.wrapping_mul(2_654_435_761), u64::MAX - 1);
+                r.bytes = u64::MAX;
+                r.ports = u64::MAX;
+                r.destinations = u64::MAX;
+                r.first_seen = Timestamp(u64::MAX);
+                for p in 0..3 {
+                    r.top_ports.push(PortCount {
+                        proto: Proto::Icmpv6,
+                        port: u16::MAX - p,
+                        packets: u64::MAX,
+                    });
+                }
+                r
+            })
+            .collect();
+        let b = encode(&rows);
+        for r in &rows {
+            let rec = SourceRec::from_row(r);
+            let got = find(b.len(), rec.ip, |buf, at| {
+                buf.copy_from_slice(b.get(at..at + buf.len())?);
+                Some(())
+            });
+            assert_eq!(got, Some(rec));
+        }
     }
 
     #[test]
