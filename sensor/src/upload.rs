@@ -42,7 +42,7 @@ pub enum UploadError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WireFormat {
-    /// The compact binary form ([`BINARY_MEDIA_TYPE`]): a tenth of JSON's
+    /// The compact binary form ([`BINARY_MEDIA_TYPE`]): about a sixth of JSON's
     /// parsing cost at the aggregator. An aggregator that refuses it gets
     /// the same summary as JSON.
     #[default]
