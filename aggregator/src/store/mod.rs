@@ -6,6 +6,7 @@
 
 pub mod clickhouse;
 pub mod fold;
+pub mod portrec;
 pub mod sqlite;
 pub mod srcrec;
 

@@ -5,11 +5,14 @@
 //! - Group commit: summaries are encoded on the caller's thread, then one
 //!   writer thread inserts whatever has queued up (up to 64) in a single
 //!   transaction: one fsync per batch instead of one per summary.
-//! - Layout: raw rows are clustered by time (`start, sensor, ...`), so a
-//!   summary's rows are appended together instead of dirtying a B-tree leaf
-//!   per source address; a window's source rows are one blob of fixed-size
-//!   records sorted by address ([`super::srcrec`]), found by binary search
-//!   through incremental blob I/O. Source lookups use the hourly roll-up
+//! - Layout: a summary is three rows, clustered by time (`start, sensor`):
+//!   its totals (`windows`), its port rows as one blob ([`super::portrec`])
+//!   and its source rows as one blob of packed records sorted by address
+//!   ([`super::srcrec`]), found through a block index by incremental blob
+//!   I/O. Nothing is indexed by port or address at ingest: one port's
+//!   per-window series is built per hour at roll-up (`port_windows`, one row
+//!   per port and hour, merged across sensors), so only the hour not rolled
+//!   up yet is read from the window blobs. Source lookups use the hourly roll-up
 //!   `source_hours`, keyed (hour, address, sensor): one index seek per hour,
 //!   built in bulk once the hour is over. A window arriving for an hour that
 //!   was already rolled up marks the hour dirty; the next roll-up rebuilds it
@@ -20,7 +23,7 @@
 //!   wire bytes.
 
 use super::fold::{self, bytes_hll, merged_key, proto_of, SourceRowTuple};
-use super::srcrec;
+use super::{portrec, srcrec};
 use super::{
     Alert, AnalystRecord, ExportRecord, FeedCursor, FeedMatch, FeedRow, HostFeed, Inserted,
     LocalChange, Overview, PeerState, PortFilter, PortReach, PortTop, Scope, SensorRecord,
@@ -81,12 +84,13 @@ CREATE TABLE IF NOT EXISTS windows (
   darknet TEXT NOT NULL DEFAULT '', monitored_ipv4 INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (sensor, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_start ON windows(start);
-CREATE TABLE IF NOT EXISTS port_rows (
-  start INTEGER NOT NULL, sensor TEXT NOT NULL, country TEXT NOT NULL,
-  proto INTEGER NOT NULL, port INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-  sources INTEGER NOT NULL, destinations INTEGER NOT NULL, hll BLOB NOT NULL,
-  PRIMARY KEY (start, sensor, proto, port)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS port_rows_port ON port_rows(proto, port, start);
+CREATE TABLE IF NOT EXISTS port_blobs (
+  start INTEGER NOT NULL, sensor TEXT NOT NULL, country TEXT NOT NULL, rows BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS port_blobs_key ON port_blobs(start, sensor);
+CREATE TABLE IF NOT EXISTS port_windows (
+  hour INTEGER NOT NULL, proto INTEGER NOT NULL, port INTEGER NOT NULL, sensor TEXT NOT NULL,
+  points BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS port_windows_key ON port_windows(hour, proto, port, sensor);
 CREATE TABLE IF NOT EXISTS source_blobs (
   start INTEGER NOT NULL, sensor TEXT NOT NULL, rows BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS source_blobs_key ON source_blobs(start, sensor);
@@ -123,7 +127,7 @@ CREATE INDEX IF NOT EXISTS export_audit_time ON export_audit(time);
 CREATE TABLE IF NOT EXISTS heartbeats (
   role TEXT NOT NULL, holder TEXT NOT NULL, since INTEGER NOT NULL, at INTEGER NOT NULL,
   PRIMARY KEY (role, holder)) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '6');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '7');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
@@ -183,7 +187,8 @@ struct Encoded {
     window: [i64; 22],
     exact: bool,
     sources_hll: Vec<u8>,
-    ports: Vec<([i64; 6], Vec<u8>)>,
+    /// Port rows, [`portrec`] blob.
+    ports: Vec<u8>,
     /// Source rows, [`srcrec`] blob.
     sources: Vec<u8>,
     /// Monitored prefixes, comma-separated.
@@ -383,16 +388,22 @@ impl SqliteStore {
                 migrate_3_to_4(&writer)?;
                 migrate_4_to_5(&writer)?;
                 migrate_5_to_6(&writer)?;
+                migrate_6_to_7(&writer)?;
             }
             "4" => {
                 migrate_4_to_5(&writer)?;
                 migrate_5_to_6(&writer)?;
+                migrate_6_to_7(&writer)?;
             }
-            "5" => migrate_5_to_6(&writer)?,
-            "6" => {}
+            "5" => {
+                migrate_5_to_6(&writer)?;
+                migrate_6_to_7(&writer)?;
+            }
+            "6" => migrate_6_to_7(&writer)?,
+            "7" => {}
             _ => {
                 return Err(StoreError::Backend(format!(
-                    "{} has storage schema {version}; this build reads schemas 3 to 6 (move the old file aside)",
+                    "{} has storage schema {version}; this build reads schemas 3 to 7 (move the old file aside)",
                     path.display()
                 )))
             }
@@ -599,23 +610,7 @@ fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
         n(s.fingerprints.masscan),
         0,
     ];
-    let ports = s
-        .ports
-        .iter()
-        .map(|p| {
-            (
-                [
-                    p.proto as i64,
-                    p.port as i64,
-                    n(p.packets),
-                    n(p.bytes),
-                    n(p.sources),
-                    n(p.destinations),
-                ],
-                p.sources_hll.to_bytes(),
-            )
-        })
-        .collect();
+    let ports = portrec::encode(&s.ports);
     let sources = srcrec::encode(&s.sources);
     Ok(Encoded {
         sensor: s.sensor.id.clone(),
@@ -771,14 +766,13 @@ fn write_batch(
         let mut log = tx.prepare_cached("INSERT INTO fed_log (sensor, start) VALUES (?1, ?2)")?;
         let mut del: Vec<rusqlite::CachedStatement<'_>> = [
             "DELETE FROM windows WHERE sensor = ?1 AND start = ?2",
-            "DELETE FROM port_rows WHERE sensor = ?1 AND start = ?2",
+            "DELETE FROM port_blobs WHERE sensor = ?1 AND start = ?2",
             "DELETE FROM source_blobs WHERE sensor = ?1 AND start = ?2",
         ]
         .iter()
         .map(|q| tx.prepare_cached(q))
         .collect::<Result<_, _>>()?;
-        let mut ps =
-            tx.prepare_cached("INSERT INTO port_rows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)")?;
+        let mut ps = tx.prepare_cached("INSERT INTO port_blobs VALUES (?1, ?2, ?3, ?4)")?;
         let mut ss = tx.prepare_cached("INSERT INTO source_blobs VALUES (?1, ?2, ?3)")?;
         let mut dirty =
             tx.prepare_cached("INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 1)")?;
@@ -830,11 +824,7 @@ fn write_batch(
                 out.push(Inserted::Duplicate);
                 continue;
             }
-            for (v, hll) in &e.ports {
-                ps.execute(params![
-                    e.start, e.sensor, e.country, v[0], v[1], v[2], v[3], v[4], v[5], hll
-                ])?;
-            }
+            ps.execute(params![e.start, e.sensor, e.country, e.ports])?;
             ss.execute(params![e.start, e.sensor, e.sources])?;
             let day = e.start - e.start.rem_euclid(DAY);
             for f in &e.feed {
@@ -886,43 +876,17 @@ struct HourAcc {
     ports: FxHashMap<(Proto, u16), u64>,
 }
 
-/// Rebuilds the `to` roll-up rows of period `[at, at + len)` from `from`
-/// (port rows or hourly rows): per (sensor, proto, port) packets and bytes
-/// add up, destinations keep the largest window's count, sketches merge, and
-/// `sources` stays exact when the period holds a single window.
-fn roll_ports(
+/// Rebuilds the `to` roll-up rows of period `[at, at + len)` from `rows`
+/// (one window's or one hour's rows each): per (sensor, proto, port)
+/// packets and bytes add up, destinations keep the largest window's count,
+/// sketches merge, and `sources` stays exact when the period holds a
+/// single window.
+fn write_rolled(
     tx: &rusqlite::Transaction<'_>,
-    from: &str,
-    time_col: &str,
     to: &str,
     at: i64,
-    len: i64,
+    rows: Vec<fold::RollRow>,
 ) -> Result<(), StoreError> {
-    let windows_col = if from == "port_rows" { "1" } else { "windows" };
-    let mut rows = Vec::new();
-    {
-        let mut st = tx.prepare_cached(&format!(
-            "SELECT sensor, country, proto, port, packets, bytes, sources, destinations, hll, {windows_col}
-             FROM {from} WHERE {time_col} >= ?1 AND {time_col} < ?2 AND sensor NOT LIKE '*%'"
-        ))?;
-        let it = st.query_map(params![at, at + len], |r| {
-            Ok(fold::RollRow {
-                sensor: r.get(0)?,
-                country: r.get(1)?,
-                proto: r.get(2)?,
-                port: r.get(3)?,
-                packets: r.get(4)?,
-                bytes: r.get(5)?,
-                sources: r.get(6)?,
-                dsts: r.get(7)?,
-                hll: bytes_hll(&r.get::<_, Vec<u8>>(8)?),
-                windows: r.get(9)?,
-            })
-        })?;
-        for r in it {
-            rows.push(r?);
-        }
-    }
     let acc = fold::roll(rows);
     tx.execute(
         &format!(
@@ -949,6 +913,199 @@ fn roll_ports(
             a.windows
         ])?;
     }
+    Ok(())
+}
+
+/// Rebuilds day `day`'s roll-up rows from its hourly rows.
+fn roll_day(tx: &rusqlite::Transaction<'_>, day: i64) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    {
+        let mut st = tx.prepare_cached(
+            "SELECT sensor, country, proto, port, packets, bytes, sources, destinations, hll, windows
+             FROM port_hours WHERE hour >= ?1 AND hour < ?2 AND sensor NOT LIKE '*%'",
+        )?;
+        let it = st.query_map(params![day, day + DAY], |r| {
+            Ok(fold::RollRow {
+                sensor: r.get(0)?,
+                country: r.get(1)?,
+                proto: r.get(2)?,
+                port: r.get(3)?,
+                packets: r.get(4)?,
+                bytes: r.get(5)?,
+                sources: r.get(6)?,
+                dsts: r.get(7)?,
+                hll: bytes_hll(&r.get::<_, Vec<u8>>(8)?),
+                windows: r.get(9)?,
+            })
+        })?;
+        for r in it {
+            rows.push(r?);
+        }
+    }
+    write_rolled(tx, "port_days", day, rows)
+}
+
+/// Calls `f(start, sensor, country, blob)` for the port blob of every
+/// window with `a <= start < b` that matches the SQL condition `pred`
+/// (over `sensor` and `country`; its parameters are `?3`.. from `extra`).
+fn each_port_blob(
+    c: &Connection,
+    a: i64,
+    b: i64,
+    pred: &str,
+    extra: &[&dyn rusqlite::ToSql],
+    mut f: impl FnMut(i64, &str, &str, &[u8]),
+) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT start, sensor, country, rows FROM port_blobs
+         WHERE start >= ?1 AND start < ?2 AND {pred}"
+    ))?;
+    let mut p: Vec<&dyn rusqlite::ToSql> = vec![&a, &b];
+    p.extend_from_slice(extra);
+    let mut rows = st.query(&p[..])?;
+    while let Some(r) = rows.next()? {
+        let sensor = r.get_ref(1)?.as_str().unwrap_or_default();
+        let country = r.get_ref(2)?.as_str().unwrap_or_default();
+        let blob = r.get_ref(3)?.as_blob().unwrap_or_default();
+        f(r.get(0)?, sensor, country, blob);
+    }
+    Ok(())
+}
+
+/// Key of the per-window points of local sensors in `port_windows`; peers'
+/// windows are merged under [`PEER_POINTS`] (only where there are any).
+const LOCAL_POINTS: &str = "*";
+/// See [`LOCAL_POINTS`].
+const PEER_POINTS: &str = "@";
+
+/// Rolls hour `h` up from its window blobs: the per-sensor and pre-merged
+/// hourly rows (`port_hours`, unless `points_only`) and, per port, the
+/// hour's per-window points merged across sensors (`port_windows`).
+fn roll_hour_ports(
+    tx: &rusqlite::Transaction<'_>,
+    h: i64,
+    points_only: bool,
+) -> Result<(), StoreError> {
+    let mut rows = Vec::new();
+    // (proto, port, from a peer) -> window start -> (packets, sketch)
+    type Points = FxHashMap<(u8, u16, bool), std::collections::BTreeMap<i64, (u64, Hll)>>;
+    let mut points: Points = FxHashMap::default();
+    each_port_blob(
+        tx,
+        h,
+        h + HOUR,
+        "substr(sensor, 1, 1) <> '*'",
+        &[],
+        |start, sensor, country, blob| {
+            let peer = sensor.starts_with('@');
+            for r in portrec::decode(blob) {
+                let hll = bytes_hll(r.hll);
+                let p = points
+                    .entry((r.proto, r.port, peer))
+                    .or_default()
+                    .entry(start)
+                    .or_insert_with(|| (0, Hll::new()));
+                p.0 += r.packets;
+                p.1.merge(&hll);
+                rows.push(fold::RollRow {
+                    sensor: sensor.to_string(),
+                    country: country.to_string(),
+                    proto: r.proto as i64,
+                    port: r.port as i64,
+                    packets: r.packets as i64,
+                    bytes: r.bytes as i64,
+                    sources: r.sources as i64,
+                    dsts: r.destinations as i64,
+                    hll,
+                    windows: 1,
+                });
+            }
+        },
+    )?;
+    if !points_only {
+        write_rolled(tx, "port_hours", h, rows)?;
+    }
+    tx.execute("DELETE FROM port_windows WHERE hour = ?1", [h])?;
+    let mut keys: Vec<_> = points.into_iter().collect();
+    keys.sort_unstable_by_key(|(k, _)| *k);
+    let mut ins = tx.prepare_cached("INSERT INTO port_windows VALUES (?1, ?2, ?3, ?4, ?5)")?;
+    for ((proto, port, peer), by_start) in keys {
+        let sketches: Vec<(u64, u64, Vec<u8>)> = by_start
+            .into_iter()
+            .map(|(start, (packets, hll))| ((start - h) as u64, packets, hll.to_bytes()))
+            .collect();
+        let blob = portrec::encode_points(sketches.iter().map(|(o, p, b)| (*o, *p, &b[..])));
+        let key = if peer { PEER_POINTS } else { LOCAL_POINTS };
+        ins.execute(params![h, proto, port, key, blob])?;
+    }
+    Ok(())
+}
+
+/// Schema 7 (packed port rows): a window's port rows become one
+/// [`portrec`] blob, the port-led index goes, and every rolled-up hour gets
+/// its per-window points (`port_windows`), in one transaction (a crash
+/// leaves schema 6 to redo).
+fn migrate_6_to_7(c: &Connection) -> Result<(), StoreError> {
+    use darkscope_common::wire::PortRow;
+    let n: i64 = c.query_row("SELECT count(*) FROM windows", [], |r| r.get(0))?;
+    log::info!(
+        "upgrading the database from storage schema 6 to 7 (packing the port rows of {n} windows)"
+    );
+    let tx = c.unchecked_transaction()?;
+    {
+        let mut st = tx.prepare(
+            "SELECT start, sensor, country, proto, port, packets, bytes, sources, destinations, hll
+             FROM port_rows ORDER BY start, sensor",
+        )?;
+        let mut ins = tx.prepare("INSERT INTO port_blobs VALUES (?1, ?2, ?3, ?4)")?;
+        let mut key: Option<(i64, String, String)> = None;
+        let mut ports: Vec<PortRow> = Vec::new();
+        let mut done = 0u64;
+        let mut flush = |key: &Option<(i64, String, String)>, ports: &mut Vec<PortRow>| {
+            if let Some((start, sensor, country)) = key {
+                ins.execute(params![start, sensor, country, portrec::encode(ports)])?;
+                ports.clear();
+                done += 1;
+                if done % 100_000 == 0 {
+                    log::info!("packed the port rows of {done} of {n} windows");
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            let k = (r.get::<_, i64>(0)?, r.get::<_, String>(1)?);
+            if key.as_ref().map(|(s, id, _)| (*s, id)) != Some((k.0, &k.1)) {
+                flush(&key, &mut ports)?;
+                key = Some((k.0, k.1, r.get(2)?));
+            }
+            let g = |i| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            ports.push(PortRow {
+                proto: proto_of(r.get(3)?),
+                port: r.get::<_, i64>(4)? as u16,
+                packets: g(5)?,
+                bytes: g(6)?,
+                sources: g(7)?,
+                destinations: g(8)?,
+                sources_hll: bytes_hll(&r.get::<_, Vec<u8>>(9)?),
+            });
+        }
+        flush(&key, &mut ports)?;
+    }
+    let hours: Vec<i64> = tx
+        .prepare("SELECT hour FROM rollup_hours WHERE dirty = 0")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    // Only the points: an hour's raw windows may be gone (retention) while
+    // its roll-up rows stay.
+    for h in hours {
+        roll_hour_ports(&tx, h, true)?;
+    }
+    tx.execute_batch(
+        "DROP TABLE port_rows;
+         UPDATE meta SET value = '7' WHERE key = 'schema';",
+    )?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -1030,9 +1187,8 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
                 ])?;
             }
         }
-        roll_ports(&tx, "port_rows", "start", "port_hours", h, HOUR)?;
-        let day = h - h.rem_euclid(DAY);
-        roll_ports(&tx, "port_hours", "hour", "port_days", day, DAY)?;
+        roll_hour_ports(&tx, h, false)?;
+        roll_day(&tx, h - h.rem_euclid(DAY))?;
         tx.execute(
             "INSERT OR REPLACE INTO rollup_hours (hour, dirty) VALUES (?1, 0)",
             [h],
@@ -1048,12 +1204,27 @@ fn rollup_now(c: &mut Connection, now: Timestamp) -> Result<u64, StoreError> {
     Ok(hours.len() as u64)
 }
 
-/// Table, time column and windows-count expression of a granularity.
-fn table_of(g: Gran) -> (&'static str, &'static str, &'static str) {
+/// A raw port record as a [`fold::PortRowTuple`] (one window).
+fn raw_tuple(r: &portrec::PortRec<'_>, sensor: &str) -> fold::PortRowTuple {
+    (
+        r.proto as i64,
+        r.port as i64,
+        r.packets as i64,
+        r.bytes as i64,
+        r.sources as i64,
+        r.destinations as i64,
+        r.hll.to_vec(),
+        sensor.to_string(),
+        1,
+    )
+}
+
+/// Table and time column of a roll-up granularity (raw windows are
+/// blobs: [`each_port_blob`]).
+fn table_of(g: Gran) -> (&'static str, &'static str) {
     match g {
-        Gran::Raw => ("port_rows", "start", "1"),
-        Gran::Hour => ("port_hours", "hour", "windows"),
-        Gran::Day => ("port_days", "day", "windows"),
+        Gran::Day => ("port_days", "day"),
+        _ => ("port_hours", "hour"),
     }
 }
 
@@ -1306,20 +1477,13 @@ impl Store for SqliteStore {
         scope: Scope,
     ) -> Result<Vec<(Proto, u16, u64)>, StoreError> {
         let c = self.reader();
-        let mut st = c.prepare_cached(&format!(
-            "SELECT proto, port, sources, hll FROM port_rows WHERE start = ?1 AND {}",
-            scope_pred(scope)
-        ))?;
-        let rows = st
-            .query_map([start.0 as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Vec::new();
+        let s = start.0 as i64;
+        each_port_blob(&c, s, s + 1, scope_pred(scope), &[], |_, _, _, blob| {
+            for r in portrec::decode(blob) {
+                rows.push((r.proto as i64, r.port as i64, r.sources, r.hll.to_vec()));
+            }
+        })?;
         Ok(fold::window_port_sources(rows))
     }
 
@@ -1388,26 +1552,36 @@ impl Store for SqliteStore {
             (None, cc) => merged_key(f.scope, cc.as_deref()),
         };
         let scope = scope_pred(f.scope);
-        let mut rows = Vec::new();
+        let proto = f.proto.map(|p| p as u8);
+        let mut rows: Vec<fold::PortRowTuple> = Vec::new();
         for (g, a, b) in segments {
-            let (table, col, windows) = table_of(g);
-            let sensor_pred = if g == Gran::Raw {
-                "(?4 IS NULL OR sensor = ?4)"
-            } else {
-                "sensor = ?4"
-            };
+            if g == Gran::Raw {
+                each_port_blob(
+                    &c,
+                    a,
+                    b,
+                    &format!(
+                        "{scope} AND (?3 IS NULL OR sensor = ?3) AND (?4 IS NULL OR country = ?4)"
+                    ),
+                    &[&f.sensor, &f.country],
+                    |_, sensor, _, blob| {
+                        for r in portrec::decode(blob) {
+                            if proto.is_none_or(|p| p == r.proto) {
+                                rows.push(raw_tuple(&r, sensor));
+                            }
+                        }
+                    },
+                )?;
+                continue;
+            }
+            let (table, col) = table_of(g);
             let mut st = c.prepare_cached(&format!(
-                "SELECT proto, port, packets, bytes, sources, destinations, hll, sensor, {windows} FROM {table}
+                "SELECT proto, port, packets, bytes, sources, destinations, hll, sensor, windows FROM {table}
                  WHERE {col} >= ?1 AND {col} < ?2 AND {scope}
-                   AND (?3 IS NULL OR proto = ?3) AND {sensor_pred} AND (?5 IS NULL OR country = ?5)"
+                   AND (?3 IS NULL OR proto = ?3) AND sensor = ?4 AND (?5 IS NULL OR country = ?5)"
             ))?;
-            let sensor = if g == Gran::Raw {
-                f.sensor.clone()
-            } else {
-                Some(rolled_key.clone())
-            };
             let it = st.query_map(
-                params![a, b, f.proto.map(|p| p as i64), sensor, f.country],
+                params![a, b, f.proto.map(|p| p as i64), rolled_key, f.country],
                 |r| r.try_into(),
             )?;
             for r in it {
@@ -1441,31 +1615,61 @@ impl Store for SqliteStore {
         } else {
             Gran::Raw
         };
+        let mut add = |start: i64, p: u64, hll: &[u8]| {
+            if start < f {
+                return;
+            }
+            let i = ((start - f) / step) as usize;
+            if i < n {
+                packets[i] += p;
+                sketches[i].merge(&bytes_hll(hll));
+            }
+        };
         let c = self.reader();
-        for (g, a, b) in plan_for(&c, f, t, max)? {
-            let (table, col, _) = table_of(g);
-            let only_merged = if g == Gran::Raw {
-                format!("AND {}", scope_pred(scope))
+        // Steps shorter than an hour: rolled-up hours give per-window points.
+        let per_window = max == Gran::Raw;
+        let peers = match scope {
+            Scope::Local => LOCAL_POINTS,
+            Scope::Global => PEER_POINTS,
+        };
+        let plan_max = if per_window { Gran::Hour } else { max };
+        for (g, a, b) in plan_for(&c, f, t, plan_max)? {
+            if g == Gran::Raw {
+                each_port_blob(&c, a, b, scope_pred(scope), &[], |start, _, _, blob| {
+                    if let Some(r) = portrec::find(blob, proto as u8, port) {
+                        add(start, r.packets, r.hll);
+                    }
+                })?;
+            } else if per_window {
+                let mut st = c.prepare_cached(
+                    "SELECT points FROM port_windows
+                     WHERE hour = ?1 AND proto = ?2 AND port = ?3 AND sensor IN (?4, ?5)",
+                )?;
+                for h in (a..b).step_by(HOUR as usize) {
+                    let mut rows =
+                        st.query(params![h, proto as i64, port as i64, LOCAL_POINTS, peers])?;
+                    while let Some(r) = rows.next()? {
+                        for (offset, p, hll) in
+                            portrec::decode_points(r.get_ref(0)?.as_blob().unwrap_or_default())
+                        {
+                            add(h + offset as i64, p, hll);
+                        }
+                    }
+                }
             } else {
-                format!("AND sensor = '{}'", merged_key(scope, None))
-            };
-            let mut st = c.prepare_cached(&format!(
-                "SELECT {col}, packets, hll FROM {table}
-                 WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4 {only_merged}"
-            ))?;
-            let rows = st.query_map(params![proto as i64, port as i64, a, b], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?;
-            for r in rows {
-                let (start, p, hll) = r?;
-                let i = ((start - f) / step) as usize;
-                if i < n {
-                    packets[i] += p as u64;
-                    sketches[i].merge(&bytes_hll(&hll));
+                let (table, col) = table_of(g);
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {col}, packets, hll FROM {table}
+                     WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4 AND sensor = ?5"
+                ))?;
+                let key = merged_key(scope, None);
+                let mut rows = st.query(params![proto as i64, port as i64, a, b, key])?;
+                while let Some(r) = rows.next()? {
+                    add(
+                        r.get(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get_ref(2)?.as_blob().unwrap_or_default(),
+                    );
                 }
             }
         }
@@ -1513,10 +1717,32 @@ impl Store for SqliteStore {
         let c = self.reader();
         let mut rows: Vec<fold::ReachRowTuple> = Vec::new();
         for (g, a, b) in plan_for(&c, from.0 as i64, to.0 as i64, Gran::Day)? {
-            let (table, col, windows) = table_of(g);
+            if g == Gran::Raw {
+                each_port_blob(
+                    &c,
+                    a,
+                    b,
+                    scope_pred(scope),
+                    &[],
+                    |_, sensor, country, blob| {
+                        if let Some(r) = portrec::find(blob, proto as u8, port) {
+                            rows.push((
+                                sensor.to_string(),
+                                country.to_string(),
+                                r.packets as i64,
+                                r.sources as i64,
+                                r.hll.to_vec(),
+                                1,
+                            ));
+                        }
+                    },
+                )?;
+                continue;
+            }
+            let (table, col) = table_of(g);
             // Roll-ups also hold pre-merged rows (`*`, `**CC`): per sensor only.
             let mut st = c.prepare_cached(&format!(
-                "SELECT sensor, country, packets, sources, hll, {windows} FROM {table}
+                "SELECT sensor, country, packets, sources, hll, windows FROM {table}
                  WHERE proto = ?1 AND port = ?2 AND {col} >= ?3 AND {col} < ?4
                    AND {} AND substr(sensor, 1, 1) <> '*'",
                 scope_pred(scope)
@@ -1763,10 +1989,8 @@ impl Store for SqliteStore {
                     fp_mirai, fp_zmap, fp_masscan, sources_hll, darknet, monitored_ipv4
              FROM windows WHERE sensor = ?1 AND start >= ?2 AND start < ?3 ORDER BY start",
         )?;
-        let mut ps = c.prepare_cached(
-            "SELECT proto, port, packets, bytes, sources, destinations, hll
-             FROM port_rows WHERE start = ?1 AND sensor = ?2",
-        )?;
+        let mut ps =
+            c.prepare_cached("SELECT rows FROM port_blobs WHERE start = ?1 AND sensor = ?2")?;
         let mut ss =
             c.prepare_cached("SELECT rows FROM source_blobs WHERE start = ?1 AND sensor = ?2")?;
         let mut out = Vec::new();
@@ -1785,19 +2009,21 @@ impl Store for SqliteStore {
         })?;
         for row in rows {
             let ((start, end, country), tot, exact, classes, fps, hll, darknet, mon) = row?;
-            let mut ports: Vec<PortRow> = ps
-                .query_map(params![start as i64, sensor], |r| {
-                    Ok(PortRow {
-                        proto: proto_of(r.get(0)?),
-                        port: r.get::<_, i64>(1)? as u16,
-                        packets: r.get::<_, i64>(2)? as u64,
-                        bytes: r.get::<_, i64>(3)? as u64,
-                        sources: r.get::<_, i64>(4)? as u64,
-                        destinations: r.get::<_, i64>(5)? as u64,
-                        sources_hll: bytes_hll(&r.get::<_, Vec<u8>>(6)?),
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
+            let blob: Vec<u8> = ps
+                .query_row(params![start as i64, sensor], |r| r.get(0))
+                .optional()?
+                .unwrap_or_default();
+            let mut ports: Vec<PortRow> = portrec::decode(&blob)
+                .map(|r| PortRow {
+                    proto: proto_of(r.proto as i64),
+                    port: r.port,
+                    packets: r.packets,
+                    bytes: r.bytes,
+                    sources: r.sources,
+                    destinations: r.destinations,
+                    sources_hll: bytes_hll(r.hll),
+                })
+                .collect();
             ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.port.cmp(&b.port)));
             let blob: Option<Vec<u8>> = ss
                 .query_row(params![start as i64, sensor], |r| r.get(0))
@@ -2094,7 +2320,8 @@ impl Store for SqliteStore {
         let tx = c.transaction()?;
         let cut = cutoff.0 as i64;
         let n = tx.execute("DELETE FROM windows WHERE start < ?1", [cut])?;
-        tx.execute("DELETE FROM port_rows WHERE start < ?1", [cut])?;
+        tx.execute("DELETE FROM port_blobs WHERE start < ?1", [cut])?;
+        tx.execute("DELETE FROM port_windows WHERE hour < ?1", [cut])?;
         tx.execute("DELETE FROM source_blobs WHERE start < ?1", [cut])?;
         tx.execute("DELETE FROM fed_log WHERE start < ?1", [cut])?;
         let rcut = rollup_cutoff.0 as i64;
@@ -2140,14 +2367,26 @@ mod tests {
             };
             s.add_subscriber(&sub, b"h").unwrap();
             s.insert_summary_with(&sum, "JP", &[]).unwrap();
+            // Its hour rolled up, so the upgrade must build that hour's points.
+            s.rollup(Timestamp(sum.window.end.0 + 2 * HOUR as u64))
+                .unwrap();
         }
         {
-            // Back to what schema 4 had: fixed-size source records too.
+            // Back to what schema 4 had: fixed-size source records, one row
+            // per port (and no per-window points).
             let c = Connection::open(&path).unwrap();
             c.execute_batch(
                 "ALTER TABLE subscribers DROP COLUMN webhook;
                  ALTER TABLE subscribers DROP COLUMN webhook_key;
                  DROP TABLE feed_events;
+                 DROP TABLE port_blobs;
+                 DROP TABLE port_windows;
+                 CREATE TABLE port_rows (
+                   start INTEGER NOT NULL, sensor TEXT NOT NULL, country TEXT NOT NULL,
+                   proto INTEGER NOT NULL, port INTEGER NOT NULL, packets INTEGER NOT NULL,
+                   bytes INTEGER NOT NULL, sources INTEGER NOT NULL, destinations INTEGER NOT NULL,
+                   hll BLOB NOT NULL, PRIMARY KEY (start, sensor, proto, port)) WITHOUT ROWID;
+                 CREATE INDEX port_rows_port ON port_rows(proto, port, start);
                  UPDATE meta SET value = '4' WHERE key = 'schema';",
             )
             .unwrap();
@@ -2156,6 +2395,23 @@ mod tests {
                 [srcrec::to_v1(&sum.sources)],
             )
             .unwrap();
+            for p in &sum.ports {
+                c.execute(
+                    "INSERT INTO port_rows VALUES (?1,?2,'JP',?3,?4,?5,?6,?7,?8,?9)",
+                    params![
+                        sum.window.start.0 as i64,
+                        sum.sensor.id,
+                        p.proto as i64,
+                        p.port,
+                        p.packets as i64,
+                        p.bytes as i64,
+                        p.sources as i64,
+                        p.destinations as i64,
+                        p.sources_hll.to_bytes()
+                    ],
+                )
+                .unwrap();
+            }
         }
         let s = SqliteStore::open(&path).unwrap();
         let subs = s.subscribers().unwrap();
@@ -2168,7 +2424,33 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(v, "6");
+        assert_eq!(v, "7");
+        // The port rows were packed: the window reads back whole, and the
+        // rolled-up hour's per-window points were built.
+        let back = s
+            .stored_summaries(&sum.sensor.id, sum.window.start, sum.window.end)
+            .unwrap();
+        assert_eq!(back[0].ports, sum.ports);
+        let p = &sum.ports[0];
+        let hour = sum.window.start.0 - sum.window.start.0 % HOUR as u64;
+        let series = s
+            .port_series(
+                p.proto,
+                p.port,
+                Timestamp(hour),
+                Timestamp(hour + HOUR as u64),
+                60_000_000,
+                Scope::Local,
+            )
+            .unwrap();
+        assert_eq!(series.iter().map(|x| x.packets).sum::<u64>(), p.packets);
+        assert!(
+            s.reader()
+                .query_row("SELECT count(*) FROM port_windows", [], |r| r
+                    .get::<_, i64>(0))
+                .unwrap()
+                > 0
+        );
         // The source rows were repacked: found by lookup and by scans.
         let info = s.source(ip, Scope::Local).unwrap().expect("source kept");
         assert_eq!(info.packets, 3);

@@ -164,7 +164,7 @@ const ENTRY: usize = 20;
 const MAX_REC: usize = 19 + 4 * 10 + 2 + 2 * 10 + 1 + TOP * (1 + 3 + 10);
 
 /// Appends `v` as a LEB128 variable-length integer.
-fn put(out: &mut Vec<u8>, mut v: u128) {
+pub(super) fn put(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
         v >>= 7;
@@ -173,7 +173,7 @@ fn put(out: &mut Vec<u8>, mut v: u128) {
 }
 
 /// Reads a LEB128 integer (at most 19 bytes), advancing `at`.
-fn get(b: &[u8], at: &mut usize) -> Option<u128> {
+pub(super) fn get(b: &[u8], at: &mut usize) -> Option<u128> {
     let mut v = 0u128;
     for shift in (0..133).step_by(7) {
         let x = *b.get(*at)?;
@@ -186,7 +186,8 @@ fn get(b: &[u8], at: &mut usize) -> Option<u128> {
     None
 }
 
-fn byte(b: &[u8], at: &mut usize) -> Option<u8> {
+/// Reads one byte, advancing `at`.
+pub(super) fn byte(b: &[u8], at: &mut usize) -> Option<u8> {
     let x = *b.get(*at)?;
     *at += 1;
     Some(x)
@@ -205,27 +206,35 @@ fn head(b: &[u8]) -> Option<(usize, u64, usize)> {
     Some((u32_at(b, 1)? as usize, base, u32_at(b, 13)? as usize))
 }
 
-/// Encodes rows sorted by address.
+/// Encodes rows sorted by address. Only (address, index) pairs are sorted
+/// (rows arriving in address order are not sorted at all); records are
+/// built as they are written.
 pub fn encode(rows: &[SourceRow]) -> Vec<u8> {
-    let mut recs: Vec<SourceRec> = rows.iter().map(SourceRec::from_row).collect();
-    recs.sort_unstable_by_key(|r| r.ip);
-    let base = recs.iter().map(|r| r.first).min().unwrap_or(0);
-    let blocks = recs.len().div_ceil(BLOCK);
-    let mut out = Vec::with_capacity(HEAD + blocks * ENTRY + recs.len() * 32);
+    let mut order: Vec<(u128, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (Addr::from(r.ip).0, i as u32))
+        .collect();
+    if !order.is_sorted() {
+        order.sort_unstable();
+    }
+    let base = rows.iter().map(|r| r.first_seen.0).min().unwrap_or(0);
+    let blocks = order.len().div_ceil(BLOCK);
+    let mut out = Vec::with_capacity(HEAD + blocks * ENTRY + order.len() * 32);
     out.push(TAG);
-    out.extend_from_slice(&(recs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(order.len() as u32).to_le_bytes());
     out.extend_from_slice(&base.to_le_bytes());
     out.extend_from_slice(&(blocks as u32).to_le_bytes());
     out.resize(HEAD + blocks * ENTRY, 0);
-    for (i, block) in recs.chunks(BLOCK).enumerate() {
+    for (i, block) in order.chunks(BLOCK).enumerate() {
         let at = HEAD + i * ENTRY;
         let offset = out.len() as u32;
-        out[at..at + 16].copy_from_slice(&block[0].ip);
+        out[at..at + 16].copy_from_slice(&block[0].0.to_be_bytes());
         out[at + 16..at + 20].copy_from_slice(&offset.to_le_bytes());
-        let mut prev = u128::from_be_bytes(block[0].ip);
-        for r in block {
-            r.write(prev, base, &mut out);
-            prev = u128::from_be_bytes(r.ip);
+        let mut prev = block[0].0;
+        for &(ip, row) in block {
+            SourceRec::from_row(&rows[row as usize]).write(prev, base, &mut out);
+            prev = ip;
         }
     }
     out

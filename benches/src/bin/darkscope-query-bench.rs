@@ -1,7 +1,8 @@
 //! `darkscope-query-bench`: fills a store (SQLite, or ClickHouse with
 //! `--clickhouse URL`) with `--days` of summaries from `--sensors` sensors,
 //! rolls up, then times `ports/top` and `series` queries over the whole
-//! span (store calls, as the API handlers make them).
+//! span and a series of the last day in 5-minute steps (store calls, as
+//! the API handlers make them).
 
 use anyhow::Result;
 use clap::Parser;
@@ -110,6 +111,7 @@ fn main() -> Result<()> {
     };
     let mut top = Histogram::<u64>::new(3)?;
     let mut series = Histogram::<u64>::new(3)?;
+    let mut recent = Histogram::<u64>::new(3)?;
     for i in 0..cli.queries {
         let t = Instant::now();
         let r = store.top_ports(&span, 20)?;
@@ -126,10 +128,23 @@ fn main() -> Result<()> {
         )?;
         series.record(t.elapsed().as_micros() as u64)?;
         assert_eq!(s.len() as u64, cli.days * 24);
+        // What a dashboard shows: the last day in 5-minute steps.
+        let t = Instant::now();
+        let s = store.port_series(
+            Proto::Tcp,
+            (i % cli.ports) as u16,
+            Timestamp(span.to.0 - 86_400_000_000),
+            span.to,
+            300_000_000,
+            Default::default(),
+        )?;
+        recent.record(t.elapsed().as_micros() as u64)?;
+        assert_eq!(s.len(), 288);
     }
     for (name, h) in [
         ("ports/top over the whole span", &top),
         ("series of one port, 1 h steps, whole span", &series),
+        ("series of one port, 5 min steps, last day", &recent),
     ] {
         println!(
             "| {name} | {} | {:.1} | {:.1} | {:.1} |",
