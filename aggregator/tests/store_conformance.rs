@@ -748,6 +748,31 @@ fn clickhouse_refuses_a_database_that_was_not_migrated() {
     assert!(e.contains("darkscope-aggregator migrate"), "{e}");
 }
 
+/// ClickHouse export positions come from replicas' clocks, so a window is
+/// offered to federation peers only once it has settled: a peer's cursor
+/// can then never pass a window that is still being committed elsewhere.
+#[test]
+fn clickhouse_offers_windows_to_peers_once_settled() {
+    use darkscope_aggregator::store::clickhouse::ClickHouseStore;
+    let ch = common::clickhouse::Server::start();
+    let mut cfg = ch.config("settle");
+    ClickHouseStore::migrate(&cfg).unwrap();
+    cfg.export_settle_secs = 2;
+    let store = ClickHouseStore::open(&cfg).unwrap();
+    store.add_sensor("a", "JP", b"hash-a").unwrap();
+    store
+        .insert_summary(&summary("a", 0, &[1, 2], 1), "JP")
+        .unwrap();
+    assert!(
+        store.local_changes(0, 10).unwrap().is_empty(),
+        "not offered while it may still be overtaken"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let log = store.local_changes(0, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].sensor.as_str(), log[0].start), ("a", Timestamp(T0)));
+}
+
 /// The same data in both backends gives the same answers to every query
 /// the API makes (SQLite from its roll-ups where it can, ClickHouse from
 /// raw rows), in both scopes.

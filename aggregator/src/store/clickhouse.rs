@@ -87,6 +87,14 @@ pub struct ClickHouseConfig {
     pub password_file: Option<PathBuf>,
     /// Seconds before a request is abandoned.
     pub timeout_secs: u64,
+    /// Windows are offered to federation peers only this many seconds
+    /// after their export position was taken. Positions come from each
+    /// replica's clock when the upload arrives, not from one sequence, so
+    /// a window can become visible after one with a later position (a
+    /// slower batch, another replica, clock skew); a peer that had already
+    /// moved its cursor past it would never get it. Must exceed commit
+    /// latency plus clock skew between replicas.
+    pub export_settle_secs: u64,
 }
 
 impl Default for ClickHouseConfig {
@@ -97,6 +105,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password_file: None,
             timeout_secs: 60,
+            export_settle_secs: 30,
         }
     }
 }
@@ -120,6 +129,9 @@ impl ClickHouseConfig {
         }
         if !(1..=3600).contains(&self.timeout_secs) {
             return Err("[clickhouse] timeout_secs must be 1-3600".into());
+        }
+        if self.export_settle_secs > 3600 {
+            return Err("[clickhouse] export_settle_secs must be 0-3600".into());
         }
         Ok(())
     }
@@ -2019,8 +2031,13 @@ impl Store for ClickHouseStore {
             sensor: String,
             start: u64,
         }
+        // Positions are µs × 1000 plus a random tail (see insert_summary_with).
+        let settled = Timestamp::now()
+            .0
+            .saturating_sub(self.cfg.export_settle_secs.saturating_mul(1_000_000))
+            .saturating_mul(1000);
         let v: Vec<C> = self.rows(&format!(
-            "SELECT seq, sensor, start FROM {} FINAL WHERE seq > {cursor} AND {} ORDER BY seq LIMIT {limit}",
+            "SELECT seq, sensor, start FROM {} FINAL WHERE seq > {cursor} AND seq < {settled} AND {} ORDER BY seq LIMIT {limit}",
             self.t("windows"),
             scope_pred(Scope::Local)
         ))?;

@@ -112,6 +112,10 @@ CREATE TABLE IF NOT EXISTS port_days (
   PRIMARY KEY (day, proto, port, sensor)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS port_hours_port ON port_hours(proto, port, sensor, hour);
 CREATE INDEX IF NOT EXISTS port_days_port ON port_days(proto, port, sensor, day);
+-- Top ports over roll-ups read one key's rows (a pre-merged `*` key or a sensor),
+-- not every sensor's row of every day (4x faster over 30 days, benches/RESULTS.md).
+CREATE INDEX IF NOT EXISTS port_hours_sensor ON port_hours(sensor, hour);
+CREATE INDEX IF NOT EXISTS port_days_sensor ON port_days(sensor, day);
 CREATE TABLE IF NOT EXISTS rollup_hours (hour INTEGER PRIMARY KEY, dirty INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS fed_log (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, start INTEGER NOT NULL);

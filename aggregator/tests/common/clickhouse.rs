@@ -85,6 +85,8 @@ impl Server {
         ClickHouseConfig {
             url: self.url.clone(),
             database: database.into(),
+            // Tests read the export log right after storing.
+            export_settle_secs: 0,
             ..Default::default()
         }
     }

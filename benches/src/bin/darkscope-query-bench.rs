@@ -42,6 +42,10 @@ struct Cli {
     /// Queries of each kind to time.
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// Threads inserting at once (like concurrent uploads; the store
+    /// batches what they queue, so more threads make larger batches).
+    #[arg(long, default_value_t = 8)]
+    threads: u64,
 }
 
 const T0: u64 = 1_763_683_200_000_000; // 2025-11-21T00:00:00Z
@@ -74,11 +78,11 @@ fn main() -> Result<()> {
     let t = Instant::now();
     // Several inserting threads, like concurrent uploads (group commit).
     std::thread::scope(|sc| {
-        for part in (0..8u64).filter(|_| !reuse) {
+        for part in (0..cli.threads.max(1)).filter(|_| !reuse) {
             let store = store.as_ref();
             let cli = &cli;
             sc.spawn(move || {
-                for w in (part..windows).step_by(8) {
+                for w in (part..windows).step_by(cli.threads.max(1) as usize) {
                     for s in 0..cli.sensors {
                         let sum = synth::summary(
                             &format!("q-{s:02}"),
