@@ -538,7 +538,11 @@ fn merge_period(parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Option
     }
     let mut ports = Vec::new();
     let mut sources = SourceFold::default();
-    ports.extend(std::mem::take(&mut out.ports).into_iter().map(roll_row));
+    ports.extend(
+        std::mem::take(&mut out.ports)
+            .into_iter()
+            .map(|p| fold::RollRow::window(String::new(), String::new(), p)),
+    );
     sources.add(std::mem::take(&mut out.sources));
     for s in rest {
         let mut c = out.classes.to_array();
@@ -553,7 +557,11 @@ fn merge_period(parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Option
         out.totals.bytes += s.totals.bytes;
         out.totals.sources_hll.merge(&s.totals.sources_hll);
         out.truncation.exact &= s.truncation.exact;
-        ports.extend(s.ports.into_iter().map(roll_row));
+        ports.extend(
+            s.ports
+                .into_iter()
+                .map(|p| fold::RollRow::window(String::new(), String::new(), p)),
+        );
         sources.add(s.sources);
     }
     out.window = whole;
@@ -578,22 +586,6 @@ fn merge_period(parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Option
     });
     out.sources = sources.finish();
     Some(out)
-}
-
-/// A port row as one window's roll-up input.
-fn roll_row(p: PortRow) -> fold::RollRow {
-    fold::RollRow {
-        sensor: String::new(),
-        country: String::new(),
-        proto: p.proto as i64,
-        port: p.port as i64,
-        packets: p.packets as i64,
-        bytes: p.bytes as i64,
-        sources: p.sources as i64,
-        dsts: p.destinations as i64,
-        hll: p.sources_hll,
-        windows: 1,
-    }
 }
 
 /// A source's folded row and its packets per port.

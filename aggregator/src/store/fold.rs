@@ -439,6 +439,24 @@ pub struct RollRow {
     pub windows: i64,
 }
 
+impl RollRow {
+    /// One window's port row of `sensor` (in `country`) as roll-up input.
+    pub fn window(sensor: String, country: String, p: darkscope_common::wire::PortRow) -> RollRow {
+        RollRow {
+            sensor,
+            country,
+            proto: p.proto as i64,
+            port: p.port as i64,
+            packets: p.packets as i64,
+            bytes: p.bytes as i64,
+            sources: p.sources as i64,
+            dsts: p.destinations as i64,
+            hll: p.sources_hll,
+            windows: 1,
+        }
+    }
+}
+
 /// Folds rows with the same (sensor, proto, port) into one: packets and
 /// bytes add up, destinations keep the largest window's count, sketches
 /// merge, and `sources` stays exact only when a single window contributes.

@@ -40,6 +40,21 @@ pub struct PortRec<'a> {
     pub hll: &'a [u8],
 }
 
+impl PortRec<'_> {
+    /// Back to a wire row (a damaged sketch reads as empty).
+    pub fn to_row(&self) -> PortRow {
+        PortRow {
+            proto: super::fold::proto_of(self.proto as i64),
+            port: self.port,
+            packets: self.packets,
+            bytes: self.bytes,
+            sources: self.sources,
+            destinations: self.destinations,
+            sources_hll: super::fold::bytes_hll(self.hll),
+        }
+    }
+}
+
 /// Encodes a window's port rows, sorted by (proto, port).
 pub fn encode(rows: &[PortRow]) -> Vec<u8> {
     let mut order: Vec<&PortRow> = rows.iter().collect();
@@ -71,38 +86,42 @@ fn bytes<'a>(b: &'a [u8], at: &mut usize, n: u64) -> Option<&'a [u8]> {
     Some(s)
 }
 
-/// The records of a window blob, in (proto, port) order; stops at the
-/// first damaged one.
-pub fn decode(b: &[u8]) -> impl Iterator<Item = PortRec<'_>> + '_ {
-    let mut at = 1usize;
-    let ok = b.first() == Some(&TAG);
+/// The records after `tag` in `b`, each read by `one`; stops at the first
+/// damaged one (or a wrong tag).
+fn records<'a, T: 'a>(
+    b: &'a [u8],
+    tag: u8,
+    one: impl Fn(&'a [u8], &mut usize) -> Option<T> + 'a,
+) -> impl Iterator<Item = T> + 'a {
+    let mut at = if b.first() == Some(&tag) { 1 } else { b.len() };
     std::iter::from_fn(move || {
-        if !ok || at >= b.len() {
+        if at >= b.len() {
             return None;
         }
-        let r = (|| {
-            let proto = byte(b, &mut at)?;
-            let port = u16::try_from(get64(b, &mut at)?).ok()?;
-            let packets = get64(b, &mut at)?;
-            let bytes_ = get64(b, &mut at)?;
-            let sources = get64(b, &mut at)?;
-            let destinations = get64(b, &mut at)?;
-            let n = get64(b, &mut at)?;
-            let hll = bytes(b, &mut at, n)?;
-            Some(PortRec {
-                proto,
-                port,
-                packets,
-                bytes: bytes_,
-                sources,
-                destinations,
-                hll,
-            })
-        })();
+        let r = one(b, &mut at);
         if r.is_none() {
             at = b.len();
         }
         r
+    })
+}
+
+/// The records of a window blob, in (proto, port) order; stops at the
+/// first damaged one.
+pub fn decode(b: &[u8]) -> impl Iterator<Item = PortRec<'_>> + '_ {
+    records(b, TAG, |b, at| {
+        Some(PortRec {
+            proto: byte(b, at)?,
+            port: u16::try_from(get64(b, at)?).ok()?,
+            packets: get64(b, at)?,
+            bytes: get64(b, at)?,
+            sources: get64(b, at)?,
+            destinations: get64(b, at)?,
+            hll: {
+                let n = get64(b, at)?;
+                bytes(b, at, n)?
+            },
+        })
     })
 }
 
@@ -128,22 +147,11 @@ pub fn encode_points<'a>(points: impl IntoIterator<Item = (u64, u64, &'a [u8])>)
 
 /// The points of [`encode_points`]; stops at the first damaged one.
 pub fn decode_points(b: &[u8]) -> impl Iterator<Item = (u64, u64, &[u8])> + '_ {
-    let mut at = 1usize;
-    let ok = b.first() == Some(&TAG_POINTS);
-    std::iter::from_fn(move || {
-        if !ok || at >= b.len() {
-            return None;
-        }
-        let r = (|| {
-            let offset = get64(b, &mut at)?;
-            let packets = get64(b, &mut at)?;
-            let n = get64(b, &mut at)?;
-            Some((offset, packets, bytes(b, &mut at, n)?))
-        })();
-        if r.is_none() {
-            at = b.len();
-        }
-        r
+    records(b, TAG_POINTS, |b, at| {
+        let offset = get64(b, at)?;
+        let packets = get64(b, at)?;
+        let n = get64(b, at)?;
+        Some((offset, packets, bytes(b, at, n)?))
     })
 }
 

@@ -1003,26 +1003,19 @@ fn roll_hour_ports(
         |start, sensor, country, blob| {
             let peer = sensor.starts_with('@');
             for r in portrec::decode(blob) {
-                let hll = bytes_hll(r.hll);
+                let row = r.to_row();
                 let p = points
                     .entry((r.proto, r.port, peer))
                     .or_default()
                     .entry(start)
                     .or_insert_with(|| (0, Hll::new()));
                 p.0 += r.packets;
-                p.1.merge(&hll);
-                rows.push(fold::RollRow {
-                    sensor: sensor.to_string(),
-                    country: country.to_string(),
-                    proto: r.proto as i64,
-                    port: r.port as i64,
-                    packets: r.packets as i64,
-                    bytes: r.bytes as i64,
-                    sources: r.sources as i64,
-                    dsts: r.destinations as i64,
-                    hll,
-                    windows: 1,
-                });
+                p.1.merge(&row.sources_hll);
+                rows.push(fold::RollRow::window(
+                    sensor.to_string(),
+                    country.to_string(),
+                    row,
+                ));
             }
         },
     )?;
@@ -2017,17 +2010,7 @@ impl Store for SqliteStore {
                 .query_row(params![start as i64, sensor], |r| r.get(0))
                 .optional()?
                 .unwrap_or_default();
-            let mut ports: Vec<PortRow> = portrec::decode(&blob)
-                .map(|r| PortRow {
-                    proto: proto_of(r.proto as i64),
-                    port: r.port,
-                    packets: r.packets,
-                    bytes: r.bytes,
-                    sources: r.sources,
-                    destinations: r.destinations,
-                    sources_hll: bytes_hll(r.hll),
-                })
-                .collect();
+            let mut ports: Vec<PortRow> = portrec::decode(&blob).map(|r| r.to_row()).collect();
             ports.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.port.cmp(&b.port)));
             let blob: Option<Vec<u8>> = ss
                 .query_row(params![start as i64, sensor], |r| r.get(0))
