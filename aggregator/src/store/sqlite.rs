@@ -1011,11 +1011,13 @@ fn roll_hour_ports(
                     .or_insert_with(|| (0, Hll::new()));
                 p.0 += r.packets;
                 p.1.merge(&row.sources_hll);
-                rows.push(fold::RollRow::window(
-                    sensor.to_string(),
-                    country.to_string(),
-                    row,
-                ));
+                if !points_only {
+                    rows.push(fold::RollRow::window(
+                        sensor.to_string(),
+                        country.to_string(),
+                        row,
+                    ));
+                }
             }
         },
     )?;
@@ -1216,12 +1218,13 @@ fn raw_tuple(r: &portrec::PortRec<'_>, sensor: &str) -> fold::PortRowTuple {
     )
 }
 
-/// Table and time column of a roll-up granularity (raw windows are
-/// blobs: [`each_port_blob`]).
+/// Table and time column of a roll-up granularity. Raw windows have no
+/// table of rows (they are blobs, read with [`each_port_blob`]); callers
+/// handle [`Gran::Raw`] before asking.
 fn table_of(g: Gran) -> (&'static str, &'static str) {
     match g {
         Gran::Day => ("port_days", "day"),
-        _ => ("port_hours", "hour"),
+        Gran::Hour | Gran::Raw => ("port_hours", "hour"),
     }
 }
 
