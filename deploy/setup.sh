@@ -3,7 +3,8 @@
 # building and capturing; tshark (the correctness oracle), tcpreplay, tcpdump
 # and iproute2 for the tests; Chromium and its chromedriver for the console
 # tests; ClickHouse for the second storage backend's tests (the tests start
-# their own server on loopback; the package's own service is not used); a
+# their own server on loopback; the package's own service is not used) and
+# ZooKeeper for its cluster tests (started by the tests, no service); a
 # Python virtualenv with the STIX/TAXII clients the interoperability tests
 # use. Idempotent; needs root (or sudo).
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v pkg-config >/dev/null && pkg-config --exists libpcap 2>/dev/null || n
 for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2 chromium:chromium chromedriver:chromium-driver clickhouse-server:clickhouse-server; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
 done
+[ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing ${need[*]}"

@@ -819,3 +819,88 @@ fn backends_answer_identically() {
             .unwrap()
     );
 }
+
+/// The cluster schema (`deploy/clickhouse/cluster/`, applied by `migrate`
+/// with `[clickhouse] cluster`) on a real cluster: ZooKeeper and four
+/// servers, 2 shards × 2 replicas. The whole suite passes through the
+/// distributed tables, a second aggregator on another node reads what the
+/// first stored, answers equal SQLite's on the same data, retention deletes
+/// on every shard, and with a replica killed the cluster still stores and
+/// answers through the other.
+#[test]
+fn clickhouse_cluster_conforms() {
+    use darkscope_aggregator::store::clickhouse::ClickHouseStore;
+    let mut ch = common::clickhouse::Cluster::start();
+    conformance(&ch.store(0, "conformance"), false);
+    federation_storage(&ch.store(1, "federation"));
+    feed_storage(
+        &ch.store(3, "feeds"),
+        std::time::Duration::from_millis(5500),
+    );
+
+    let c = ch.store(2, "same");
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("same.db")).unwrap();
+    fill_fifty_hours(&s);
+    fill_fifty_hours(&c);
+    let raw = port_answers(&c);
+    c.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    assert_eq!(port_answers(&c), raw, "roll-ups answer like raw rows");
+    assert_eq!(port_answers(&s), raw, "the cluster answers like SQLite");
+    // Windows are spread over both shards, each copied to its second replica.
+    let count = |u: &String| -> u64 {
+        reqwest::blocking::Client::new()
+            .post(u)
+            .body("SELECT count() FROM same.windows_local")
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let t0 = std::time::Instant::now();
+    let per_node = loop {
+        let n: Vec<u64> = ch.urls.iter().map(count).collect();
+        if (n[0] == n[1] && n[2] == n[3]) || t0.elapsed().as_secs() > 30 {
+            break n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        per_node[0] > 0 && per_node[2] > 0,
+        "both shards hold windows: {per_node:?}"
+    );
+    assert_eq!(
+        (per_node[0], per_node[2]),
+        (per_node[1], per_node[3]),
+        "replicas hold their shard's rows"
+    );
+
+    // Another aggregator, on another node, sees the same database.
+    let other = ClickHouseStore::open(&ch.config(1, "same")).unwrap();
+    assert_eq!(port_answers(&other), raw);
+
+    // Retention reaches every shard and replica.
+    let gone = c
+        .apply_retention(Timestamp(T0 + 25 * 60 * MIN), Timestamp(T0))
+        .unwrap();
+    assert!(gone > 0);
+    assert!(other
+        .window_starts(Timestamp(T0), Timestamp(T0 + 25 * 60 * MIN), Scope::Global)
+        .unwrap()
+        .is_empty());
+
+    // A replica of each shard dies: the others take inserts and queries.
+    ch.kill9(0);
+    ch.kill9(2);
+    let survivor = ClickHouseStore::open(&ch.config(1, "same")).unwrap();
+    let late = summary("a", 50 * 60, &[7, 8, 9], 1);
+    assert_eq!(survivor.insert_summary(&late, "JP").unwrap(), Inserted::New);
+    let after = survivor
+        .window_starts(Timestamp(T0), Timestamp(T0 + 51 * 60 * MIN), Scope::Local)
+        .unwrap();
+    assert!(after.contains(&Timestamp(T0 + 50 * 60 * MIN)), "{after:?}");
+}

@@ -66,6 +66,28 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
     ),
 ];
 
+/// The same migrations for a ClickHouse cluster (`[clickhouse] cluster`):
+/// replicated `<name>_local` tables on every node behind `Distributed`
+/// tables with the names darkscope queries; `{cluster}` is the cluster.
+pub const CLUSTER_MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        include_str!("../../../deploy/clickhouse/cluster/001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../deploy/clickhouse/cluster/002_heartbeats.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../deploy/clickhouse/cluster/003_rollups.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../deploy/clickhouse/cluster/004_feed_events.sql"),
+    ),
+];
+
 const HOUR: u64 = 3_600_000_000;
 /// Feed changes younger than this are not handed out yet (see `feed_changes`).
 const FEED_SETTLE_US: u64 = 5_000_000;
@@ -95,6 +117,13 @@ pub struct ClickHouseConfig {
     /// moved its cursor past it would never get it. Must exceed commit
     /// latency plus clock skew between replicas.
     pub export_settle_secs: u64,
+    /// A ClickHouse cluster (a `<remote_servers>` name) to use the
+    /// replicated, distributed schema on (`deploy/clickhouse/cluster/`);
+    /// none: one server. Inserts then wait until every shard has its rows
+    /// (`insert_distributed_sync`), and reads prefer the replicas inserts
+    /// went to (`load_balancing = in_order`), so what was acknowledged is
+    /// what the next query sees.
+    pub cluster: Option<String>,
 }
 
 impl Default for ClickHouseConfig {
@@ -106,6 +135,7 @@ impl Default for ClickHouseConfig {
             password_file: None,
             timeout_secs: 60,
             export_settle_secs: 30,
+            cluster: None,
         }
     }
 }
@@ -126,6 +156,9 @@ impl ClickHouseConfig {
         };
         if !ok(&self.database) {
             return Err("[clickhouse] database must be 1-64 letters, digits or '_'".into());
+        }
+        if self.cluster.as_deref().is_some_and(|c| !ok(c)) {
+            return Err("[clickhouse] cluster must be 1-64 letters, digits or '_'".into());
         }
         if !(1..=3600).contains(&self.timeout_secs) {
             return Err("[clickhouse] timeout_secs must be 1-3600".into());
@@ -546,7 +579,7 @@ impl ClickHouseStore {
             jobs: std::sync::Mutex::new(tx),
         };
         let have = s.schema_version()?;
-        let want = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        let want = s.conn.migrations().last().map(|m| m.0).unwrap_or(0);
         if have < want {
             return Err(StoreError::Backend(format!(
                 "ClickHouse database '{}' has schema version {have}, this build needs {want}: run `darkscope-aggregator migrate`",
@@ -607,21 +640,50 @@ impl Conn {
         })
     }
 
+    /// The migrations for this deployment (one server or a cluster).
+    fn migrations(&self) -> &'static [(u32, &'static str)] {
+        match self.cfg.cluster {
+            Some(_) => CLUSTER_MIGRATIONS,
+            None => MIGRATIONS,
+        }
+    }
+
+    /// ` ON CLUSTER name` for DDL on a cluster, else nothing.
+    fn on_cluster(&self) -> String {
+        match &self.cfg.cluster {
+            Some(c) => format!(" ON CLUSTER {c}"),
+            None => String::new(),
+        }
+    }
+
     fn migrate(&self) -> Result<Vec<u32>, StoreError> {
         let s = self;
         let db = &self.cfg.database;
-        s.run(&format!("CREATE DATABASE IF NOT EXISTS {db}"), None)?;
+        let on = self.on_cluster();
+        s.run(&format!("CREATE DATABASE IF NOT EXISTS {db}{on}"), None)?;
+        // On a cluster the version table is one replicated table on every
+        // node (a path without the shard), so any node can tell the version.
+        let engine = match self.cfg.cluster {
+            Some(_) => format!(
+                "ReplicatedMergeTree('/clickhouse/tables/all/{db}/schema_migrations', '{{shard}}-{{replica}}')"
+            ),
+            None => "MergeTree".into(),
+        };
         s.run(
             &format!(
-                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, applied UInt64) ENGINE = MergeTree ORDER BY version"
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} (version UInt32, applied UInt64) ENGINE = {engine} ORDER BY version"
             ),
             None,
         )?;
         let have = s.schema_version()?;
         let mut done = Vec::new();
-        for (v, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
+        let cluster = self.cfg.cluster.as_deref().unwrap_or("");
+        for (v, sql) in self.migrations().iter().filter(|m| m.0 > have) {
             for stmt in statements(sql) {
-                s.run(&stmt.replace("{db}", db), None)?;
+                s.run(
+                    &stmt.replace("{db}", db).replace("{cluster}", cluster),
+                    None,
+                )?;
             }
             s.run(
                 &format!(
@@ -668,6 +730,13 @@ impl Conn {
             // Every table name is qualified with the database, so the
             // database need not exist yet (migrate creates it).
             .query(&[("output_format_json_quote_64bit_integers", "0")])
+            .query(match self.cfg.cluster {
+                Some(_) => &[
+                    ("insert_distributed_sync", "1"),
+                    ("load_balancing", "in_order"),
+                ][..],
+                None => &[][..],
+            })
             .basic_auth(&self.cfg.user, self.password.as_deref());
         req = match data {
             Some(d) => req.query(&[("query", sql)]).body(d),
@@ -1919,8 +1988,11 @@ impl Store for ClickHouseStore {
             cutoff.0
         ))?;
         // A mutation rewrites parts even when nothing matches: only issue
-        // those that delete something.
-        let mut issued = false;
+        // those that delete something. On a cluster, mutations go to the
+        // replicated tables behind the distributed ones, on every shard.
+        let on = self.on_cluster();
+        let local = if on.is_empty() { "" } else { "_local" };
+        let mut issued = Vec::new();
         for (t, col, cut) in [
             ("port_hours", "hour", r),
             ("port_days", "day", r - r % DAY),
@@ -1930,30 +2002,26 @@ impl Store for ClickHouseStore {
             ("sources", "start", cutoff.0),
             ("windows", "start", cutoff.0),
         ] {
-            if self.count(&format!(
-                "SELECT count() AS n FROM {} WHERE {col} < {cut}",
-                self.t(t)
-            ))? > 0
-            {
+            let left = format!("SELECT count() AS n FROM {} WHERE {col} < {cut}", self.t(t));
+            if self.count(&left)? > 0 {
                 self.run(
-                    &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", self.t(t)),
+                    &format!(
+                        "ALTER TABLE {}{local}{on} DELETE WHERE {col} < {cut}",
+                        self.t(t)
+                    ),
                     None,
                 )?;
-                issued = true;
+                issued.push(left);
             }
         }
-        if issued {
-            // Mutations run in the background; wait (bounded) so the
-            // deleted rows are gone when this returns.
-            let t0 = std::time::Instant::now();
-            while self.count(&format!(
-                "SELECT count() AS n FROM system.mutations WHERE database = {} AND is_done = 0",
-                lit(&self.cfg.database)
-            ))? > 0
-            {
+        // Mutations run in the background; wait (bounded) until no shard
+        // has the deleted rows any more.
+        let t0 = std::time::Instant::now();
+        for left in issued {
+            while self.count(&left)? > 0 {
                 if t0.elapsed() > std::time::Duration::from_secs(60) {
                     log::warn!("ClickHouse retention mutations still running after 60 s");
-                    break;
+                    return Ok(n);
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
@@ -2298,5 +2366,18 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+        // The cluster name is spliced into DDL: only a plain identifier.
+        for (cluster, ok) in [
+            ("darkscope", true),
+            ("a b", false),
+            ("x'--", false),
+            ("", false),
+        ] {
+            let c = ClickHouseConfig {
+                cluster: Some(cluster.into()),
+                ..Default::default()
+            };
+            assert_eq!(c.validate().is_ok(), ok, "{cluster:?}");
+        }
     }
 }

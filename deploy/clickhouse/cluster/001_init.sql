@@ -1,21 +1,18 @@
 -- darkscope on a ClickHouse *cluster*: the same tables as ../001_init.sql,
 -- stored as Replicated*MergeTree "<name>_local" tables on every node and
 -- served through Distributed tables with the names darkscope queries.
--- Apply this instead of `darkscope-aggregator migrate` (then record the
--- version: INSERT INTO {db}.schema_migrations VALUES (1, 0)), replacing
--- {db} and {cluster}; the macros {shard} and {replica} come from each
--- node's config. Needs ZooKeeper (or ClickHouse Keeper) as any
--- replicated table does.
+-- Applied by `darkscope-aggregator migrate` when [clickhouse] cluster is
+-- set, with {db} and {cluster} replaced; the macros {shard} and {replica}
+-- come from each node's config (cluster.xml). Needs ZooKeeper (or
+-- ClickHouse Keeper) as any replicated table does. `migrate` creates
+-- {db} and schema_migrations (replicated to every node) before this file.
 --
 -- Sharding keeps every row of one sensor on one shard (cityHash64(sensor)),
 -- so FINAL on each shard still collapses a window's duplicates; source
 -- rows shard by address so a source lookup touches one shard.
--- Not exercised by the test suite (it needs a multi-node cluster); the
--- single-node schema in ../001_init.sql is.
+-- Run by the test suite on 2 shards x 2 replicas with ZooKeeper
+-- (aggregator/tests/store_conformance.rs, clickhouse_cluster_*).
 
-CREATE DATABASE IF NOT EXISTS {db} ON CLUSTER {cluster};
-CREATE TABLE IF NOT EXISTS {db}.schema_migrations ON CLUSTER {cluster} (version UInt32, applied UInt64)
-  ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{db}/schema_migrations', '{replica}') ORDER BY version;
 
 CREATE TABLE IF NOT EXISTS {db}.sensors_local ON CLUSTER {cluster} (
   id String, country String, token_hash String,

@@ -3,8 +3,12 @@
 -- FINAL over them) are on one shard.
 ALTER TABLE {db}.subscribers_local ON CLUSTER {cluster} ADD COLUMN webhook String DEFAULT '';
 ALTER TABLE {db}.subscribers_local ON CLUSTER {cluster} ADD COLUMN webhook_key String DEFAULT '';
-ALTER TABLE {db}.subscribers ON CLUSTER {cluster} ADD COLUMN webhook String DEFAULT '';
-ALTER TABLE {db}.subscribers ON CLUSTER {cluster} ADD COLUMN webhook_key String DEFAULT '';
+-- A Distributed table cannot be altered ON CLUSTER when shards replicate
+-- (ClickHouse refuses: "isn't replicated"); it holds no rows (inserts are
+-- synchronous), so it is created again with the new columns.
+DROP TABLE IF EXISTS {db}.subscribers ON CLUSTER {cluster};
+CREATE TABLE IF NOT EXISTS {db}.subscribers ON CLUSTER {cluster} AS {db}.subscribers_local
+  ENGINE = Distributed({cluster}, {db}, subscribers_local, cityHash64(id));
 
 CREATE TABLE IF NOT EXISTS {db}.feed_events_local ON CLUSTER {cluster} (
   subscriber String, day UInt64, ip String, sensor String, start UInt64, stored_at UInt64,
