@@ -55,7 +55,13 @@ fn systemd_units_verify() {
 
 #[test]
 fn deploy_scripts_parse() {
-    for f in ["install.sh", "setup.sh", "demo.sh"] {
+    for f in [
+        "install.sh",
+        "setup.sh",
+        "demo.sh",
+        "container/check.sh",
+        "container/local-bases.sh",
+    ] {
         let st = Command::new("bash")
             .arg("-n")
             .arg(deploy(f))

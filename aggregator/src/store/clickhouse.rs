@@ -64,6 +64,10 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
         4,
         include_str!("../../../deploy/clickhouse/004_feed_events.sql"),
     ),
+    (
+        5,
+        include_str!("../../../deploy/clickhouse/005_rollups_by_key.sql"),
+    ),
 ];
 
 /// The same migrations for a ClickHouse cluster (`[clickhouse] cluster`):
@@ -85,6 +89,10 @@ pub const CLUSTER_MIGRATIONS: &[(u32, &str)] = &[
     (
         4,
         include_str!("../../../deploy/clickhouse/cluster/004_feed_events.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../deploy/clickhouse/cluster/005_rollups_by_key.sql"),
     ),
 ];
 
@@ -454,12 +462,17 @@ impl From<PortRowCh> for RolledCh {
     }
 }
 
+/// Hourly port roll-ups, ordered by key first (migration 005).
+const HOURS: &str = "port_hours_by_key";
+/// Daily port roll-ups, ordered by key first (migration 005).
+const DAYS: &str = "port_days_by_key";
+
 /// The roll-up table and its time column for a granularity coarser than raw.
 fn rolled_table(g: Gran) -> (&'static str, &'static str) {
     if g == Gran::Hour {
-        ("port_hours", "hour")
+        (HOURS, "hour")
     } else {
-        ("port_days", "day")
+        (DAYS, "day")
     }
 }
 
@@ -879,7 +892,7 @@ impl Conn {
         Ok(fold::plan(from as i64, to as i64, rolled, &dirty, max))
     }
 
-    /// Roll-up rows (`port_hours` or `port_days`) matching `cond`.
+    /// Roll-up rows ([`HOURS`] or [`DAYS`]) matching `cond`.
     fn rolled_rows(&self, table: &str, cond: &str) -> Result<Vec<RolledCh>, StoreError> {
         self.rows(&format!(
             "SELECT * FROM {} FINAL WHERE {cond}",
@@ -895,7 +908,7 @@ impl Conn {
         rows: Vec<RollRow>,
         ver: u64,
     ) -> Result<(), StoreError> {
-        let time = if table == "port_days" { "day" } else { "hour" };
+        let time = if table == DAYS { "day" } else { "hour" };
         let lines: Vec<serde_json::Value> = rows
             .into_iter()
             .map(|r| {
@@ -1994,8 +2007,8 @@ impl Store for ClickHouseStore {
         let local = if on.is_empty() { "" } else { "_local" };
         let mut issued = Vec::new();
         for (t, col, cut) in [
-            ("port_hours", "hour", r),
-            ("port_days", "day", r - r % DAY),
+            (HOURS, "hour", r),
+            (DAYS, "day", r - r % DAY),
             ("rollup_hours", "hour", r),
             ("feed_events", "day", r - r % DAY),
             ("port_rows", "start", cutoff.0),
@@ -2060,7 +2073,7 @@ impl Store for ClickHouseStore {
                 .port_rows(&format!("start >= {h} AND start < {}", h + HOUR))?
                 .into_iter()
                 .map(PortRowCh::roll_row);
-            self.write_rolled("port_hours", h, fold::roll(rows), self.ver())?;
+            self.write_rolled(HOURS, h, fold::roll(rows), self.ver())?;
             self.insert(
                 "rollup_hours",
                 &[serde_json::json!({"hour": h, "dirty": 0, "ver": read_at})],
@@ -2073,7 +2086,7 @@ impl Store for ClickHouseStore {
         for day in days {
             let rows = self
                 .rolled_rows(
-                    "port_hours",
+                    HOURS,
                     &format!(
                         "hour >= {day} AND hour < {} AND NOT startsWith(sensor, '*')",
                         day + DAY
@@ -2081,7 +2094,7 @@ impl Store for ClickHouseStore {
                 )?
                 .into_iter()
                 .map(RolledCh::roll_row);
-            self.write_rolled("port_days", day, fold::roll(rows), self.ver())?;
+            self.write_rolled(DAYS, day, fold::roll(rows), self.ver())?;
         }
         if cutoff > rolled {
             self.insert(

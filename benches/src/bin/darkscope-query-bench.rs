@@ -1,8 +1,9 @@
 //! `darkscope-query-bench`: fills a store (SQLite, or ClickHouse with
 //! `--clickhouse URL`) with `--days` of summaries from `--sensors` sensors,
-//! rolls up, then times `ports/top` and `series` queries over the whole
-//! span and a series of the last day in 5-minute steps (store calls, as
-//! the API handlers make them).
+//! rolls up, then times, as the API handlers call the store: `ports/top`
+//! and a port's series over the whole span, a series of the last day in
+//! 5-minute steps, and a port's reach (sensors and countries that see it,
+//! the port page).
 
 use anyhow::Result;
 use clap::Parser;
@@ -116,6 +117,7 @@ fn main() -> Result<()> {
     let mut top = Histogram::<u64>::new(3)?;
     let mut series = Histogram::<u64>::new(3)?;
     let mut recent = Histogram::<u64>::new(3)?;
+    let mut reach = Histogram::<u64>::new(3)?;
     for i in 0..cli.queries {
         let t = Instant::now();
         let r = store.top_ports(&span, 20)?;
@@ -144,11 +146,23 @@ fn main() -> Result<()> {
         )?;
         recent.record(t.elapsed().as_micros() as u64)?;
         assert_eq!(s.len(), 288);
+        // The port page: which sensors and countries see the port.
+        let t = Instant::now();
+        let r = store.port_reach(
+            Proto::Tcp,
+            (i % cli.ports) as u16,
+            span.from,
+            span.to,
+            Default::default(),
+        )?;
+        reach.record(t.elapsed().as_micros() as u64)?;
+        assert!(!r.sensors.is_empty());
     }
     for (name, h) in [
         ("ports/top over the whole span", &top),
         ("series of one port, 1 h steps, whole span", &series),
         ("series of one port, 5 min steps, last day", &recent),
+        ("sensors and countries of one port, whole span", &reach),
     ] {
         println!(
             "| {name} | {} | {:.1} | {:.1} | {:.1} |",
