@@ -121,30 +121,3 @@ impl Leadership {
         Ok(leader == self.me)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
-
-    #[test]
-    fn the_oldest_live_replica_leads_and_the_next_takes_over() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store = SqliteStore::open(&dir.path().join("l.db")).unwrap_or_else(|e| panic!("{e}"));
-        let a = Leadership::new(Duration::from_secs(1));
-        std::thread::sleep(Duration::from_millis(2));
-        let b = Leadership::new(Duration::from_secs(1));
-        let t = Timestamp::now();
-        assert!(b.tick(&store, t).unwrap_or(false), "b alone leads");
-        assert!(a.tick(&store, t).unwrap_or(false), "a is older: a leads");
-        assert!(!b.tick(&store, t).unwrap_or(true), "both see a as leader");
-        assert_eq!(b.view().iter().filter(|r| r.leader).count(), 1);
-        // a stops beating; past the lease b leads.
-        let later = Timestamp(t.0 + 11_000_000);
-        assert!(b.tick(&store, later).unwrap_or(false));
-        assert!(b.is_leader() && a.is_leader(), "a has not ticked since");
-        // a comes back: it is still the oldest, so it leads again and b yields.
-        assert!(a.tick(&store, Timestamp(later.0 + 1)).unwrap_or(false));
-        assert!(!b.tick(&store, Timestamp(later.0 + 2)).unwrap_or(true));
-    }
-}

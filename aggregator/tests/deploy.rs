@@ -70,3 +70,40 @@ fn deploy_scripts_parse() {
         assert!(st.success(), "{f} has a syntax error");
     }
 }
+
+/// `deploy/compose.yaml` passes Compose's own validation (`docker-compose
+/// config`: schema, `depends_on` conditions, healthcheck, volumes, build
+/// contexts). The images and the
+/// steps compose runs are exercised by `deploy/container/check.sh`.
+#[test]
+fn compose_file_is_valid() {
+    let out = Command::new("docker-compose")
+        .args(["-f", "compose.yaml", "config"])
+        .current_dir(deploy(""))
+        .output()
+        .expect("docker-compose is needed: `bash deploy/setup.sh` installs it");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (service, what) in [
+        ("clickhouse", "Containerfile.clickhouse"),
+        ("migrate", "service_healthy"),
+        ("aggregator", "service_completed_successfully"),
+    ] {
+        assert!(
+            text.contains(service) && text.contains(what),
+            "{service}: {what}\n{text}"
+        );
+    }
+    assert!(
+        text.contains("127.0.0.1:8080:8080"),
+        "published on loopback only"
+    );
+    // Compose checks the build context, not the file in it.
+    for f in ["Containerfile.aggregator", "Containerfile.clickhouse"] {
+        assert!(deploy("container").join(f).exists(), "{f}");
+    }
+}

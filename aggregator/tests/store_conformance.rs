@@ -256,6 +256,29 @@ fn conformance(store: &dyn Store, source_rollups: bool) {
 }
 
 /// Every port answer, over ranges that need raw, hourly and daily rows.
+/// Leader election through the store's heartbeats: the oldest live replica
+/// leads, the next takes over past the lease, and the old one leads again
+/// when it comes back (`darkscope_aggregator::cluster`).
+fn leader_election(store: &dyn Store) {
+    use darkscope_aggregator::cluster::Leadership;
+    use std::time::Duration;
+    let a = Leadership::new(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(2));
+    let b = Leadership::new(Duration::from_secs(1));
+    let t = Timestamp::now();
+    assert!(b.tick(store, t).unwrap(), "b alone leads");
+    assert!(a.tick(store, t).unwrap(), "a is older: a leads");
+    assert!(!b.tick(store, t).unwrap(), "both see a as leader");
+    assert_eq!(b.view().iter().filter(|r| r.leader).count(), 1);
+    // a stops beating; past the lease b leads.
+    let later = Timestamp(t.0 + 11_000_000);
+    assert!(b.tick(store, later).unwrap());
+    assert!(b.is_leader() && a.is_leader(), "a has not ticked since");
+    // a comes back: it is still the oldest, so it leads again and b yields.
+    assert!(a.tick(store, Timestamp(later.0 + 1)).unwrap());
+    assert!(!b.tick(store, Timestamp(later.0 + 2)).unwrap());
+}
+
 fn port_answers(store: &dyn Store) -> String {
     let mut out = String::new();
     for scope in [Scope::Local, Scope::Global] {
@@ -703,6 +726,7 @@ fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("c.db")).unwrap();
     conformance(&store, true);
+    leader_election(&SqliteStore::open(&dir.path().join("l.db")).unwrap());
 }
 
 #[test]
@@ -729,6 +753,7 @@ fn clickhouse_store_conforms() {
     conformance(&store, false);
     federation_storage(&ch.store("federation"));
     feed_storage(&ch.store("feeds"), std::time::Duration::from_millis(5500));
+    leader_election(&ch.store("leader"));
     assert!(store.server_version().unwrap().len() >= 5);
 }
 
@@ -822,8 +847,8 @@ fn backends_answer_identically() {
 
 /// The cluster schema (`deploy/clickhouse/cluster/`, applied by `migrate`
 /// with `[clickhouse] cluster`) on a real cluster: ZooKeeper and four
-/// servers, 2 shards × 2 replicas. The whole suite passes through the
-/// distributed tables, a second aggregator on another node reads what the
+/// servers, 2 shards × 2 replicas. The whole suite (and leader election
+/// through heartbeats) passes through the distributed tables, a second aggregator on another node reads what the
 /// first stored, answers equal SQLite's on the same data, retention deletes
 /// on every shard, and with a replica killed the cluster still stores and
 /// answers through the other.
@@ -837,6 +862,7 @@ fn clickhouse_cluster_conforms() {
         &ch.store(3, "feeds"),
         std::time::Duration::from_millis(5500),
     );
+    leader_election(&ch.store(1, "leader"));
 
     let c = ch.store(2, "same");
     let dir = tempfile::tempdir().unwrap();
@@ -903,42 +929,4 @@ fn clickhouse_cluster_conforms() {
         .window_starts(Timestamp(T0), Timestamp(T0 + 51 * 60 * MIN), Scope::Local)
         .unwrap();
     assert!(after.contains(&Timestamp(T0 + 50 * 60 * MIN)), "{after:?}");
-}
-
-/// Upgrading a ClickHouse database from schema 4 moves the roll-ups into
-/// the tables ordered by key (migration 5) without losing a row: the
-/// answers read from them are the same before and after.
-#[test]
-fn clickhouse_upgrade_keeps_rollups() {
-    use darkscope_aggregator::store::clickhouse::ClickHouseStore;
-    let ch = common::clickhouse::Server::start();
-    let sql = |q: &str| {
-        let r = reqwest::blocking::Client::new()
-            .post(&ch.url)
-            .body(q.to_string())
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{q}: {}", r.text().unwrap());
-        r.text().unwrap()
-    };
-    let store = ch.store("upgrade");
-    fill_fifty_hours(&store);
-    store.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
-    let want = port_answers(&store);
-    drop(store);
-    // Back to schema 4: the roll-ups in the tables of migration 3.
-    sql("RENAME TABLE upgrade.port_hours_by_key TO upgrade.port_hours, upgrade.port_days_by_key TO upgrade.port_days");
-    sql("DROP TABLE upgrade.schema_migrations");
-    sql("CREATE TABLE upgrade.schema_migrations (version UInt32, applied UInt64) ENGINE = MergeTree ORDER BY version");
-    sql("INSERT INTO upgrade.schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0)");
-    let cfg = ch.config("upgrade");
-    assert!(ClickHouseStore::open(&cfg).is_err(), "schema 4 is refused");
-    assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![5]);
-    let store = ClickHouseStore::open(&cfg).unwrap();
-    assert_eq!(port_answers(&store), want);
-    assert_eq!(
-        sql("SELECT count() FROM system.tables WHERE database = 'upgrade' AND name IN ('port_hours', 'port_days')").trim(),
-        "0",
-        "the old tables are gone"
-    );
 }
