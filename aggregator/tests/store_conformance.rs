@@ -376,6 +376,19 @@ fn fill_fifty_hours(store: &dyn Store) {
     }
 }
 
+/// Fills `store` and a new SQLite store in `dir` with the same fifty hours,
+/// rolls both up, and returns the SQLite store and `store`'s answers from
+/// raw rows (taken before the roll-up).
+fn fill_both(store: &dyn Store, dir: &std::path::Path) -> (SqliteStore, String) {
+    let s = SqliteStore::open(&dir.join("same.db")).unwrap();
+    fill_fifty_hours(&s);
+    fill_fifty_hours(store);
+    let raw = port_answers(store);
+    s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    store.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    (s, raw)
+}
+
 fn rollups_answer_like_raw_rows(store: &dyn Store) {
     fill_fifty_hours(store);
     let raw = port_answers(store);
@@ -806,12 +819,7 @@ fn backends_answer_identically() {
     let ch = common::clickhouse::Server::start();
     let c = ch.store("same");
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("same.db")).unwrap();
-    fill_fifty_hours(&s);
-    fill_fifty_hours(&c);
-    let raw = port_answers(&c);
-    s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
-    c.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    let (s, raw) = fill_both(&c, dir.path());
     assert_eq!(port_answers(&s), port_answers(&c));
     assert_eq!(port_answers(&c), raw);
     for scope in [Scope::Local, Scope::Global] {
@@ -866,12 +874,7 @@ fn clickhouse_cluster_conforms() {
 
     let c = ch.store(2, "same");
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("same.db")).unwrap();
-    fill_fifty_hours(&s);
-    fill_fifty_hours(&c);
-    let raw = port_answers(&c);
-    c.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
-    s.rollup(Timestamp(T0 + 51 * 60 * MIN)).unwrap();
+    let (s, raw) = fill_both(&c, dir.path());
     assert_eq!(port_answers(&c), raw, "roll-ups answer like raw rows");
     assert_eq!(port_answers(&s), raw, "the cluster answers like SQLite");
     // Windows are spread over both shards, each copied to its second replica.

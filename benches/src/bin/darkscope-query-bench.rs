@@ -8,7 +8,7 @@
 use anyhow::Result;
 use clap::Parser;
 use darkscope_aggregator::store::sqlite::SqliteStore;
-use darkscope_aggregator::store::{PortFilter, Store};
+use darkscope_aggregator::store::{PortFilter, Store, StoreError};
 use darkscope_benches::synth;
 use darkscope_common::{Proto, Timestamp};
 use hdrhistogram::Histogram;
@@ -118,44 +118,48 @@ fn main() -> Result<()> {
     let mut series = Histogram::<u64>::new(3)?;
     let mut recent = Histogram::<u64>::new(3)?;
     let mut reach = Histogram::<u64>::new(3)?;
+    // Runs one query, recording its latency in `h`.
+    fn timed<T>(
+        h: &mut Histogram<u64>,
+        q: impl FnOnce() -> std::result::Result<T, StoreError>,
+    ) -> Result<T> {
+        let t = Instant::now();
+        let r = q()?;
+        h.record(t.elapsed().as_micros() as u64)?;
+        Ok(r)
+    }
     for i in 0..cli.queries {
-        let t = Instant::now();
-        let r = store.top_ports(&span, 20)?;
-        top.record(t.elapsed().as_micros() as u64)?;
+        let port = (i % cli.ports) as u16;
+        let r = timed(&mut top, || store.top_ports(&span, 20))?;
         assert!(!r.is_empty());
-        let t = Instant::now();
-        let s = store.port_series(
-            Proto::Tcp,
-            (i % cli.ports) as u16,
-            span.from,
-            span.to,
-            3_600_000_000,
-            Default::default(),
-        )?;
-        series.record(t.elapsed().as_micros() as u64)?;
-        assert_eq!(s.len() as u64, cli.days * 24);
+        let hourly = || {
+            store.port_series(
+                Proto::Tcp,
+                port,
+                span.from,
+                span.to,
+                3_600_000_000,
+                Default::default(),
+            )
+        };
+        assert_eq!(timed(&mut series, hourly)?.len() as u64, cli.days * 24);
         // What a dashboard shows: the last day in 5-minute steps.
-        let t = Instant::now();
-        let s = store.port_series(
-            Proto::Tcp,
-            (i % cli.ports) as u16,
-            Timestamp(span.to.0 - 86_400_000_000),
-            span.to,
-            300_000_000,
-            Default::default(),
-        )?;
-        recent.record(t.elapsed().as_micros() as u64)?;
-        assert_eq!(s.len(), 288);
+        let last_day = Timestamp(span.to.0 - 86_400_000_000);
+        let recent_q = || {
+            store.port_series(
+                Proto::Tcp,
+                port,
+                last_day,
+                span.to,
+                300_000_000,
+                Default::default(),
+            )
+        };
+        assert_eq!(timed(&mut recent, recent_q)?.len(), 288);
         // The port page: which sensors and countries see the port.
-        let t = Instant::now();
-        let r = store.port_reach(
-            Proto::Tcp,
-            (i % cli.ports) as u16,
-            span.from,
-            span.to,
-            Default::default(),
-        )?;
-        reach.record(t.elapsed().as_micros() as u64)?;
+        let r = timed(&mut reach, || {
+            store.port_reach(Proto::Tcp, port, span.from, span.to, Default::default())
+        })?;
         assert!(!r.sensors.is_empty());
     }
     for (name, h) in [
