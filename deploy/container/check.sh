@@ -72,7 +72,6 @@ root() {
   roots+=("$r")
   # What a container runtime provides: /etc/hosts with localhost.
   printf '127.0.0.1 localhost\n::1 localhost\n' > "$r/etc/hosts"
-  echo "$r"
 }
 # inside ROOT IMAGE [ARGS...]: runs the image's entrypoint (with ARGS, or its
 # CMD) in ROOT as the image's user.
