@@ -5,13 +5,14 @@
 # tests; ClickHouse for the second storage backend's tests (the tests start
 # their own server on loopback; the package's own service is not used) and
 # ZooKeeper for its cluster tests (started by the tests, no service);
-# docker-compose to validate deploy/compose.yaml (no container engine); a
+# docker-compose to validate deploy/compose.yaml (no container engine);
+# logrotate to run deploy/logrotate/darkscope; a
 # Python virtualenv with the STIX/TAXII clients the interoperability tests
 # use. Idempotent; needs root (or sudo).
 set -euo pipefail
 need=() lean=()
 command -v pkg-config >/dev/null && pkg-config --exists libpcap 2>/dev/null || need+=(libpcap-dev pkg-config)
-for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2 chromium:chromium chromedriver:chromium-driver clickhouse-server:clickhouse-server; do
+for tool in tshark:tshark tcpreplay:tcpreplay tcpdump:tcpdump ip:iproute2 chromium:chromium chromedriver:chromium-driver clickhouse-server:clickhouse-server logrotate:logrotate; do
   command -v "${tool%%:*}" >/dev/null || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
 done
 [ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)

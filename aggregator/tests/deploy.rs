@@ -107,3 +107,78 @@ fn compose_file_is_valid() {
         assert!(deploy("container").join(f).exists(), "{f}");
     }
 }
+
+/// `deploy/logrotate/darkscope` rotates a sensor's summary file the way
+/// the sensor needs (real logrotate, forced, on a copy of the config
+/// pointed at a temporary directory): the old lines move to `.1` and the
+/// open file is truncated in place (the sensor appends, so its next line
+/// starts the file again; `export` tests that side).
+#[test]
+fn logrotate_config_rotates_the_summary_file() {
+    let bin = ["/usr/sbin/logrotate", "/usr/bin/logrotate"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("logrotate is needed: `bash deploy/setup.sh` installs it");
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("sensor");
+    std::fs::create_dir(&spool).unwrap();
+    let file = spool.join("summaries.jsonl");
+    std::fs::write(&file, "{\"window\":1}\n{\"window\":2}\n").unwrap();
+    let conf = std::fs::read_to_string(deploy("logrotate/darkscope"))
+        .unwrap()
+        .replace(
+            "/var/lib/darkscope-sensor/",
+            &format!("{}/", spool.display()),
+        );
+    assert!(conf.contains(&spool.display().to_string()), "{conf}");
+    let conf_path = dir.path().join("darkscope.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let out = Command::new(bin)
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.path().join("state"))
+        .arg(&conf_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "",
+        "truncated in place"
+    );
+    assert_eq!(
+        std::fs::read_to_string(spool.join("summaries.jsonl.1")).unwrap(),
+        "{\"window\":1}\n{\"window\":2}\n"
+    );
+}
+
+/// Under the sensor's unit (`ProtectSystem=strict`) only its
+/// `StateDirectory` is writable: every path the example config writes to
+/// (summary file, spool) must be inside it, or the service fails to start.
+#[test]
+fn sensor_example_writes_only_where_its_unit_allows() {
+    let unit = std::fs::read_to_string(deploy("systemd/darkscope-sensor.service")).unwrap();
+    let state = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("StateDirectory="))
+        .unwrap();
+    let writable = format!("/var/lib/{state}/");
+    let cfg: toml::Value =
+        toml::from_str(&std::fs::read_to_string(deploy("sensor.example.toml")).unwrap()).unwrap();
+    for (section, key) in [("output", "out"), ("upload", "spool_dir")] {
+        let path = cfg[section][key].as_str().unwrap();
+        assert!(
+            path.starts_with(&writable),
+            "[{section}] {key} = {path} is outside {writable}"
+        );
+    }
+    let rotate = std::fs::read_to_string(deploy("logrotate/darkscope")).unwrap();
+    assert!(
+        rotate.contains(&format!("{writable}*.jsonl")),
+        "logrotate covers the summary file"
+    );
+}

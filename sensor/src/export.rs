@@ -50,15 +50,30 @@ pub struct JsonLines {
 }
 
 impl JsonLines {
-    /// Creates (truncates) `path`; `-` is standard output.
-    pub fn create(path: &Path) -> Result<JsonLines, SinkError> {
+    /// Opens `path` (`-` is standard output) for appending: `keep` keeps
+    /// what it holds (live capture: a restarted sensor goes on where it
+    /// stopped), otherwise it is emptied first (a capture file's summaries
+    /// replace an earlier run's). Writes always go to the end of the file,
+    /// so logrotate's `copytruncate` leaves no hole of NUL bytes where the
+    /// old end was.
+    pub fn create(path: &Path, keep: bool) -> Result<JsonLines, SinkError> {
+        let err = |source| SinkError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let w: Box<dyn Write + Send> = if path == Path::new("-") {
             Box::new(io::stdout())
         } else {
-            Box::new(File::create(path).map_err(|source| SinkError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?)
+            if !keep {
+                File::create(path).map_err(err)?;
+            }
+            Box::new(
+                File::options()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .map_err(err)?,
+            )
         };
         Ok(JsonLines {
             path: path.to_path_buf(),
@@ -115,5 +130,82 @@ impl Sink for Collect {
             v.push(summary);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use darkscope_common::wire::{SensorInfo, Window, SCHEMA};
+    use darkscope_common::Timestamp;
+
+    fn summary(start: u64) -> Summary {
+        Summary {
+            schema: SCHEMA,
+            sensor: SensorInfo {
+                id: "jp-1".into(),
+                country: "JP".into(),
+                darknet: vec!["198.19.0.0/16".into()],
+                monitored_ipv4: 65_536,
+            },
+            window: Window {
+                start: Timestamp(start),
+                end: Timestamp(start + 60_000_000),
+            },
+            capture: Default::default(),
+            classes: Default::default(),
+            fingerprints: Default::default(),
+            totals: Default::default(),
+            truncation: Default::default(),
+            ports: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    /// logrotate's `copytruncate` (deploy/logrotate/darkscope) copies the
+    /// file and truncates it while the sensor keeps it open: the next
+    /// summary must start the file again, not land at the old offset
+    /// behind a run of NUL bytes. A restarted live sensor must not wipe the
+    /// file either.
+    #[test]
+    fn the_summary_file_survives_copytruncate_and_restarts() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("summaries.jsonl");
+        let mut out = JsonLines::create(&path, true).unwrap_or_else(|e| panic!("{e}"));
+        out.emit(summary(0)).unwrap_or_else(|e| panic!("{e}"));
+        out.emit(summary(60_000_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // logrotate: copy, then truncate in place.
+        std::fs::copy(&path, dir.path().join("summaries.jsonl.1"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        out.emit(summary(120_000_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !text.contains('\0'),
+            "a hole of NUL bytes before the summary"
+        );
+        assert_eq!(text.lines().count(), 1);
+        let s: Summary = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.window.start, Timestamp(120_000_000));
+        // A restarted live sensor appends; a capture file's run replaces.
+        drop(out);
+        let mut again = JsonLines::create(&path, true).unwrap_or_else(|e| panic!("{e}"));
+        again
+            .emit(summary(180_000_000))
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(again);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let mut offline = JsonLines::create(&path, false).unwrap_or_else(|e| panic!("{e}"));
+        offline.emit(summary(0)).unwrap_or_else(|e| panic!("{e}"));
+        drop(offline);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text.lines().count(), 1, "{text}");
     }
 }

@@ -49,7 +49,9 @@ struct Cli {
     /// Window length in seconds [default: 60].
     #[arg(long, short = 'w')]
     window: Option<u64>,
-    /// Write summaries here, one JSON per line ("-" for stdout) [default: stdout].
+    /// Write summaries here, one JSON per line ("-" for stdout) [default:
+    /// stdout]. Live capture appends (a restart keeps the file); reading a
+    /// capture file replaces it.
     #[arg(long, short = 'o')]
     out: Option<PathBuf>,
     /// BPF filter for live capture.
@@ -258,7 +260,9 @@ fn real_main() -> Result<i32> {
         (None, Some(_)) => None,
     };
     if let Some(p) = &out {
-        sinks.push(Box::new(JsonLines::create(p)?));
+        // Live capture appends across restarts; a capture file replaces.
+        let live = matches!(&v.source, darkscope_sensor::capture::SourceSpec::Live(_));
+        sinks.push(Box::new(JsonLines::create(p, live)?));
     }
     let sink = Tee(sinks);
     let metrics = Arc::new(Metrics::default());
