@@ -136,31 +136,8 @@ impl Sink for Collect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use darkscope_common::wire::{SensorInfo, Window, SCHEMA};
+    use crate::upload::tests::summary;
     use darkscope_common::Timestamp;
-
-    fn summary(start: u64) -> Summary {
-        Summary {
-            schema: SCHEMA,
-            sensor: SensorInfo {
-                id: "jp-1".into(),
-                country: "JP".into(),
-                darknet: vec!["198.19.0.0/16".into()],
-                monitored_ipv4: 65_536,
-            },
-            window: Window {
-                start: Timestamp(start),
-                end: Timestamp(start + 60_000_000),
-            },
-            capture: Default::default(),
-            classes: Default::default(),
-            fingerprints: Default::default(),
-            totals: Default::default(),
-            truncation: Default::default(),
-            ports: Vec::new(),
-            sources: Vec::new(),
-        }
-    }
 
     /// logrotate's `copytruncate` (deploy/logrotate/darkscope) copies the
     /// file and truncates it while the sensor keeps it open: the next

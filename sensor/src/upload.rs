@@ -538,12 +538,13 @@ fn pause(d: Duration, done: &AtomicBool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use darkscope_common::wire::*;
     use darkscope_common::Timestamp;
 
-    fn summary(start: u64) -> Summary {
+    /// An empty summary of the window starting at `start` (µs).
+    pub(crate) fn summary(start: u64) -> Summary {
         Summary {
             schema: SCHEMA,
             sensor: SensorInfo {
