@@ -166,11 +166,17 @@ impl Cluster {
         // The port opens before ZooKeeper serves (it then drops clients
         // mid-handshake, and ClickHouse 18.16 may crash on that): wait
         // until `srvr` reports a mode.
+        // A starting ZooKeeper may also accept and never answer: every
+        // probe is bounded.
         let serving = || {
             use std::io::{Read, Write};
-            let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", zk_port)) else {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], zk_port));
+            let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+            else {
                 return false;
             };
+            let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = c.set_write_timeout(Some(Duration::from_secs(1)));
             let mut out = String::new();
             c.write_all(b"srvr").is_ok()
                 && c.read_to_string(&mut out).is_ok()
