@@ -64,6 +64,8 @@ impl JsonLines {
         let w: Box<dyn Write + Send> = if path == Path::new("-") {
             Box::new(io::stdout())
         } else {
+            // Emptied by opening with O_TRUNC, not by truncating the open
+            // file: `--out /dev/null` refuses ftruncate.
             if !keep {
                 File::create(path).map_err(err)?;
             }

@@ -671,18 +671,14 @@ impl Conn {
         }
     }
 
-    /// ` ON CLUSTER name` for DDL on a cluster, else nothing.
-    fn on_cluster(&self) -> String {
-        match &self.cfg.cluster {
-            Some(c) => format!(" ON CLUSTER {c}"),
-            None => String::new(),
-        }
-    }
-
     fn migrate(&self) -> Result<Vec<u32>, StoreError> {
         let s = self;
         let db = &self.cfg.database;
-        let on = self.on_cluster();
+        // DDL on a cluster runs on every node.
+        let on = match &self.cfg.cluster {
+            Some(c) => format!(" ON CLUSTER {c}"),
+            None => String::new(),
+        };
         s.run(&format!("CREATE DATABASE IF NOT EXISTS {db}{on}"), None)?;
         // On a cluster the version table is one replicated table on every
         // node (a path without the shard), so any node can tell the version.
@@ -2035,8 +2031,10 @@ impl Store for ClickHouseStore {
         // A mutation rewrites parts even when nothing matches: only issue
         // those that delete something. On a cluster, mutations go to the
         // replicated tables behind the distributed ones, on every shard.
-        let on = self.on_cluster();
-        let local = if on.is_empty() { "" } else { "_local" };
+        let target = |t: &str| match &self.cfg.cluster {
+            Some(c) => format!("{}_local ON CLUSTER {c}", self.t(t)),
+            None => self.t(t),
+        };
         let mut issued = Vec::new();
         for (t, col, cut) in [
             (HOURS, "hour", r),
@@ -2050,10 +2048,7 @@ impl Store for ClickHouseStore {
             let left = format!("SELECT count() AS n FROM {} WHERE {col} < {cut}", self.t(t));
             if self.count(&left)? > 0 {
                 self.run(
-                    &format!(
-                        "ALTER TABLE {}{local}{on} DELETE WHERE {col} < {cut}",
-                        self.t(t)
-                    ),
+                    &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", target(t)),
                     None,
                 )?;
                 issued.push(left);
@@ -2185,8 +2180,9 @@ impl Store for ClickHouseStore {
             to.0
         );
         let windows: Vec<WindowRow> = self.rows(&format!(
-            "SELECT * FROM {} FINAL PREWHERE {cond} ORDER BY start",
-            self.t("windows")
+            "SELECT * FROM {} {} ORDER BY start",
+            self.t("windows"),
+            final_filter(&cond, "")
         ))?;
         if windows.is_empty() {
             return Ok(Vec::new());
