@@ -203,69 +203,35 @@ impl Distinct {
     }
 }
 
-/// A source's per-port packet counts: the first port inline (most sources hit
-/// one), the rest in a map allocated only for multi-port sources.
-#[derive(Debug, Default)]
-struct SourcePorts {
-    first_key: u32,
-    first_count: u64,
-    rest: Option<Box<FxHashMap<u32, u64>>>,
-}
+/// `SourceAcc::sketch` when the source has no overflow sketch.
+const NO_SKETCH: u32 = u32::MAX;
 
-impl SourcePorts {
-    /// Counts a packet to `key`: `Some(true)` if the pair is new, `Some(false)`
-    /// if known, `None` if new but the budget is out (not recorded).
-    #[inline]
-    fn add(&mut self, key: u32, budget: &mut Budget) -> Option<bool> {
-        if self.first_count == 0 {
-            self.first_key = key;
-            self.first_count = 1;
-            return Some(true);
-        }
-        if self.first_key == key {
-            self.first_count += 1;
-            return Some(false);
-        }
-        let rest = self.rest.get_or_insert_with(Default::default);
-        if let Some(c) = rest.get_mut(&key) {
-            *c += 1;
-            return Some(false);
-        }
-        if budget.take() {
-            rest.insert(key, 1);
-            Some(true)
-        } else {
-            None
-        }
-    }
-
-    fn len(&self) -> usize {
-        (self.first_count > 0) as usize + self.rest.as_ref().map_or(0, |r| r.len())
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        let first = (self.first_count > 0).then_some((self.first_key, self.first_count));
-        first.into_iter().chain(
-            self.rest
-                .iter()
-                .flat_map(|r| r.iter().map(|(k, v)| (*k, *v))),
-        )
-    }
-}
-
+/// One tracked source's counters: fixed size and heap-free. Its first port
+/// and first destination live here (most sources send to one of each); the
+/// rest are entries of the shard-wide pair tables, keyed by the source's slot.
 #[derive(Debug)]
 struct SourceAcc {
     packets: u64,
     bytes: u64,
     first: u64,
     last: u64,
+    /// Packets to `port0`, its first port key.
+    port0_packets: u64,
+    /// Hash of its first destination (valid when `n_dsts > 0`).
+    dst0: u64,
+    port0: u32,
+    /// Distinct ports recorded exactly (`port0` included).
+    n_ports: u32,
+    /// Distinct destinations recorded exactly (`dst0` included).
+    n_dsts: u32,
+    /// Index in `Shard::dst_sketches` of the destinations that found the
+    /// pair budget spent, or [`NO_SKETCH`].
+    sketch: u32,
     classes: u8,
     /// AND of fingerprint bits over its IPv4 TCP packets (starts all-ones).
     fp_and: u8,
     /// OR of FP_ELIGIBLE: it sent at least one IPv4 TCP packet.
     fp_seen: u8,
-    ports: SourcePorts,
-    dsts: Distinct,
 }
 
 #[derive(Debug, Default)]
@@ -342,7 +308,20 @@ pub struct Shard {
     packets: u64,
     bytes: u64,
     ports: FxHashMap<u32, PortAcc>,
-    sources: FxHashMap<Addr, SourceAcc>,
+    /// Tracked source → its slot in `accs` and `addrs`.
+    sources: FxHashMap<Addr, u32>,
+    accs: Vec<SourceAcc>,
+    addrs: Vec<Addr>,
+    /// (slot, port key) → packets, for every port of a source after its first.
+    src_ports: FxHashMap<(u32, u32), u64>,
+    /// (slot, destination hash), for every destination of a source after its first.
+    src_dsts: FxHashSet<(u32, u64)>,
+    /// Destinations of sources that found the pair budget spent.
+    dst_sketches: Vec<Hll>,
+    /// Per port, the hashes of its sources (window close only; kept for its memory).
+    port_hashes: FxHashMap<u32, Vec<u64>>,
+    /// (slot, port key, packets) of `src_ports`, sorted (window close only).
+    extra_ports: Vec<(u32, u32, u64)>,
     untracked_hll: Hll,
     untracked_packets: u64,
     heavy: SpaceSaving,
@@ -363,6 +342,13 @@ impl Shard {
             bytes: 0,
             ports: FxHashMap::default(),
             sources: FxHashMap::default(),
+            accs: Vec::new(),
+            addrs: Vec::new(),
+            src_ports: FxHashMap::default(),
+            src_dsts: FxHashSet::default(),
+            dst_sketches: Vec::new(),
+            port_hashes: FxHashMap::default(),
+            extra_ports: Vec::new(),
             untracked_hll: Hll::new(),
             untracked_packets: 0,
             heavy: SpaceSaving {
@@ -385,21 +371,28 @@ impl Shard {
         let dst_hash = hash_addr(r.dst);
         port.dsts.insert(dst_hash, &mut self.budget);
 
-        let n_sources = self.sources.len();
-        let src = match self.sources.get_mut(&r.src) {
-            Some(s) => s,
-            None if n_sources < self.limits.source_cap => {
-                self.sources.entry(r.src).or_insert(SourceAcc {
+        let slot = match self.sources.get(&r.src) {
+            Some(&slot) => slot,
+            None if self.accs.len() < self.limits.source_cap => {
+                let slot = self.accs.len() as u32;
+                self.sources.insert(r.src, slot);
+                self.addrs.push(r.src);
+                self.accs.push(SourceAcc {
                     packets: 0,
                     bytes: 0,
                     first: r.ts,
                     last: r.ts,
+                    port0_packets: 0,
+                    dst0: 0,
+                    port0: key,
+                    n_ports: 0,
+                    n_dsts: 0,
+                    sketch: NO_SKETCH,
                     classes: 0,
                     fp_and: 0xff,
                     fp_seen: 0,
-                    ports: SourcePorts::default(),
-                    dsts: Distinct::Empty,
-                })
+                });
+                slot
             }
             None => {
                 self.untracked_packets += 1;
@@ -411,6 +404,7 @@ impl Shard {
                 return;
             }
         };
+        let src = &mut self.accs[slot as usize];
         src.packets += 1;
         src.bytes += r.ip_len as u64;
         src.first = src.first.min(r.ts);
@@ -420,15 +414,45 @@ impl Shard {
             src.fp_and &= r.fp;
             src.fp_seen = FP_ELIGIBLE;
         }
-        match src.ports.add(key, &mut self.budget) {
-            Some(true) => port.sources += 1,
-            Some(false) => {}
-            None => port
-                .overflow
+        // The (source, port) pair: new, known, or new with the budget spent.
+        if src.n_ports == 0 {
+            src.n_ports = 1;
+            src.port0_packets = 1;
+            port.sources += 1;
+        } else if src.port0 == key {
+            src.port0_packets += 1;
+        } else if let Some(c) = self.src_ports.get_mut(&(slot, key)) {
+            *c += 1;
+        } else if self.budget.take() {
+            self.src_ports.insert((slot, key), 1);
+            src.n_ports += 1;
+            port.sources += 1;
+        } else {
+            port.overflow
                 .get_or_insert_with(Default::default)
-                .insert_hash(r.src_hash),
+                .insert_hash(r.src_hash);
         }
-        src.dsts.insert(dst_hash, &mut self.budget);
+        // The (source, destination) pair.
+        if src.n_dsts > 0 && src.dst0 == dst_hash {
+            return;
+        }
+        if src.n_dsts > 0 && self.src_dsts.contains(&(slot, dst_hash)) {
+            return;
+        }
+        if self.budget.take() {
+            if src.n_dsts == 0 {
+                src.dst0 = dst_hash;
+            } else {
+                self.src_dsts.insert((slot, dst_hash));
+            }
+            src.n_dsts += 1;
+        } else {
+            if src.sketch == NO_SKETCH {
+                src.sketch = self.dst_sketches.len() as u32;
+                self.dst_sketches.push(Hll::new());
+            }
+            self.dst_sketches[src.sketch as usize].insert_hash(dst_hash);
+        }
     }
 
     /// Darknet packets accounted in the current window.
@@ -437,21 +461,17 @@ impl Shard {
     }
 
     /// Ends the window: returns its partial result and resets the shard.
-    /// The next window's tables start at this window's sizes: traffic changes
-    /// slowly, and growing a table by rehashing is the dearest way to get there.
+    /// The tables are drained, not replaced: the next window reuses their
+    /// memory (traffic changes slowly, and a fresh table costs page faults
+    /// and rehashing as it grows). After a spike, a table four times larger
+    /// than its window needed shrinks back to that size.
     pub fn take_partial(&mut self) -> Partial {
-        let mut fresh = Shard::new(self.limits);
-        fresh.ports.reserve(self.ports.len());
-        fresh.sources.reserve(self.sources.len());
-        let s = std::mem::replace(self, fresh);
-        s.into_partial()
-    }
-
-    fn into_partial(self) -> Partial {
         let mut exact = !self.budget.exhausted && self.untracked_packets == 0;
+        let (n_ports, n_sources) = (self.ports.len(), self.sources.len());
+        let (n_src_ports, n_src_dsts) = (self.src_ports.len(), self.src_dsts.len());
         let mut ports: FxHashMap<u32, PortPartial> = self
             .ports
-            .into_iter()
+            .drain()
             .map(|(k, p)| {
                 exact &= p.dsts.is_exact();
                 let sources_exact = p.overflow.is_none();
@@ -466,45 +486,34 @@ impl Shard {
                 (k, pp)
             })
             .collect();
-        let untracked_hll = self.untracked_hll;
+        let untracked_hll = std::mem::take(&mut self.untracked_hll);
         let mut sources_hll = untracked_hll.clone();
         let mut fingerprints = [0u64; Fingerprint::COUNT];
-        let mut rows = Vec::with_capacity(self.sources.len());
-        // Source hashes per port, turned into each port's sketch in one batch.
-        let mut port_hashes: FxHashMap<u32, Vec<u64>> = FxHashMap::default();
-        for (addr, s) in self.sources {
+        let mut rows = Vec::with_capacity(self.accs.len());
+        // Multi-port sources' further ports, grouped by slot.
+        let mut extra = std::mem::take(&mut self.extra_ports);
+        extra.extend(self.src_ports.drain().map(|((slot, k), c)| (slot, k, c)));
+        extra.sort_unstable();
+        let mut next = 0;
+        for (slot, (s, &addr)) in self.accs.iter().zip(&self.addrs).enumerate() {
             let h = hash_addr(addr);
             sources_hll.insert_hash(h);
-            // Top ports by packets (ties: lower key first), without allocating.
-            let mut top = [(0u32, 0u64); TopPorts::CAP];
-            let mut n_top = 0;
-            for (k, c) in s.ports.iter() {
-                port_hashes.entry(k).or_default().push(h);
-                let better = |a: (u32, u64), b: (u32, u64)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
-                if n_top < top.len() {
-                    top[n_top] = (k, c);
-                    n_top += 1;
-                } else if better((k, c), top[n_top - 1]) {
-                    top[n_top - 1] = (k, c);
-                } else {
-                    continue;
+            let mut top = TopAcc::default();
+            top.add(s.port0, s.port0_packets);
+            self.port_hashes.entry(s.port0).or_default().push(h);
+            while let Some(&(sl, k, c)) = extra.get(next) {
+                if sl as usize != slot {
+                    break;
                 }
-                let mut i = n_top - 1;
-                while i > 0 && better(top[i], top[i - 1]) {
-                    top.swap(i, i - 1);
-                    i -= 1;
-                }
+                next += 1;
+                top.add(k, c);
+                self.port_hashes.entry(k).or_default().push(h);
             }
-            let mut top_ports = TopPorts::default();
-            for &(k, c) in &top[..n_top] {
-                let (proto, port) = split_port_key(k);
-                top_ports.push(PortCount {
-                    proto,
-                    port,
-                    packets: c,
-                });
+            let mut destinations = s.n_dsts as u64;
+            if let Some(sk) = self.dst_sketches.get(s.sketch as usize) {
+                destinations += sk.estimate();
+                exact = false;
             }
-            exact &= s.dsts.is_exact();
             let fps = FingerprintSet(if s.fp_seen != 0 { s.fp_and & 0x07 } else { 0 });
             for f in fps.iter() {
                 fingerprints[f as usize] += 1;
@@ -513,21 +522,23 @@ impl Shard {
                 ip: addr.to_ip(),
                 packets: s.packets,
                 bytes: s.bytes,
-                ports: s.ports.len() as u64,
-                destinations: s.dsts.count(),
-                top_ports,
+                ports: s.n_ports as u64,
+                destinations,
+                top_ports: top.into_top_ports(),
                 classes: ClassSet(s.classes),
                 fingerprints: fps,
                 first_seen: Timestamp(s.first),
                 last_seen: Timestamp(s.last),
             });
         }
-        for (k, hashes) in port_hashes {
-            if let Some(p) = ports.get_mut(&k) {
-                p.sources_hll.extend_hashes(hashes);
+        extra.clear();
+        self.extra_ports = extra;
+        for (k, hashes) in self.port_hashes.iter_mut() {
+            if let Some(p) = ports.get_mut(k) {
+                p.sources_hll.extend_hashes(hashes.drain(..));
             }
         }
-        Partial {
+        let partial = Partial {
             classes: self.classes,
             packets: self.packets,
             bytes: self.bytes,
@@ -540,7 +551,87 @@ impl Shard {
             heavy: self.heavy.top(self.limits.heavy),
             heavy_k: self.limits.heavy,
             exact,
+        };
+        self.sources.clear();
+        self.accs.clear();
+        self.addrs.clear();
+        self.src_dsts.clear();
+        self.dst_sketches.clear();
+        shrink_map(&mut self.ports, n_ports);
+        shrink_map(&mut self.sources, n_sources);
+        shrink_map(&mut self.src_ports, n_src_ports);
+        shrink_set(&mut self.src_dsts, n_src_dsts);
+        if self.accs.capacity() > 4 * n_sources.max(1024) {
+            self.accs.shrink_to(n_sources);
+            self.addrs.shrink_to(n_sources);
         }
+        let kept = Shard::new(self.limits);
+        let old = std::mem::replace(self, kept);
+        self.ports = old.ports;
+        self.sources = old.sources;
+        self.accs = old.accs;
+        self.addrs = old.addrs;
+        self.src_ports = old.src_ports;
+        self.src_dsts = old.src_dsts;
+        self.dst_sketches = old.dst_sketches;
+        self.port_hashes = old.port_hashes;
+        self.extra_ports = old.extra_ports;
+        partial
+    }
+}
+
+/// Shrinks a drained table that had `used` entries when it is more than
+/// four times that large (a spike window is not kept for ever).
+fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut FxHashMap<K, V>, used: usize) {
+    if m.capacity() > 4 * used.max(1024) {
+        m.shrink_to(used);
+    }
+}
+
+/// [`shrink_map`] for a set.
+fn shrink_set<K: std::hash::Hash + Eq>(m: &mut FxHashSet<K>, used: usize) {
+    if m.capacity() > 4 * used.max(1024) {
+        m.shrink_to(used);
+    }
+}
+
+/// A source's busiest ports so far, busiest first (ties: lower key first),
+/// without allocating.
+#[derive(Default)]
+struct TopAcc {
+    top: [(u32, u64); TopPorts::CAP],
+    n: usize,
+}
+
+impl TopAcc {
+    fn add(&mut self, k: u32, c: u64) {
+        let better = |a: (u32, u64), b: (u32, u64)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+        if self.n < self.top.len() {
+            self.top[self.n] = (k, c);
+            self.n += 1;
+        } else if better((k, c), self.top[self.n - 1]) {
+            self.top[self.n - 1] = (k, c);
+        } else {
+            return;
+        }
+        let mut i = self.n - 1;
+        while i > 0 && better(self.top[i], self.top[i - 1]) {
+            self.top.swap(i, i - 1);
+            i -= 1;
+        }
+    }
+
+    fn into_top_ports(self) -> TopPorts {
+        let mut t = TopPorts::default();
+        for &(k, c) in &self.top[..self.n] {
+            let (proto, port) = split_port_key(k);
+            t.push(PortCount {
+                proto,
+                port,
+                packets: c,
+            });
+        }
+        t
     }
 }
 
@@ -665,8 +756,7 @@ impl Partial {
                 .then(a.proto.cmp(&b.proto))
                 .then(a.port.cmp(&b.port))
         });
-        let mut sources = self.sources;
-        sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+        let sources = sort_sources(self.sources);
         let fp = self.fingerprints;
         Summary {
             schema: SCHEMA,
@@ -700,6 +790,39 @@ impl Partial {
             sources,
         }
     }
+}
+
+/// Source rows busiest first, ties by address (addresses are unique, so
+/// the order is total). Sorts 32-byte keys and then moves each ~170-byte row
+/// once: sorting the rows themselves moved them O(log n) times each, which
+/// was a fifth of the merger's time on a busy window.
+fn sort_sources(mut rows: Vec<SourceRow>) -> Vec<SourceRow> {
+    let mut keys: Vec<(u64, u8, u128, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (family, addr) = match r.ip {
+                std::net::IpAddr::V4(a) => (0, u32::from(a) as u128),
+                std::net::IpAddr::V6(a) => (1, u128::from(a)),
+            };
+            (u64::MAX - r.packets, family, addr, i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    // Apply the permutation in place: position j takes row keys[j].3,
+    // following each cycle once.
+    let mut perm: Vec<u32> = keys.into_iter().map(|k| k.3).collect();
+    for start in 0..perm.len() {
+        let mut j = start;
+        while perm[j] as usize != start {
+            let next = perm[j] as usize;
+            rows.swap(j, next);
+            perm[j] = j as u32;
+            j = next;
+        }
+        perm[j] = j as u32;
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -803,6 +926,51 @@ mod tests {
             prop_assert!(a.truncation.exact);
         }
 
+        /// Window close drains the tables for reuse: whatever the previous
+        /// window held, the next window's summary is what a fresh shard gives.
+        #[test]
+        fn a_reused_shard_forgets_the_last_window(before in records(), rs in records(), tight in any::<bool>()) {
+            let limits = if tight { Limits { source_cap: 3, pair_budget: 20, heavy: 2 } } else { ROOMY };
+            let mut reused = Shard::new(limits);
+            for r in &before {
+                reused.add(r);
+            }
+            let _ = reused.take_partial();
+            let mut fresh = Shard::new(limits);
+            for r in &rs {
+                reused.add(r);
+                fresh.add(r);
+            }
+            prop_assert_eq!(
+                reused.take_partial().into_summary(meta()),
+                fresh.take_partial().into_summary(meta())
+            );
+        }
+
+        #[test]
+        fn sources_sort_busiest_first_then_by_address(rows in proptest::collection::vec((any::<bool>(), any::<u32>(), 1u64..4), 0..300)) {
+            let mut seen = std::collections::HashSet::new();
+            let rows: Vec<SourceRow> = rows
+                .into_iter()
+                .filter(|r| seen.insert((r.0, r.1)))
+                .map(|(v6, a, packets)| SourceRow {
+                    ip: if v6 { Addr::v6(((0x2001u128 << 112) | a as u128).to_be_bytes()).to_ip() } else { Addr::v4(a).to_ip() },
+                    packets,
+                    bytes: 0,
+                    ports: 1,
+                    destinations: 1,
+                    top_ports: TopPorts::default(),
+                    classes: ClassSet(0),
+                    fingerprints: FingerprintSet(0),
+                    first_seen: Timestamp(0),
+                    last_seen: Timestamp(0),
+                })
+                .collect();
+            let mut expected = rows.clone();
+            expected.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
+            prop_assert_eq!(sort_sources(rows), expected);
+        }
+
         #[test]
         fn tight_limits_keep_packet_totals_exact(rs in records(), n in 1usize..4) {
             let tight = Limits { source_cap: 3, pair_budget: 20, heavy: 2 };
@@ -839,6 +1007,30 @@ mod tests {
             .unwrap();
         assert_eq!((src3.packets, src3.ports, src3.destinations), (3, 2, 2));
         assert_eq!(src3.top_ports[0].port, 23);
+    }
+
+    /// Past the pair budget a source's further destinations are estimated
+    /// (and the summary says it is not exact); its packets stay exact.
+    #[test]
+    fn destinations_past_the_budget_are_estimated() {
+        let mut s = Shard::new(Limits {
+            source_cap: 10,
+            pair_budget: 100,
+            heavy: 2,
+        });
+        for dst in 0..2000 {
+            s.add(&record(1, dst, 23, 0, 0x02, dst as u64));
+        }
+        let sum = s.take_partial().into_summary(meta());
+        assert!(!sum.truncation.exact);
+        let src = &sum.sources[0];
+        assert_eq!(src.packets, 2000);
+        let err = (src.destinations as f64 - 2000.0).abs() / 2000.0;
+        assert!(
+            err < 0.05,
+            "estimated {} destinations of 2000",
+            src.destinations
+        );
     }
 
     #[test]
