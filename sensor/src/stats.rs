@@ -713,7 +713,14 @@ impl Partial {
                 }
             }
         }
-        self.sources.extend(other.sources);
+        if self.sources.is_empty() {
+            // The first partial's rows become the summary's: no copy.
+            let mut rows = other.sources;
+            rows.extend(std::mem::take(&mut self.sources));
+            self.sources = rows;
+        } else {
+            self.sources.extend(other.sources);
+        }
         for (a, b) in self.fingerprints.iter_mut().zip(other.fingerprints) {
             *a += b;
         }
