@@ -359,6 +359,111 @@ impl Serialize for SourceRow {
     }
 }
 
+impl SourceRow {
+    /// Appends the row's JSON, byte for byte what `serde_json` writes
+    /// (checked by a property test), several times faster: a busy window
+    /// has hundreds of thousands of rows and they are most of its bytes.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"ip\":\"");
+        match self.ip {
+            IpAddr::V4(a) => {
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    out.extend_from_slice(n.format(o).as_bytes());
+                }
+            }
+            IpAddr::V6(a) => {
+                use std::io::Write;
+                let _ = write!(out, "{a}");
+            }
+        }
+        for (key, v) in [
+            (&b"\",\"packets\":"[..], self.packets),
+            (b",\"bytes\":", self.bytes),
+            (b",\"ports\":", self.ports),
+            (b",\"destinations\":", self.destinations),
+        ] {
+            out.extend_from_slice(key);
+            out.extend_from_slice(n.format(v).as_bytes());
+        }
+        out.extend_from_slice(b",\"top_ports\":[");
+        for (i, p) in self.top_ports.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"proto\":\"");
+            out.extend_from_slice(p.proto.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"port\":");
+            out.extend_from_slice(n.format(p.port).as_bytes());
+            out.extend_from_slice(b",\"packets\":");
+            out.extend_from_slice(n.format(p.packets).as_bytes());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"classes\":");
+        names(out, self.classes.iter().map(PacketClass::as_str));
+        if !self.fingerprints.is_empty() {
+            out.extend_from_slice(b",\"fingerprints\":");
+            names(out, self.fingerprints.iter().map(|f| f.as_str()));
+        }
+        let mut ts = [0u8; 27];
+        out.extend_from_slice(b",\"first_seen\":\"");
+        let len = self.first_seen.format_into(&mut ts);
+        out.extend_from_slice(&ts[..len]);
+        out.extend_from_slice(b"\",\"last_seen\":\"");
+        let len = self.last_seen.format_into(&mut ts);
+        out.extend_from_slice(&ts[..len]);
+        out.extend_from_slice(b"\"}");
+    }
+}
+
+/// A JSON list of wire names (which never need escaping).
+fn names<'a>(out: &mut Vec<u8>, it: impl Iterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, s) in it.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+    out.push(b']');
+}
+
+impl Summary {
+    /// Writes the JSON document, byte for byte what `serde_json::to_writer`
+    /// writes, with the source rows by [`SourceRow::write_json`], through a
+    /// bounded buffer (a window's JSON can be tens of megabytes).
+    pub fn write_json<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        const FLUSH_AT: usize = 1 << 18;
+        let rows = std::mem::take(&mut self.sources);
+        let head = serde_json::to_vec(&*self);
+        self.sources = rows;
+        let mut buf = head?;
+        // `sources` is the last field; should that change, serde writes it all.
+        const TAIL: &[u8] = b"\"sources\":[]}";
+        if !buf.ends_with(TAIL) {
+            return serde_json::to_writer(w, &*self).map_err(Into::into);
+        }
+        buf.truncate(buf.len() - 2);
+        for (i, row) in self.sources.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            row.write_json(&mut buf);
+            if buf.len() >= FLUSH_AT {
+                w.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        buf.extend_from_slice(b"]}");
+        w.write_all(&buf)
+    }
+}
+
 /// Media type of a summary's binary form: the same fields as the JSON
 /// document, in declaration order, in postcard's format (varint integers,
 /// raw sketch bytes, microsecond timestamps, class sets as bit bytes).
@@ -406,6 +511,75 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_row() -> impl Strategy<Value = SourceRow> {
+        let port = (0usize..Proto::ALL.len(), any::<u16>(), any::<u64>()).prop_map(
+            |(p, port, packets)| PortCount {
+                proto: Proto::ALL[p],
+                port,
+                packets,
+            },
+        );
+        (
+            (any::<bool>(), any::<u128>()),
+            any::<[u64; 4]>(),
+            proptest::collection::vec(port, 0..=TopPorts::CAP),
+            (any::<u8>(), 0u8..8),
+            (any::<u64>(), prop_oneof![Just(0u64), 0u64..1_000_000]),
+        )
+            .prop_map(|((v6, ip), n, ports, (classes, fps), (t, micros))| {
+                let mut top_ports = TopPorts::default();
+                for p in ports {
+                    top_ports.push(p);
+                }
+                let t = (t % 253_402_300_799) * 1_000_000 + micros;
+                SourceRow {
+                    ip: if v6 {
+                        IpAddr::from(ip.to_be_bytes())
+                    } else {
+                        IpAddr::from((ip as u32).to_be_bytes())
+                    },
+                    packets: n[0],
+                    bytes: n[1],
+                    ports: n[2],
+                    destinations: n[3],
+                    top_ports,
+                    classes: ClassSet(classes & ((1 << PacketClass::COUNT) - 1)),
+                    fingerprints: crate::class::FingerprintSet(fps),
+                    first_seen: Timestamp(t),
+                    last_seen: Timestamp(t.saturating_add(micros)),
+                }
+            })
+    }
+
+    proptest! {
+        /// The hand-written JSON of source rows is serde_json's, byte for byte.
+        #[test]
+        fn summary_json_is_serde_json_byte_for_byte(rows in proptest::collection::vec(any_row(), 0..40)) {
+            let mut s = rich();
+            s.sources = rows;
+            let mut fast = Vec::new();
+            s.write_json(&mut fast).unwrap();
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(&s).unwrap());
+        }
+    }
+
+    #[test]
+    fn summary_json_of_a_large_window_is_serde_json() {
+        let mut s = rich();
+        let row = s.sources[0].clone();
+        s.sources = (0..20_000u32)
+            .map(|i| SourceRow {
+                ip: IpAddr::from(i.to_be_bytes()),
+                packets: i as u64,
+                ..row.clone()
+            })
+            .collect();
+        let mut fast = Vec::new();
+        s.write_json(&mut fast).unwrap();
+        assert_eq!(fast, serde_json::to_vec(&s).unwrap());
+    }
 
     #[test]
     fn class_totals_array_round_trip() {

@@ -92,9 +92,11 @@ impl JsonLines {
 }
 
 impl Sink for JsonLines {
-    fn emit(&mut self, summary: Summary) -> Result<(), SinkError> {
-        serde_json::to_writer(&mut self.out, &summary)?;
-        self.out.write_all(b"\n").map_err(|e| self.io(e))?;
+    fn emit(&mut self, mut summary: Summary) -> Result<(), SinkError> {
+        summary
+            .write_json(&mut self.out)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|e| self.io(e))?;
         self.out.flush().map_err(|e| self.io(e))
     }
 
