@@ -34,8 +34,11 @@ pub enum SinkError {
 
 /// Receives each window's summary, in window order.
 pub trait Sink: Send {
-    /// Takes one summary. An error stops the sensor.
-    fn emit(&mut self, summary: Summary) -> Result<(), SinkError>;
+    /// Takes one summary (by reference: it can be tens of megabytes, and
+    /// the pipeline reuses its memory; a sink may stamp fields into it,
+    /// which the sinks after it in a [`Tee`] then see). An error stops the
+    /// sensor.
+    fn emit(&mut self, summary: &mut Summary) -> Result<(), SinkError>;
     /// Flushes buffered output (called at the end of the run).
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -92,7 +95,7 @@ impl JsonLines {
 }
 
 impl Sink for JsonLines {
-    fn emit(&mut self, mut summary: Summary) -> Result<(), SinkError> {
+    fn emit(&mut self, summary: &mut Summary) -> Result<(), SinkError> {
         summary
             .write_json(&mut self.out)
             .and_then(|()| self.out.write_all(b"\n"))
@@ -109,14 +112,8 @@ impl Sink for JsonLines {
 pub struct Tee(pub Vec<Box<dyn Sink>>);
 
 impl Sink for Tee {
-    fn emit(&mut self, summary: Summary) -> Result<(), SinkError> {
-        if let Some((last, rest)) = self.0.split_last_mut() {
-            for s in rest {
-                s.emit(summary.clone())?;
-            }
-            last.emit(summary)?;
-        }
-        Ok(())
+    fn emit(&mut self, summary: &mut Summary) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.emit(summary))
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
@@ -129,9 +126,9 @@ impl Sink for Tee {
 pub struct Collect(pub std::sync::Arc<std::sync::Mutex<Vec<Summary>>>);
 
 impl Sink for Collect {
-    fn emit(&mut self, summary: Summary) -> Result<(), SinkError> {
+    fn emit(&mut self, summary: &mut Summary) -> Result<(), SinkError> {
         if let Ok(mut v) = self.0.lock() {
-            v.push(summary);
+            v.push(summary.clone());
         }
         Ok(())
     }
@@ -153,8 +150,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("summaries.jsonl");
         let mut out = JsonLines::create(&path, true).unwrap_or_else(|e| panic!("{e}"));
-        out.emit(summary(0)).unwrap_or_else(|e| panic!("{e}"));
-        out.emit(summary(60_000_000))
+        out.emit(&mut summary(0)).unwrap_or_else(|e| panic!("{e}"));
+        out.emit(&mut summary(60_000_000))
             .unwrap_or_else(|e| panic!("{e}"));
         // logrotate: copy, then truncate in place.
         std::fs::copy(&path, dir.path().join("summaries.jsonl.1"))
@@ -164,7 +161,7 @@ mod tests {
             .open(&path)
             .and_then(|f| f.set_len(0))
             .unwrap_or_else(|e| panic!("{e}"));
-        out.emit(summary(120_000_000))
+        out.emit(&mut summary(120_000_000))
             .unwrap_or_else(|e| panic!("{e}"));
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(
@@ -178,13 +175,15 @@ mod tests {
         drop(out);
         let mut again = JsonLines::create(&path, true).unwrap_or_else(|e| panic!("{e}"));
         again
-            .emit(summary(180_000_000))
+            .emit(&mut summary(180_000_000))
             .unwrap_or_else(|e| panic!("{e}"));
         drop(again);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text.lines().count(), 2, "{text}");
         let mut offline = JsonLines::create(&path, false).unwrap_or_else(|e| panic!("{e}"));
-        offline.emit(summary(0)).unwrap_or_else(|e| panic!("{e}"));
+        offline
+            .emit(&mut summary(0))
+            .unwrap_or_else(|e| panic!("{e}"));
         drop(offline);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text.lines().count(), 1, "{text}");

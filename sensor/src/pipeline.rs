@@ -26,7 +26,7 @@ use crate::record::PacketRecord;
 use crate::stats::{Limits, Partial, Shard, SummaryMeta};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use darkscope_common::hll::hash_addr;
-use darkscope_common::wire::{CaptureHealth, SensorInfo, Window};
+use darkscope_common::wire::{CaptureHealth, SensorInfo, SourceRow, Window};
 use darkscope_common::{PrefixSet, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -153,6 +153,8 @@ pub fn run(
     };
     let (free_tx, free_rx) = bounded::<Vec<PacketRecord>>(n * (cfg.queue + 2));
     let (merge_tx, merge_rx) = bounded::<ToMerger>(n * 4 + 4);
+    // Emptied source-row vectors, from the merger back to the shards.
+    let (rows_tx, rows_rx) = bounded::<Vec<SourceRow>>(n);
 
     std::thread::scope(|scope| {
         let mut shard_txs = Vec::with_capacity(n);
@@ -162,10 +164,11 @@ pub fn run(
             let free_tx = free_tx.clone();
             let merge_tx = merge_tx.clone();
             let metrics = metrics.clone();
+            let rows_rx = rows_rx.clone();
             std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn_scoped(scope, move || {
-                    shard_loop(rx, free_tx, merge_tx, limits, &metrics)
+                    shard_loop(rx, rows_rx, free_tx, merge_tx, limits, &metrics)
                 })
                 .map_err(|e| PipelineError::Internal(e.to_string()))?;
         }
@@ -173,7 +176,7 @@ pub fn run(
         let merger = std::thread::Builder::new()
             .name("merger".into())
             .spawn_scoped(scope, move || {
-                merger_loop(merge_rx, n, sink, &merger_metrics)
+                merger_loop(merge_rx, rows_tx, n, sink, &merger_metrics)
             })
             .map_err(|e| PipelineError::Internal(e.to_string()))?;
 
@@ -487,6 +490,7 @@ fn dead(what: &str) -> PipelineError {
 
 fn shard_loop(
     rx: Receiver<ToShard>,
+    rows_rx: Receiver<Vec<SourceRow>>,
     free_tx: Sender<Vec<PacketRecord>>,
     merge_tx: Sender<ToMerger>,
     limits: Limits,
@@ -498,15 +502,16 @@ fn shard_loop(
         match msg {
             ToShard::Batch(mut b) => {
                 let _ = wait.record(b.sent.elapsed().as_micros() as u64);
-                for r in &b.records {
-                    shard.add(r);
-                }
+                shard.add_batch(&b.records);
                 b.records.clear();
                 let _ = free_tx.try_send(b.records);
             }
             ToShard::Close(w) => {
                 metrics.merge_histogram(Latency::QueueWaitUs, &wait);
                 wait.reset();
+                if let Ok(rows) = rows_rx.try_recv() {
+                    shard.give_rows(rows);
+                }
                 if merge_tx
                     .send(ToMerger::Partial(w, Box::new(shard.take_partial())))
                     .is_err()
@@ -526,6 +531,7 @@ struct PendingWindow {
 
 fn merger_loop(
     rx: Receiver<ToMerger>,
+    rows_tx: Sender<Vec<SourceRow>>,
     n: usize,
     mut sink: Box<dyn Sink>,
     metrics: &Metrics,
@@ -569,8 +575,13 @@ fn merger_loop(
         else {
             continue;
         };
-        let summary = partial.into_summary(*meta);
-        sink.emit(summary)?;
+        let mut summary = partial.into_summary(*meta);
+        sink.emit(&mut summary)?;
+        // The rows' memory goes back to a shard for a later window (tens of
+        // megabytes on a busy window: allocating them afresh costs page faults).
+        let mut rows = std::mem::take(&mut summary.sources);
+        rows.clear();
+        let _ = rows_tx.try_send(rows);
         windows += 1;
         metrics.windows.fetch_add(1, Relaxed);
         let _ = close_hist.record(t0.elapsed().as_micros() as u64);

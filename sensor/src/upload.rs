@@ -235,37 +235,50 @@ impl SpoolSink {
     /// failure (logged once per outage).
     fn drain(&mut self) -> std::io::Result<()> {
         while let Some(s) = self.backlog.front() {
-            if let Err(e) = self.spool.push(s) {
-                if !self.failing {
-                    log::error!(
-                        "cannot write to the spool {}: {e}; keeping summaries in memory (up to {BACKLOG_MAX}) until it works again",
-                        self.spool.dir.display()
-                    );
-                    self.failing = true;
-                }
-                return Err(e);
-            }
+            Self::write(&self.spool, &mut self.failing, s)?;
             self.backlog.pop_front();
         }
-        if self.failing {
-            log::warn!("spool {} writable again", self.spool.dir.display());
-            self.failing = false;
-        }
         Ok(())
+    }
+
+    /// Spools one summary; logs the start and the end of an outage once.
+    fn write(spool: &Spool, failing: &mut bool, s: &Summary) -> std::io::Result<()> {
+        match spool.push(s) {
+            Err(e) => {
+                if !*failing {
+                    log::error!(
+                        "cannot write to the spool {}: {e}; keeping summaries in memory (up to {BACKLOG_MAX}) until it works again",
+                        spool.dir.display()
+                    );
+                    *failing = true;
+                }
+                Err(e)
+            }
+            Ok(_) => {
+                if *failing {
+                    log::warn!("spool {} writable again", spool.dir.display());
+                    *failing = false;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
 impl Sink for SpoolSink {
-    fn emit(&mut self, mut s: Summary) -> Result<(), SinkError> {
+    fn emit(&mut self, s: &mut Summary) -> Result<(), SinkError> {
         s.capture.spool_evicted += self.spool.take_evicted();
-        self.backlog.push_back(s);
+        // Older summaries first; the new one is copied only if it must wait.
+        // A failed write is not fatal: capture goes on, the backlog waits.
+        if self.drain().is_ok() && Self::write(&self.spool, &mut self.failing, s).is_ok() {
+            return Ok(());
+        }
+        self.backlog.push_back(s.clone());
         if self.backlog.len() > BACKLOG_MAX {
             self.backlog.pop_front();
             self.spool.evicted.fetch_add(1, Relaxed);
             log::warn!("spool unwritable and {BACKLOG_MAX} summaries waiting: dropped the oldest");
         }
-        // A failed write is not fatal: capture goes on, the backlog waits.
-        let _ = self.drain();
         Ok(())
     }
 
