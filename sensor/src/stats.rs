@@ -212,7 +212,9 @@ const UNTRACKED: u32 = u32::MAX;
 /// One tracked source's counters: fixed size and heap-free. Its first port
 /// and first destination live here (most sources send to one of each); the
 /// rest are entries of the shard-wide pair tables, keyed by the source's slot.
+/// One cache line, aligned to one: the per-packet update touches one line.
 #[derive(Debug)]
+#[repr(align(64))]
 struct SourceAcc {
     packets: u64,
     bytes: u64,
@@ -223,8 +225,6 @@ struct SourceAcc {
     /// Hash of its first destination (valid when `n_dsts > 0`).
     dst0: u64,
     port0: u32,
-    /// Distinct ports recorded exactly (`port0` included).
-    n_ports: u32,
     /// Distinct destinations recorded exactly (`dst0` included).
     n_dsts: u32,
     /// Index in `Shard::dst_sketches` of the destinations that found the
@@ -236,6 +236,8 @@ struct SourceAcc {
     /// OR of FP_ELIGIBLE: it sent at least one IPv4 TCP packet.
     fp_seen: u8,
 }
+
+const _: () = assert!(std::mem::size_of::<SourceAcc>() == 64);
 
 #[derive(Debug, Default)]
 struct PortAcc {
@@ -311,8 +313,10 @@ pub struct Shard {
     packets: u64,
     bytes: u64,
     ports: FxHashMap<u32, PortAcc>,
-    /// Tracked source → its slot in `accs` and `addrs`.
-    sources: FxHashMap<Addr, u32>,
+    /// Tracked IPv4 sources → their slot in `accs` and `addrs`.
+    sources4: FxHashMap<u32, u32>,
+    /// IPv6 sources → slot (IPv4 ones have their own, 4× smaller table).
+    sources6: FxHashMap<u128, u32>,
     accs: Vec<SourceAcc>,
     addrs: Vec<Addr>,
     /// (slot, port key) → packets, for every port of a source after its first.
@@ -346,7 +350,8 @@ impl Shard {
             packets: 0,
             bytes: 0,
             ports: FxHashMap::default(),
-            sources: FxHashMap::default(),
+            sources4: FxHashMap::default(),
+            sources6: FxHashMap::default(),
             accs: Vec::new(),
             addrs: Vec::new(),
             src_ports: FxHashMap::default(),
@@ -391,14 +396,21 @@ impl Shard {
     /// [`UNTRACKED`].
     #[inline]
     fn slot_of(&mut self, r: &PacketRecord) -> u32 {
-        if let Some(&slot) = self.sources.get(&r.src) {
+        let known = match r.src.as_v4() {
+            Some(a) => self.sources4.get(&a),
+            None => self.sources6.get(&r.src.0),
+        };
+        if let Some(&slot) = known {
             return slot;
         }
         if self.accs.len() >= self.limits.source_cap {
             return UNTRACKED;
         }
         let slot = self.accs.len() as u32;
-        self.sources.insert(r.src, slot);
+        match r.src.as_v4() {
+            Some(a) => self.sources4.insert(a, slot),
+            None => self.sources6.insert(r.src.0, slot),
+        };
         self.addrs.push(r.src);
         self.accs.push(SourceAcc {
             packets: 0,
@@ -408,7 +420,6 @@ impl Shard {
             port0_packets: 0,
             dst0: 0,
             port0: r.port_key(),
-            n_ports: 0,
             n_dsts: 0,
             sketch: NO_SKETCH,
             classes: 0,
@@ -449,8 +460,7 @@ impl Shard {
             src.fp_seen = FP_ELIGIBLE;
         }
         // The (source, port) pair: new, known, or new with the budget spent.
-        if src.n_ports == 0 {
-            src.n_ports = 1;
+        if src.packets == 1 {
             src.port0_packets = 1;
             port.sources += 1;
         } else if src.port0 == key {
@@ -459,7 +469,6 @@ impl Shard {
             *c += 1;
         } else if self.budget.take() {
             self.src_ports.insert((slot, key), 1);
-            src.n_ports += 1;
             port.sources += 1;
         } else {
             port.overflow
@@ -508,7 +517,8 @@ impl Shard {
     /// than its window needed shrinks back to that size.
     pub fn take_partial(&mut self) -> Partial {
         let mut exact = !self.budget.exhausted && self.untracked_packets == 0;
-        let (n_ports, n_sources) = (self.ports.len(), self.sources.len());
+        let (n_ports, n_sources) = (self.ports.len(), self.accs.len());
+        let (n_sources4, n_sources6) = (self.sources4.len(), self.sources6.len());
         let (n_src_ports, n_src_dsts) = (self.src_ports.len(), self.src_dsts.len());
         let mut ports: FxHashMap<u32, PortPartial> = self
             .ports
@@ -543,11 +553,13 @@ impl Shard {
             let mut top = TopAcc::default();
             top.add(s.port0, s.port0_packets);
             self.port_hashes.entry(s.port0).or_default().push(h);
+            let mut n_ports = 1;
             while let Some(&(sl, k, c)) = extra.get(next) {
                 if sl as usize != slot {
                     break;
                 }
                 next += 1;
+                n_ports += 1;
                 top.add(k, c);
                 self.port_hashes.entry(k).or_default().push(h);
             }
@@ -564,7 +576,7 @@ impl Shard {
                 ip: addr.to_ip(),
                 packets: s.packets,
                 bytes: s.bytes,
-                ports: s.n_ports as u64,
+                ports: n_ports,
                 destinations,
                 top_ports: top.into_top_ports(),
                 classes: ClassSet(s.classes),
@@ -594,13 +606,15 @@ impl Shard {
             heavy_k: self.limits.heavy,
             exact,
         };
-        self.sources.clear();
+        self.sources4.clear();
+        self.sources6.clear();
         self.accs.clear();
         self.addrs.clear();
         self.src_dsts.clear();
         self.dst_sketches.clear();
         shrink_map(&mut self.ports, n_ports);
-        shrink_map(&mut self.sources, n_sources);
+        shrink_map(&mut self.sources4, n_sources4);
+        shrink_map(&mut self.sources6, n_sources6);
         shrink_map(&mut self.src_ports, n_src_ports);
         shrink_set(&mut self.src_dsts, n_src_dsts);
         if self.accs.capacity() > 4 * n_sources.max(1024) {
@@ -610,7 +624,8 @@ impl Shard {
         let kept = Shard::new(self.limits);
         let old = std::mem::replace(self, kept);
         self.ports = old.ports;
-        self.sources = old.sources;
+        self.sources4 = old.sources4;
+        self.sources6 = old.sources6;
         self.accs = old.accs;
         self.addrs = old.addrs;
         self.src_ports = old.src_ports;
