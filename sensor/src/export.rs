@@ -82,7 +82,9 @@ impl JsonLines {
         };
         Ok(JsonLines {
             path: path.to_path_buf(),
-            out: BufWriter::with_capacity(1 << 20, w),
+            // Smaller than the chunks `Summary::write_json` hands over, so
+            // those go straight to the file instead of through this buffer.
+            out: BufWriter::with_capacity(1 << 16, w),
         })
     }
 
