@@ -83,6 +83,42 @@ impl Timestamp {
     }
 }
 
+/// Formats timestamps as [`Timestamp::format_into`] does, remembering the
+/// date, hour and minute of the last one: a window's timestamps share
+/// them, so most need only their seconds and microseconds written.
+#[derive(Clone, Debug, Default)]
+pub struct TimestampFormatter {
+    minute: Option<u64>,
+    buf: [u8; 27],
+}
+
+impl TimestampFormatter {
+    /// `t` in RFC 3339, as [`Timestamp::format_into`] writes it.
+    pub fn format(&mut self, t: Timestamp) -> &[u8] {
+        let secs = t.0 / 1_000_000;
+        if self.minute != Some(secs / 60) {
+            t.format_into(&mut self.buf);
+            self.minute = Some(secs / 60);
+        }
+        let b = &mut self.buf;
+        let s = (secs % 60) as u8;
+        b[17] = b'0' + s / 10;
+        b[18] = b'0' + s % 10;
+        let mut micros = t.0 % 1_000_000;
+        if micros == 0 {
+            b[19] = b'Z';
+            return &b[..20];
+        }
+        b[19] = b'.';
+        for i in (20..26).rev() {
+            b[i] = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        b[26] = b'Z';
+        &b[..27]
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 27];
@@ -116,6 +152,28 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The formatter that remembers the last minute writes what
+        /// `format_into` writes, whatever the sequence of timestamps.
+        #[test]
+        fn formatter_writes_what_format_into_writes(
+            ts in proptest::collection::vec((0u64..253_402_300_799, 0u64..120, prop_oneof![Just(0u64), 0u64..1_000_000]), 1..50)
+        ) {
+            let mut f = TimestampFormatter::default();
+            let mut last = 0;
+            for (secs, step, micros) in ts {
+                // Runs within a minute as well as jumps anywhere.
+                let secs = if step < 60 { last - last % 60 + step } else { secs };
+                last = secs;
+                let t = Timestamp(secs * 1_000_000 + micros);
+                let mut buf = [0u8; 27];
+                let n = t.format_into(&mut buf);
+                prop_assert_eq!(f.format(t), &buf[..n]);
+            }
+        }
+    }
 
     #[test]
     fn rfc3339_round_trip() {

@@ -7,7 +7,7 @@
 
 use crate::class::{ClassSet, FingerprintSet, PacketClass, Proto};
 use crate::hll::Hll;
-use crate::time::Timestamp;
+use crate::time::{Timestamp, TimestampFormatter};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -363,7 +363,8 @@ impl SourceRow {
     /// Appends the row's JSON, byte for byte what `serde_json` writes
     /// (checked by a property test), several times faster: a busy window
     /// has hundreds of thousands of rows and they are most of its bytes.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    /// `ts` formats its timestamps (it remembers the last minute written).
+    pub fn write_json(&self, out: &mut Vec<u8>, ts: &mut TimestampFormatter) {
         let mut n = itoa::Buffer::new();
         out.extend_from_slice(b"{\"ip\":\"");
         match self.ip {
@@ -408,13 +409,10 @@ impl SourceRow {
             out.extend_from_slice(b",\"fingerprints\":");
             names(out, self.fingerprints.iter().map(|f| f.as_str()));
         }
-        let mut ts = [0u8; 27];
         out.extend_from_slice(b",\"first_seen\":\"");
-        let len = self.first_seen.format_into(&mut ts);
-        out.extend_from_slice(&ts[..len]);
+        out.extend_from_slice(ts.format(self.first_seen));
         out.extend_from_slice(b"\",\"last_seen\":\"");
-        let len = self.last_seen.format_into(&mut ts);
-        out.extend_from_slice(&ts[..len]);
+        out.extend_from_slice(ts.format(self.last_seen));
         out.extend_from_slice(b"\"}");
     }
 }
@@ -449,11 +447,12 @@ impl Summary {
             return serde_json::to_writer(w, &*self).map_err(Into::into);
         }
         buf.truncate(buf.len() - 2);
+        let mut ts = TimestampFormatter::default();
         for (i, row) in self.sources.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
-            row.write_json(&mut buf);
+            row.write_json(&mut buf, &mut ts);
             if buf.len() >= FLUSH_AT {
                 w.write_all(&buf)?;
                 buf.clear();
