@@ -25,6 +25,8 @@ ip -n $TX link set vtx up; ip -n $RX link set vrx up
 echo "| tcpreplay rate asked | reached (pps) | frames sent | sensor received | kernel dropped | pipeline dropped |"
 echo "|---|---:|---:|---:|---:|---:|"
 for rate in 100000 250000 500000 topspeed; do
+  # A live sensor appends to --out (it survives restarts): start each rate afresh.
+  rm -f "$OUT/live.jsonl"
   ip netns exec $RX ./target/release/darkscope-sensor --interface vrx --darknet 198.19.0.0/16,2001:db8:dead::/48 \
      --window 2 --buffer-mib 256 --out "$OUT/live.jsonl" 2>"$OUT/live.log" &
   pid=$!; sleep 1.5
