@@ -10,9 +10,16 @@
 //! destinations and ports). Below both, every count is exact (distinct
 //! sources per port are summed across shards, which is exact because a source
 //! lives in one shard only). Past them, new sources are counted into
-//! HyperLogLog sketches and a space-saving heavy-hitter table, and sets that
-//! must grow turn into sketches; totals of packets and bytes stay exact, and
-//! `truncation.exact` turns false.
+//! HyperLogLog sketches and a space-saving heavy-hitter table, a port's
+//! destination set that must grow turns into a sketch, and a source's
+//! further destinations go into a sketch of their own; totals of packets and
+//! bytes stay exact, and `truncation.exact` turns false.
+//!
+//! Layout (the per-packet path allocates nothing): each tracked source is a
+//! 64-byte slot of counters found through an address → slot table; its
+//! first port and destination sit in the slot, the rest in two shard-wide
+//! pair tables keyed by slot. Window close empties every table in place, so
+//! the next window reuses the memory.
 
 use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
 use darkscope_common::hll::{hash_addr, Hll};
