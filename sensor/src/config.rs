@@ -238,6 +238,10 @@ pub struct Validated {
     pub user: Option<String>,
 }
 
+/// Largest `source_cap`: a shard numbers its sources with 32-bit slots, and
+/// at ~100 bytes each this is already 10 GB of state a window.
+pub const MAX_SOURCE_CAP: usize = 100_000_000;
+
 fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
@@ -319,6 +323,11 @@ impl Config {
         }
         if p.source_cap == 0 || p.pair_budget == 0 {
             return Err(invalid("source_cap and pair_budget must be at least 1"));
+        }
+        if p.source_cap > MAX_SOURCE_CAP {
+            return Err(invalid(format!(
+                "source_cap must be at most {MAX_SOURCE_CAP} (each tracked source costs about 100 bytes a window)"
+            )));
         }
         if let Some(a) = &self.output.metrics_listen {
             a.parse::<std::net::SocketAddr>().map_err(|_| {
@@ -453,6 +462,9 @@ mod tests {
         let mut c = base();
         c.pipeline.window_secs = 0;
         assert!(c.validate().is_err());
+        let mut c = base();
+        c.pipeline.source_cap = MAX_SOURCE_CAP + 1;
+        assert!(c.validate().unwrap_err().to_string().contains("at most"));
         let mut c = base();
         c.upload.aggregator = Some("http://127.0.0.1:8080".into());
         assert!(c.validate().unwrap_err().to_string().contains("token"));
