@@ -118,8 +118,8 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Decoded {
 }
 
 /// The common case without building a whole `LaxSlicedPacket` (a large
-/// struct etherparse moves by value from layer to layer, which was a third
-/// of the capture thread's time): Ethernet II, at most two VLAN tags, then
+/// struct etherparse moves by value from layer to layer, which was about a
+/// quarter of the capture thread's time): Ethernet II, at most two VLAN tags, then
 /// an IP header whose extension headers are sound. Anything else (`None`)
 /// takes the general path; both give the same answer (tested frame by frame).
 fn fast_ethernet(frame: &[u8]) -> Option<Decoded> {
@@ -276,7 +276,7 @@ fn ipv4<'a>(
     ip: &'a LaxIpv4Slice<'_>,
 ) -> Result<(PacketRecord, &'a LaxIpPayloadSlice<'a>), Decoded> {
     let h = ip.header();
-    let mut r = PacketRecord {
+    let r = PacketRecord {
         src: Addr::v4(u32::from_be_bytes(h.source())),
         dst: Addr::v4(u32::from_be_bytes(h.destination())),
         ip_len: h.total_len() as u32,
@@ -285,8 +285,7 @@ fn ipv4<'a>(
         ..Default::default()
     };
     if ip.is_payload_fragmented() && h.fragments_offset().value() != 0 {
-        r = other_proto(r, h.protocol());
-        return Err(Decoded::Packet(r));
+        return Err(Decoded::Packet(other_proto(r, h.protocol())));
     }
     Ok((r, ip.payload()))
 }

@@ -29,6 +29,7 @@ use darkscope_common::wire::{
 };
 use darkscope_common::{Addr, ClassSet, Fingerprint, FingerprintSet, PacketClass, Timestamp};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::hash_map::Entry;
 
 /// Memory bounds of one shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,36 +404,30 @@ impl Shard {
     /// [`UNTRACKED`].
     #[inline]
     fn slot_of(&mut self, r: &PacketRecord) -> u32 {
-        let known = match r.src.as_v4() {
-            Some(a) => self.sources4.get(&a),
-            None => self.sources6.get(&r.src.0),
+        // One probe whether the source is known or new.
+        let next = self.accs.len() as u32;
+        let room = self.accs.len() < self.limits.source_cap;
+        let (slot, new) = match r.src.as_v4() {
+            Some(a) => slot_in(&mut self.sources4, a, next, room),
+            None => slot_in(&mut self.sources6, r.src.0, next, room),
         };
-        if let Some(&slot) = known {
-            return slot;
+        if new {
+            self.addrs.push(r.src);
+            self.accs.push(SourceAcc {
+                packets: 0,
+                bytes: 0,
+                first: r.ts,
+                last: r.ts,
+                port0_packets: 0,
+                dst0: 0,
+                port0: r.port_key(),
+                n_dsts: 0,
+                sketch: NO_SKETCH,
+                classes: 0,
+                fp_and: 0xff,
+                fp_seen: 0,
+            });
         }
-        if self.accs.len() >= self.limits.source_cap {
-            return UNTRACKED;
-        }
-        let slot = self.accs.len() as u32;
-        match r.src.as_v4() {
-            Some(a) => self.sources4.insert(a, slot),
-            None => self.sources6.insert(r.src.0, slot),
-        };
-        self.addrs.push(r.src);
-        self.accs.push(SourceAcc {
-            packets: 0,
-            bytes: 0,
-            first: r.ts,
-            last: r.ts,
-            port0_packets: 0,
-            dst0: 0,
-            port0: r.port_key(),
-            n_dsts: 0,
-            sketch: NO_SKETCH,
-            classes: 0,
-            fp_and: 0xff,
-            fp_seen: 0,
-        });
         slot
     }
 
@@ -623,8 +618,10 @@ impl Shard {
         shrink_map(&mut self.sources4, n_sources4);
         shrink_map(&mut self.sources6, n_sources6);
         shrink_map(&mut self.src_ports, n_src_ports);
-        shrink_set(&mut self.src_dsts, n_src_dsts);
-        if self.accs.capacity() > 4 * n_sources.max(1024) {
+        if oversized(self.src_dsts.capacity(), n_src_dsts) {
+            self.src_dsts.shrink_to(n_src_dsts);
+        }
+        if oversized(self.accs.capacity(), n_sources) {
             self.accs.shrink_to(n_sources);
             self.addrs.shrink_to(n_sources);
         }
@@ -644,18 +641,33 @@ impl Shard {
     }
 }
 
-/// Shrinks a drained table that had `used` entries when it is more than
-/// four times that large (a spike window is not kept for ever).
+/// True when a drained table or vector with room for `capacity` held only
+/// `used` this window: more than four times too big (a spike window's size
+/// is not kept for ever).
+fn oversized(capacity: usize, used: usize) -> bool {
+    capacity > 4 * used.max(1024)
+}
+
+/// Shrinks a drained table that is [`oversized`].
 fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut FxHashMap<K, V>, used: usize) {
-    if m.capacity() > 4 * used.max(1024) {
+    if oversized(m.capacity(), used) {
         m.shrink_to(used);
     }
 }
 
-/// [`shrink_map`] for a set.
-fn shrink_set<K: std::hash::Hash + Eq>(m: &mut FxHashSet<K>, used: usize) {
-    if m.capacity() > 4 * used.max(1024) {
-        m.shrink_to(used);
+/// `key`'s slot in `table`, and whether it was added just now (as `next`,
+/// when there is `room`); [`UNTRACKED`] when it is new and there is none.
+#[inline]
+fn slot_in<K: std::hash::Hash + Eq>(
+    table: &mut FxHashMap<K, u32>,
+    key: K,
+    next: u32,
+    room: bool,
+) -> (u32, bool) {
+    match table.entry(key) {
+        Entry::Occupied(e) => (*e.get(), false),
+        Entry::Vacant(e) if room => (*e.insert(next), true),
+        Entry::Vacant(_) => (UNTRACKED, false),
     }
 }
 
@@ -779,9 +791,7 @@ impl Partial {
         }
         if self.sources.is_empty() {
             // The first partial's rows become the summary's: no copy.
-            let mut rows = other.sources;
-            rows.extend(std::mem::take(&mut self.sources));
-            self.sources = rows;
+            self.sources = other.sources;
         } else {
             self.sources.extend(other.sources);
         }
