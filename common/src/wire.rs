@@ -364,7 +364,7 @@ impl SourceRow {
     /// (checked by a property test), several times faster: a busy window
     /// has hundreds of thousands of rows and they are most of its bytes.
     /// `ts` formats its timestamps (it remembers the last minute written).
-    pub fn write_json(&self, out: &mut Vec<u8>, ts: &mut TimestampFormatter) {
+    fn write_json(&self, out: &mut Vec<u8>, ts: &mut TimestampFormatter) {
         let mut n = itoa::Buffer::new();
         out.extend_from_slice(b"{\"ip\":\"");
         match self.ip {

@@ -27,9 +27,6 @@ pub enum SinkError {
         /// The last I/O error.
         source: io::Error,
     },
-    /// Serialisation failed (a bug: the wire types always serialise).
-    #[error("cannot serialise summary: {0}")]
-    Json(#[from] serde_json::Error),
 }
 
 /// Receives each window's summary, in window order.
@@ -175,19 +172,17 @@ mod tests {
         assert_eq!(s.window.start, Timestamp(120_000_000));
         // A restarted live sensor appends; a capture file's run replaces.
         drop(out);
-        let mut again = JsonLines::create(&path, true).unwrap_or_else(|e| panic!("{e}"));
-        again
-            .emit(&mut summary(180_000_000))
-            .unwrap_or_else(|e| panic!("{e}"));
-        drop(again);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        // A new run writing one summary; the file's text after it.
+        let run = |keep: bool, start: u64| {
+            let mut sink = JsonLines::create(&path, keep).unwrap_or_else(|e| panic!("{e}"));
+            sink.emit(&mut summary(start))
+                .unwrap_or_else(|e| panic!("{e}"));
+            drop(sink);
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let text = run(true, 180_000_000);
         assert_eq!(text.lines().count(), 2, "{text}");
-        let mut offline = JsonLines::create(&path, false).unwrap_or_else(|e| panic!("{e}"));
-        offline
-            .emit(&mut summary(0))
-            .unwrap_or_else(|e| panic!("{e}"));
-        drop(offline);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        let text = run(false, 0);
         assert_eq!(text.lines().count(), 1, "{text}");
     }
 }
