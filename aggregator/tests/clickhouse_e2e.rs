@@ -13,16 +13,11 @@ use std::process::Command;
 
 /// Runs the CLI with `config`; returns (stdout, stdout + stderr).
 fn cli2(config: &Path, args: &[&str]) -> (String, String) {
-    let out = Command::new(aggregator_bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new(aggregator_bin())
+            .arg("--config")
+            .arg(config)
+            .args(args),
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let all = stdout.clone() + &String::from_utf8(out.stderr).unwrap();

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
+mod common;
+
+use common::run_ok;
 use darkscope_aggregator::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -133,17 +136,12 @@ fn logrotate_config_rotates_the_summary_file() {
     assert!(conf.contains(&spool.display().to_string()), "{conf}");
     let conf_path = dir.path().join("darkscope.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let out = Command::new(bin)
-        .arg("-f")
-        .arg("-s")
-        .arg(dir.path().join("state"))
-        .arg(&conf_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(bin)
+            .arg("-f")
+            .arg("-s")
+            .arg(dir.path().join("state"))
+            .arg(&conf_path),
     );
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),

@@ -19,12 +19,7 @@ use std::sync::Arc;
 
 /// Runs the aggregator CLI; returns (stdout, stderr).
 fn cli(args: &[&str]) -> (String, String) {
-    let out = Command::new(aggregator_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(aggregator_bin()).args(args));
     (
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),

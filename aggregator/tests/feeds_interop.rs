@@ -320,15 +320,7 @@ c.to_db_file("{country}")
         asn = asn.display(),
         country = country.display(),
     );
-    let out = Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(python()).args(["-c", &script]));
 
     let t = AsnTable::load(&asn)
         .unwrap()

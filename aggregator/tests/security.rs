@@ -11,12 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn cli(args: &[&str]) -> String {
-    let out = Command::new(aggregator_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new(aggregator_bin()).args(args));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 

@@ -47,12 +47,7 @@ pub fn render_with(url: &str, shot: &str, flags: &[&str]) -> String {
     };
     let mut c = Command::new(chromium());
     base(&mut c);
-    let out = c.arg("--dump-dom").arg(url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = super::run_ok(c.arg("--dump-dom").arg(url));
     let mut s = Command::new(chromium());
     base(&mut s);
     let st = s

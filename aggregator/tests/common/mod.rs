@@ -53,6 +53,18 @@ pub fn sensor_bin() -> PathBuf {
     p
 }
 
+/// Runs `cmd` to its end; fails the test with its stderr unless it
+/// succeeded.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -140,16 +152,11 @@ impl Aggregator {
 
     /// Registers a sensor; returns its token file.
     pub fn add_sensor(&self, dir: &Path, id: &str) -> PathBuf {
-        let out = Command::new(aggregator_bin())
-            .arg("--database")
-            .arg(&self.db)
-            .args(["sensor", "add", "--id", id, "--country", "JP"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(aggregator_bin())
+                .arg("--database")
+                .arg(&self.db)
+                .args(["sensor", "add", "--id", id, "--country", "JP"]),
         );
         let path = dir.join(format!("{id}.token"));
         std::fs::write(&path, &out.stdout).unwrap();
@@ -159,16 +166,11 @@ impl Aggregator {
     /// Runs an admin command (`subscriber add ...`, `analyst add ...`) on
     /// the database; returns what it printed (a new token).
     pub fn admin(&self, args: &[&str]) -> String {
-        let out = Command::new(aggregator_bin())
-            .arg("--database")
-            .arg(&self.db)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(aggregator_bin())
+                .arg("--database")
+                .arg(&self.db)
+                .args(args),
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
