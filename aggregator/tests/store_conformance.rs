@@ -742,6 +742,44 @@ fn sqlite_store_conforms() {
     leader_election(&SqliteStore::open(&dir.path().join("l.db")).unwrap());
 }
 
+/// Two processes on one database file (an aggregator and `darkscope-admin`,
+/// or a test filling history) write at the same time: every write lands,
+/// none fails with "database is locked".
+#[test]
+fn sqlite_writers_on_one_file_wait_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    SqliteStore::open(&path).unwrap();
+    let writers: Vec<_> = (0..3)
+        .map(|k| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = SqliteStore::open(&path).unwrap();
+                let sensor = format!("s{k}");
+                for w in 0..150 {
+                    let srcs: Vec<u32> = (0..20).map(|i| i * 3 + w as u32).collect();
+                    assert_eq!(
+                        s.insert_summary(&summary(&sensor, w, &srcs, 1), "JP")
+                            .unwrap_or_else(|e| panic!("{sensor} window {w}: {e}")),
+                        Inserted::New
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in writers {
+        t.join().unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    for k in 0..3 {
+        assert_eq!(
+            s.insert_summary(&summary(&format!("s{k}"), 149, &[1], 1), "JP")
+                .unwrap(),
+            Inserted::Duplicate
+        );
+    }
+}
+
 #[test]
 fn sqlite_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

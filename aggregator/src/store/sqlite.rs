@@ -252,9 +252,15 @@ enum Job {
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
-    let c = Connection::open(path)
+    let mut c = Connection::open(path)
         .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Every transaction here writes. Taking the write lock at BEGIN lets the
+    // busy timeout queue it behind another process's writer (the aggregator
+    // and `darkscope-admin` share the file); a deferred one that read first
+    // fails at once with "database is locked" when that writer commits
+    // in between, since its snapshot is stale.
+    c.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "FULL")?;
     // A 256 MiB page cache and memory-mapped reads keep the hot B-tree pages
@@ -698,6 +704,7 @@ fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
                         // Each waiting upload gets the same kind of error.
                         let _ = reply.send(Err(match &e {
                             StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+                            StoreError::Backend(m) => StoreError::Backend(m.clone()),
                             other => StoreError::Backend(other.to_string()),
                         }));
                     }
