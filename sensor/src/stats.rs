@@ -1,7 +1,9 @@
 //! Per-window statistics with bounded memory.
 //!
 //! A [`Shard`] owns the state of the sources hashed to it, so it needs no lock.
-//! At a window's close each shard hands over a [`Partial`]; partials merge in
+//! At a window's close a shard's state becomes a [`Partial`]
+//! ([`Shard::take_partial`], which empties the state for reuse; the pipeline
+//! runs it on the merger thread, see [`crate::pipeline`]); partials merge in
 //! any order (sums, set unions, sketch unions) and the merged partial becomes
 //! the wire [`Summary`].
 //!

@@ -210,3 +210,31 @@ fn excluded_research_scanners_leave_every_statistic_but_are_counted() {
     let p2323 = s.ports.iter().find(|p| p.port == 2323);
     assert!(p2323.is_none(), "2323 was hit only by masscan");
 }
+
+/// However many shards split the sources, every window's summary is the
+/// same, from the first windows (fresh shard state) to the later ones (state
+/// the merger emptied and handed back).
+#[test]
+fn shard_count_does_not_change_any_window() {
+    use darkscope_benches::gen::{generate, GenConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("ibr.pcap");
+    let cfg = GenConfig {
+        packets: 60_000,
+        sources: 8_000,
+        seed: 11,
+        duration_secs: 600,
+        truth: false,
+        ..Default::default()
+    };
+    generate(&cfg, &pcap).unwrap();
+    let (one, _) = run_file(&pcap, 60, 1, 1_000_000);
+    assert!(one.len() >= 8, "{} windows", one.len());
+    for shards in [2, 3] {
+        let (many, _) = run_file(&pcap, 60, shards, 1_000_000);
+        assert_eq!(many.len(), one.len());
+        for (a, b) in one.iter().zip(&many) {
+            assert_eq!(a, b, "window {} with {shards} shards", a.window.start);
+        }
+    }
+}
