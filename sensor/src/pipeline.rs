@@ -160,8 +160,9 @@ pub fn run(
     let (free_tx, free_rx) = bounded::<Vec<PacketRecord>>(n * (cfg.queue + 2));
     let (merge_tx, merge_rx) = bounded::<ToMerger>(n * 4 + 4);
     // Emptied shard states, from the merger back to the shards (their
-    // tables keep their memory for the next window).
-    let (back_tx, back_rx) = bounded::<Box<Shard>>(n);
+    // tables keep their memory for the next window). Room for every state
+    // there can be, so handing one back never fails.
+    let (back_tx, back_rx) = bounded::<Box<Shard>>(n * STATES_PER_SHARD);
 
     std::thread::scope(|scope| {
         let mut shard_txs = Vec::with_capacity(n);
@@ -495,6 +496,10 @@ fn dead(what: &str) -> PipelineError {
     PipelineError::Internal(format!("{what} thread stopped unexpectedly"))
 }
 
+/// Window states a shard allocates: the one it fills and the one the
+/// merger builds rows from.
+const STATES_PER_SHARD: usize = 2;
+
 fn shard_loop(
     rx: Receiver<ToShard>,
     back_rx: Receiver<Box<Shard>>,
@@ -504,6 +509,7 @@ fn shard_loop(
     metrics: &Metrics,
 ) {
     let mut shard = Box::new(Shard::new(limits));
+    let mut made = 1;
     let mut wait = new_histogram();
     for msg in rx {
         match msg {
@@ -516,11 +522,21 @@ fn shard_loop(
             ToShard::Close(w) => {
                 metrics.merge_histogram(Latency::QueueWaitUs, &wait);
                 wait.reset();
-                // Go on with an emptied state (a new one until the merger
-                // has handed one back) and leave this one to the merger.
-                let spare = back_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Box::new(Shard::new(limits)));
+                // Go on with an emptied state and leave this one to the
+                // merger. At most two states per shard, so memory stays
+                // bounded: past that, wait for the merger to hand one back
+                // (it is then a whole window behind).
+                let spare = match back_rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) if made < STATES_PER_SHARD => {
+                        made += 1;
+                        Box::new(Shard::new(limits))
+                    }
+                    Err(_) => match back_rx.recv() {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                };
                 let full = std::mem::replace(&mut shard, spare);
                 if merge_tx.send(ToMerger::Closed(w, full)).is_err() {
                     return;
