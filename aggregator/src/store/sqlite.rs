@@ -389,35 +389,7 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let writer = open(path)?;
         writer.execute_batch(SCHEMA)?;
-        let version: String =
-            writer.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })?;
-        match version.as_str() {
-            "3" => {
-                migrate_3_to_4(&writer)?;
-                migrate_4_to_5(&writer)?;
-                migrate_5_to_6(&writer)?;
-                migrate_6_to_7(&writer)?;
-            }
-            "4" => {
-                migrate_4_to_5(&writer)?;
-                migrate_5_to_6(&writer)?;
-                migrate_6_to_7(&writer)?;
-            }
-            "5" => {
-                migrate_5_to_6(&writer)?;
-                migrate_6_to_7(&writer)?;
-            }
-            "6" => migrate_6_to_7(&writer)?,
-            "7" => {}
-            _ => {
-                return Err(StoreError::Backend(format!(
-                    "{} has storage schema {version}; this build reads schemas 3 to 7 (move the old file aside)",
-                    path.display()
-                )))
-            }
-        }
+        migrate(&writer, path)?;
         let readers = (0..READERS)
             .map(|_| open(path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -517,38 +489,83 @@ impl SqliteStore {
     }
 }
 
+/// The file's storage schema version.
+fn schema_version(c: &Connection) -> Result<String, StoreError> {
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Upgrades the file a step at a time to the current schema. Each step
+/// re-reads the version inside its own write transaction, so when two
+/// processes open an old file at once (the aggregator and
+/// `darkscope-admin`), it is upgraded once and the second finds it done.
+fn migrate(c: &Connection, path: &Path) -> Result<(), StoreError> {
+    loop {
+        match schema_version(c)?.as_str() {
+            "3" => migrate_3_to_4(c)?,
+            "4" => migrate_4_to_5(c)?,
+            "5" => migrate_5_to_6(c)?,
+            "6" => migrate_6_to_7(c)?,
+            "7" => return Ok(()),
+            v => {
+                return Err(StoreError::Backend(format!(
+                    "{} has storage schema {v}; this build reads schemas 3 to 7 (move the old file aside)",
+                    path.display()
+                )))
+            }
+        }
+    }
+}
+
+/// Starts a migration step's transaction (it holds the write lock), or
+/// `None` when another process has already upgraded past `from`.
+fn begin_step<'c>(
+    c: &'c Connection,
+    from: &str,
+) -> Result<Option<rusqlite::Transaction<'c>>, StoreError> {
+    let tx = c.unchecked_transaction()?;
+    Ok((schema_version(&tx)? == from).then_some(tx))
+}
+
 /// Schema 4 (federation): windows remember the sensor's blocks; local
 /// windows get an arrival log (the export cursor); pre-merged roll-ups get a
 /// global twin (`**`, `**CC`), equal to the local rows while no peer data
 /// exists.
 fn migrate_3_to_4(c: &Connection) -> Result<(), StoreError> {
+    let Some(tx) = begin_step(c, "3")? else {
+        return Ok(());
+    };
     log::info!("upgrading the database from storage schema 3 to 4 (federation)");
-    c.execute_batch(
-        "BEGIN;
-         ALTER TABLE windows ADD COLUMN darknet TEXT NOT NULL DEFAULT '';
+    tx.execute_batch(
+        "ALTER TABLE windows ADD COLUMN darknet TEXT NOT NULL DEFAULT '';
          ALTER TABLE windows ADD COLUMN monitored_ipv4 INTEGER NOT NULL DEFAULT 0;
          INSERT INTO fed_log (sensor, start) SELECT sensor, start FROM windows ORDER BY stored_at, start, sensor;
          INSERT OR IGNORE INTO port_hours SELECT hour, '*' || sensor, country, proto, port, packets, bytes,
            sources, destinations, hll, windows FROM port_hours WHERE sensor LIKE '*%';
          INSERT OR IGNORE INTO port_days SELECT day, '*' || sensor, country, proto, port, packets, bytes,
            sources, destinations, hll, windows FROM port_days WHERE sensor LIKE '*%';
-         UPDATE meta SET value = '4' WHERE key = 'schema';
-         COMMIT;",
+         UPDATE meta SET value = '4' WHERE key = 'schema';",
     )?;
+    tx.commit()?;
     Ok(())
 }
 
 /// Schema 5 (feeds at ingest): subscribers gain a webhook; feed events are
 /// recorded as summaries arrive (the table itself is created by the schema).
 fn migrate_4_to_5(c: &Connection) -> Result<(), StoreError> {
+    let Some(tx) = begin_step(c, "4")? else {
+        return Ok(());
+    };
     log::info!("upgrading the database from storage schema 4 to 5 (feed events)");
-    c.execute_batch(
-        "BEGIN;
-         ALTER TABLE subscribers ADD COLUMN webhook TEXT NOT NULL DEFAULT '';
+    tx.execute_batch(
+        "ALTER TABLE subscribers ADD COLUMN webhook TEXT NOT NULL DEFAULT '';
          ALTER TABLE subscribers ADD COLUMN webhook_key BLOB NOT NULL DEFAULT x'';
-         UPDATE meta SET value = '5' WHERE key = 'schema';
-         COMMIT;",
+         UPDATE meta SET value = '5' WHERE key = 'schema';",
     )?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -556,9 +573,11 @@ fn migrate_4_to_5(c: &Connection) -> Result<(), StoreError> {
 /// fixed 114-byte records to [`srcrec`]'s packed format, in one
 /// transaction (a crash leaves schema 5 to redo).
 fn migrate_5_to_6(c: &Connection) -> Result<(), StoreError> {
-    let n: i64 = c.query_row("SELECT count(*) FROM source_blobs", [], |r| r.get(0))?;
+    let Some(tx) = begin_step(c, "5")? else {
+        return Ok(());
+    };
+    let n: i64 = tx.query_row("SELECT count(*) FROM source_blobs", [], |r| r.get(0))?;
     log::info!("upgrading the database from storage schema 5 to 6 (packing {n} source blobs)");
-    let tx = c.unchecked_transaction()?;
     {
         // Row ids first: rows are not rewritten under a running SELECT.
         let ids = tx
@@ -1053,11 +1072,13 @@ fn roll_hour_ports(
 /// leaves schema 6 to redo).
 fn migrate_6_to_7(c: &Connection) -> Result<(), StoreError> {
     use darkscope_common::wire::PortRow;
-    let n: i64 = c.query_row("SELECT count(*) FROM windows", [], |r| r.get(0))?;
+    let Some(tx) = begin_step(c, "6")? else {
+        return Ok(());
+    };
+    let n: i64 = tx.query_row("SELECT count(*) FROM windows", [], |r| r.get(0))?;
     log::info!(
         "upgrading the database from storage schema 6 to 7 (packing the port rows of {n} windows)"
     );
-    let tx = c.unchecked_transaction()?;
     {
         let mut st = tx.prepare(
             "SELECT start, sensor, country, proto, port, packets, bytes, sources, destinations, hll
@@ -2349,14 +2370,12 @@ mod tests {
         crate::ingest::parse(&crate::ingest::example_json()).unwrap()
     }
 
-    #[test]
-    fn a_schema_4_database_is_upgraded_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v4.db");
+    /// A database file at `path` as storage schema 4 left it, holding one
+    /// summary (returned) with its hour rolled up, and a subscriber.
+    fn schema_4_file(path: &Path) -> Summary {
         let sum = one_source_summary();
-        let ip = Addr::from(sum.sources[0].ip);
         {
-            let s = SqliteStore::open(&path).unwrap();
+            let s = SqliteStore::open(path).unwrap();
             let sub = SubscriberRecord {
                 id: "isp".into(),
                 prefixes: vec!["198.18.0.0/16".into()],
@@ -2371,7 +2390,7 @@ mod tests {
         {
             // Back to what schema 4 had: fixed-size source records, one row
             // per port (and no per-window points).
-            let c = Connection::open(&path).unwrap();
+            let c = Connection::open(path).unwrap();
             c.execute_batch(
                 "ALTER TABLE subscribers DROP COLUMN webhook;
                  ALTER TABLE subscribers DROP COLUMN webhook_key;
@@ -2410,6 +2429,47 @@ mod tests {
                 .unwrap();
             }
         }
+        sum
+    }
+
+    /// Two processes open an old file at once (the aggregator restarted
+    /// after an upgrade while an operator runs `darkscope-admin`): one
+    /// upgrades it; the other, having read the old version before that,
+    /// runs its steps late. They must find the work done and change nothing.
+    #[test]
+    fn upgrade_steps_run_late_by_a_second_process_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let sum = schema_4_file(&path);
+        let (first, second) = (open(&path).unwrap(), open(&path).unwrap());
+        first.execute_batch(SCHEMA).unwrap();
+        migrate(&first, &path).unwrap();
+        type Step = fn(&Connection) -> Result<(), StoreError>;
+        let steps: [Step; 4] = [
+            migrate_3_to_4,
+            migrate_4_to_5,
+            migrate_5_to_6,
+            migrate_6_to_7,
+        ];
+        for (i, step) in steps.into_iter().enumerate() {
+            step(&second).unwrap_or_else(|e| panic!("step {} again: {e}", i + 3));
+        }
+        assert_eq!(schema_version(&second).unwrap(), "7");
+        drop((first, second));
+        let s = SqliteStore::open(&path).unwrap();
+        let back = s
+            .stored_summaries(&sum.sensor.id, sum.window.start, sum.window.end)
+            .unwrap();
+        assert_eq!(back[0].ports, sum.ports);
+        assert_eq!(back[0].sources, sum.sources);
+    }
+
+    #[test]
+    fn a_schema_4_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.db");
+        let sum = schema_4_file(&path);
+        let ip = Addr::from(sum.sources[0].ip);
         let s = SqliteStore::open(&path).unwrap();
         let subs = s.subscribers().unwrap();
         assert_eq!(subs[0].prefixes, ["198.18.0.0/16"]);
