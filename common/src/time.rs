@@ -55,32 +55,45 @@ impl Timestamp {
     /// when there are microseconds); returns the used length. Hand-rolled
     /// because summaries format two timestamps per source row.
     pub fn format_into(self, buf: &mut [u8; 27]) -> usize {
-        fn put(buf: &mut [u8], at: usize, v: u64, width: usize) {
-            let mut v = v;
-            for i in (0..width).rev() {
-                buf[at + i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        }
-        let secs = self.0 / 1_000_000;
-        let micros = self.0 % 1_000_000;
-        let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-        let sod = secs % 86_400;
-        buf[..20].copy_from_slice(b"0000-00-00T00:00:00Z");
-        put(buf, 0, y.clamp(0, 9999) as u64, 4);
-        put(buf, 5, mo as u64, 2);
-        put(buf, 8, d as u64, 2);
-        put(buf, 11, sod / 3600, 2);
-        put(buf, 14, sod / 60 % 60, 2);
-        put(buf, 17, sod % 60, 2);
-        if micros == 0 {
-            return 20;
-        }
-        buf[19] = b'.';
-        put(buf, 20, micros, 6);
-        buf[26] = b'Z';
-        27
+        write_minute(buf, self.0 / 60_000_000);
+        write_seconds(buf, self.0 % 60_000_000)
     }
+}
+
+/// Writes `v` as `width` decimal digits at `buf[at..]`.
+fn put(buf: &mut [u8], at: usize, v: u64, width: usize) {
+    let mut v = v;
+    for i in (0..width).rev() {
+        buf[at + i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:` of `minute` (minutes since the epoch) into `buf[..17]`.
+fn write_minute(buf: &mut [u8; 27], minute: u64) {
+    let (y, mo, d) = civil_from_days((minute / 1440) as i64);
+    let in_day = minute % 1440;
+    buf[..17].copy_from_slice(b"0000-00-00T00:00:");
+    put(buf, 0, y.clamp(0, 9999) as u64, 4);
+    put(buf, 5, mo as u64, 2);
+    put(buf, 8, d as u64, 2);
+    put(buf, 11, in_day / 60, 2);
+    put(buf, 14, in_day % 60, 2);
+}
+
+/// `SS[.ffffff]Z` of `us` (microseconds within the minute) into `buf[17..]`;
+/// returns the whole timestamp's length.
+fn write_seconds(buf: &mut [u8; 27], us: u64) -> usize {
+    put(buf, 17, us / 1_000_000, 2);
+    let micros = us % 1_000_000;
+    if micros == 0 {
+        buf[19] = b'Z';
+        return 20;
+    }
+    buf[19] = b'.';
+    put(buf, 20, micros, 6);
+    buf[26] = b'Z';
+    27
 }
 
 /// Formats timestamps as [`Timestamp::format_into`] does, remembering the
@@ -95,27 +108,13 @@ pub struct TimestampFormatter {
 impl TimestampFormatter {
     /// `t` in RFC 3339, as [`Timestamp::format_into`] writes it.
     pub fn format(&mut self, t: Timestamp) -> &[u8] {
-        let secs = t.0 / 1_000_000;
-        if self.minute != Some(secs / 60) {
-            t.format_into(&mut self.buf);
-            self.minute = Some(secs / 60);
+        let minute = t.0 / 60_000_000;
+        if self.minute != Some(minute) {
+            write_minute(&mut self.buf, minute);
+            self.minute = Some(minute);
         }
-        let b = &mut self.buf;
-        let s = (secs % 60) as u8;
-        b[17] = b'0' + s / 10;
-        b[18] = b'0' + s % 10;
-        let mut micros = t.0 % 1_000_000;
-        if micros == 0 {
-            b[19] = b'Z';
-            return &b[..20];
-        }
-        b[19] = b'.';
-        for i in (20..26).rev() {
-            b[i] = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        b[26] = b'Z';
-        &b[..27]
+        let n = write_seconds(&mut self.buf, t.0 % 60_000_000);
+        &self.buf[..n]
     }
 }
 
