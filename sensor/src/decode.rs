@@ -148,15 +148,13 @@ fn fast_ethernet(frame: &[u8]) -> Option<Decoded> {
     if stop.is_some() {
         return None;
     }
-    Some(match &ip {
-        LaxIpSlice::Ipv4(ip) => match ipv4(ip) {
-            Ok((r, payload)) => transport_from_payload(r, payload),
-            Err(d) => d,
-        },
-        LaxIpSlice::Ipv6(ip) => match ipv6(ip) {
-            Ok((r, payload)) => transport_from_payload(r, payload),
-            Err(d) => d,
-        },
+    let net = match &ip {
+        LaxIpSlice::Ipv4(ip) => ipv4(ip),
+        LaxIpSlice::Ipv6(ip) => ipv6(ip),
+    };
+    Some(match net {
+        Ok((r, payload)) => transport_from_payload(r, payload),
+        Err(d) => d,
     })
 }
 
@@ -240,15 +238,9 @@ fn is_ext_layer(l: Layer) -> bool {
 
 fn from_sliced(p: &LaxSlicedPacket<'_>) -> Decoded {
     let stop = p.stop_err.as_ref().map(|(_, layer)| *layer);
-    let (r, payload) = match &p.net {
-        Some(LaxNetSlice::Ipv4(ip)) => match ipv4(ip) {
-            Ok(x) => x,
-            Err(d) => return d,
-        },
-        Some(LaxNetSlice::Ipv6(ip)) => match ipv6(ip) {
-            Ok(x) => x,
-            Err(d) => return d,
-        },
+    let net = match &p.net {
+        Some(LaxNetSlice::Ipv4(ip)) => ipv4(ip),
+        Some(LaxNetSlice::Ipv6(ip)) => ipv6(ip),
         Some(LaxNetSlice::Arp(_)) => return Decoded::NonIp,
         None => {
             return match stop {
@@ -257,6 +249,10 @@ fn from_sliced(p: &LaxSlicedPacket<'_>) -> Decoded {
                 None => Decoded::NonIp,
             }
         }
+    };
+    let (r, payload) = match net {
+        Ok(x) => x,
+        Err(d) => return d,
     };
     if let Some(l) = stop {
         if is_ext_layer(l) {
