@@ -562,15 +562,12 @@ fn merger_loop(
     let mut pending: BTreeMap<u64, PendingWindow> = BTreeMap::new();
     let mut close_hist = new_histogram();
     let mut windows = 0;
-    // The last summary's emptied row vector, for the next partial's rows.
-    let mut spare_rows: Option<Vec<SourceRow>> = None;
+    // The last summary's row vector: the next partial's rows reuse its memory.
+    let mut spare_rows: Vec<SourceRow> = Vec::new();
     for msg in rx {
         let w = match msg {
             ToMerger::Closed(w, mut shard) => {
-                if let Some(rows) = spare_rows.take() {
-                    shard.give_rows(rows);
-                }
-                let p = shard.take_partial();
+                let p = shard.take_partial(std::mem::take(&mut spare_rows));
                 let _ = back_tx.try_send(shard);
                 let e = pending.entry(w).or_insert_with(|| PendingWindow {
                     partial: Partial::empty(),
@@ -609,9 +606,7 @@ fn merger_loop(
         sink.emit(&mut summary)?;
         // The rows' memory serves the next window's rows (tens of megabytes
         // on a busy window: allocating them afresh costs page faults).
-        let mut rows = std::mem::take(&mut summary.sources);
-        rows.clear();
-        spare_rows = Some(rows);
+        spare_rows = std::mem::take(&mut summary.sources);
         windows += 1;
         metrics.windows.fetch_add(1, Relaxed);
         let _ = close_hist.record(t0.elapsed().as_micros() as u64);

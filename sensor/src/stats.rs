@@ -339,8 +339,6 @@ pub struct Shard {
     port_hashes: FxHashMap<u32, Vec<u64>>,
     /// (slot, port key, packets) of `src_ports`, sorted (window close only).
     extra_ports: Vec<(u32, u32, u64)>,
-    /// An emptied row vector to build the next partial's rows in.
-    spare_rows: Vec<SourceRow>,
     untracked_hll: Hll,
     untracked_packets: u64,
     heavy: SpaceSaving,
@@ -369,7 +367,6 @@ impl Shard {
             dst_sketches: Vec::new(),
             port_hashes: FxHashMap::default(),
             extra_ports: Vec::new(),
-            spare_rows: Vec::new(),
             untracked_hll: Hll::new(),
             untracked_packets: 0,
             heavy: SpaceSaving {
@@ -502,13 +499,6 @@ impl Shard {
         }
     }
 
-    /// Hands the shard an emptied row vector whose memory the next
-    /// partial's rows reuse.
-    pub fn give_rows(&mut self, mut rows: Vec<SourceRow>) {
-        rows.clear();
-        self.spare_rows = rows;
-    }
-
     /// Darknet packets accounted in the current window.
     pub fn packets(&self) -> u64 {
         self.packets
@@ -518,8 +508,10 @@ impl Shard {
     /// The tables are drained, not replaced: the next window reuses their
     /// memory (traffic changes slowly, and a fresh table costs page faults
     /// and rehashing as it grows). After a spike, a table four times larger
-    /// than its window needed shrinks back to that size.
-    pub fn take_partial(&mut self) -> Partial {
+    /// than its window needed shrinks back to that size. The source rows
+    /// are built in `rows` (emptied first), so a vector from an earlier
+    /// window lends its memory.
+    pub fn take_partial(&mut self, mut rows: Vec<SourceRow>) -> Partial {
         let mut exact = !self.budget.exhausted && self.untracked_packets == 0;
         let (n_ports, n_sources) = (self.ports.len(), self.accs.len());
         let (n_sources4, n_sources6) = (self.sources4.len(), self.sources6.len());
@@ -544,7 +536,7 @@ impl Shard {
         let untracked_hll = std::mem::take(&mut self.untracked_hll);
         let mut sources_hll = untracked_hll.clone();
         let mut fingerprints = [0u64; Fingerprint::COUNT];
-        let mut rows = std::mem::take(&mut self.spare_rows);
+        rows.clear();
         rows.reserve(self.accs.len());
         // Multi-port sources' further ports, grouped by slot.
         let mut extra = std::mem::take(&mut self.extra_ports);
@@ -994,7 +986,10 @@ mod tests {
             let i = (((r.src_hash >> 32) * n as u64) >> 32) as usize;
             shards[i].add(r);
         }
-        shards.iter_mut().map(Shard::take_partial).collect()
+        shards
+            .iter_mut()
+            .map(|s| s.take_partial(Vec::new()))
+            .collect()
     }
 
     fn merged(parts: Vec<Partial>) -> Summary {
@@ -1042,15 +1037,15 @@ mod tests {
             for r in &before {
                 reused.add(r);
             }
-            let _ = reused.take_partial();
+            let _ = reused.take_partial(Vec::new());
             let mut fresh = Shard::new(limits);
             for r in &rs {
                 reused.add(r);
                 fresh.add(r);
             }
             prop_assert_eq!(
-                reused.take_partial().into_summary(meta()),
-                fresh.take_partial().into_summary(meta())
+                reused.take_partial(Vec::new()).into_summary(meta()),
+                fresh.take_partial(Vec::new()).into_summary(meta())
             );
         }
 
@@ -1104,7 +1099,7 @@ mod tests {
         ] {
             s.add(&record(src, dst, port, 0, 0x02, 0));
         }
-        let sum = s.take_partial().into_summary(meta());
+        let sum = s.take_partial(Vec::new()).into_summary(meta());
         let p23 = sum.ports.iter().find(|p| p.port == 23).unwrap();
         assert_eq!((p23.packets, p23.sources, p23.destinations), (5, 3, 4));
         let src3 = sum
@@ -1128,7 +1123,7 @@ mod tests {
         for dst in 0..2000 {
             s.add(&record(1, dst, 23, 0, 0x02, dst as u64));
         }
-        let sum = s.take_partial().into_summary(meta());
+        let sum = s.take_partial(Vec::new()).into_summary(meta());
         assert!(!sum.truncation.exact);
         let src = &sum.sources[0];
         assert_eq!(src.packets, 2000);
@@ -1148,7 +1143,7 @@ mod tests {
         s.add(&record(1, 6, 23, 0, 0x03, 1));
         s.add(&record(2, 5, 23, 0, 0x03, 0));
         s.add(&record(2, 6, 23, 0, 0x02, 1));
-        let sum = s.take_partial().into_summary(meta());
+        let sum = s.take_partial(Vec::new()).into_summary(meta());
         assert_eq!(sum.fingerprints.mirai, 1);
         let one = sum
             .sources
