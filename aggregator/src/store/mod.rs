@@ -15,7 +15,7 @@ use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Why a storage operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed (I/O, corruption, ...).
     #[error("storage: {0}")]

@@ -720,12 +720,8 @@ fn writer_loop(mut c: Connection, rx: mpsc::Receiver<Job>) {
                 Err(e) => {
                     log::error!("storing {} summaries failed: {e}", inserts.len());
                     for (_, reply) in &inserts {
-                        // Each waiting upload gets the same kind of error.
-                        let _ = reply.send(Err(match &e {
-                            StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
-                            StoreError::Backend(m) => StoreError::Backend(m.clone()),
-                            other => StoreError::Backend(other.to_string()),
-                        }));
+                        // Each waiting upload gets the same error.
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }
