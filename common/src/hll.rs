@@ -46,6 +46,50 @@ pub const fn hash_addr(a: Addr) -> u64 {
     mix64(mix64(a.0 as u64 ^ 0x9e37_79b9_7f4a_7c15) ^ (a.0 >> 64) as u64)
 }
 
+/// The inverse of `x ^ (x >> s)` for `0 < s < 64`.
+const fn unxorshift(y: u64, s: u32) -> u64 {
+    let mut x = y;
+    let mut known = s;
+    while known < 64 {
+        x = y ^ (x >> s);
+        known += s;
+    }
+    x
+}
+
+/// The inverse of an odd `c` modulo 2^64 (Newton's iteration: each step
+/// doubles the correct low bits, from 3).
+const fn inverse_mod_2_64(c: u64) -> u64 {
+    let mut x = c;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(c.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// The inverse of [`mix64`].
+#[inline]
+pub const fn unmix64(mut z: u64) -> u64 {
+    z = unxorshift(z, 31).wrapping_mul(inverse_mod_2_64(0x94d0_49bb_1331_11eb));
+    z = unxorshift(z, 27).wrapping_mul(inverse_mod_2_64(0xbf58_476d_1ce4_e5b9));
+    unxorshift(z, 30)
+}
+
+/// The IPv4 address whose [`hash_addr`] is `h`, if `h` is one's (the hash is
+/// a bijection on IPv4 addresses). Some IPv6 address's hash also decodes to
+/// an IPv4 address, with probability 2^-32 for each.
+#[inline]
+pub const fn v4_of_hash(h: u64) -> Option<u32> {
+    let low = unmix64(unmix64(h)) ^ 0x9e37_79b9_7f4a_7c15;
+    if low >> 32 == 0xffff {
+        Some(low as u32)
+    } else {
+        None
+    }
+}
+
 /// Why a wire sketch was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HllError {
@@ -410,6 +454,21 @@ impl<'de> Deserialize<'de> for Hll {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv4_address_comes_back_from_its_hash() {
+        for a in [0u32, 1, 0xc613_0001, 0xffff_ffff, 0x0a00_0000] {
+            assert_eq!(v4_of_hash(hash_addr(Addr::v4(a))), Some(a));
+        }
+        let mut x = 0x1234_5678u64;
+        for _ in 0..10_000 {
+            x = mix64(x);
+            assert_eq!(unmix64(mix64(x)), x);
+            assert_eq!(v4_of_hash(hash_addr(Addr::v4(x as u32))), Some(x as u32));
+            let v6 = Addr(0x2001_0db8u128 << 96 | x as u128);
+            assert_eq!(v4_of_hash(hash_addr(v6)), None);
+        }
+    }
     use proptest::prelude::*;
 
     fn sketch(range: std::ops::Range<u32>) -> Hll {

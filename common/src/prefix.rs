@@ -59,6 +59,11 @@ impl Prefix {
         self.v4
     }
 
+    /// The first address of an IPv4 prefix, as a `u32`.
+    pub fn ipv4_net(&self) -> Option<u32> {
+        self.v4.then_some(self.net as u32)
+    }
+
     /// Number of IPv4 addresses covered (0 for IPv6 prefixes).
     pub fn ipv4_addresses(&self) -> u64 {
         if self.v4 {

@@ -28,7 +28,7 @@ use crate::decode::{decode, Decoded, Malformed};
 use crate::export::{Sink, SinkError};
 use crate::metrics::{new_histogram, Latency, Metrics};
 use crate::record::PacketRecord;
-use crate::stats::{Limits, Partial, Shard, SummaryMeta};
+use crate::stats::{Limits, Partial, Shard, SummaryMeta, V4Space};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use darkscope_common::hll::hash_addr;
 use darkscope_common::wire::{CaptureHealth, SensorInfo, SourceRow, Window};
@@ -151,6 +151,7 @@ pub fn run(
 ) -> Result<RunReport, PipelineError> {
     let n = cfg.shards.max(1);
     let limits = Limits::per_shard(cfg.source_cap, cfg.pair_budget, n);
+    let space = Arc::new(V4Space::new(&cfg.darknet));
     let live = cap.is_live();
     let policy = if live {
         Backpressure::DropNewest
@@ -173,10 +174,11 @@ pub fn run(
             let merge_tx = merge_tx.clone();
             let metrics = metrics.clone();
             let back_rx = back_rx.clone();
+            let space = space.clone();
             std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn_scoped(scope, move || {
-                    shard_loop(rx, back_rx, free_tx, merge_tx, limits, &metrics)
+                    shard_loop(rx, back_rx, free_tx, merge_tx, limits, &space, &metrics)
                 })
                 .map_err(|e| PipelineError::Internal(e.to_string()))?;
         }
@@ -506,9 +508,10 @@ fn shard_loop(
     free_tx: Sender<Vec<PacketRecord>>,
     merge_tx: Sender<ToMerger>,
     limits: Limits,
+    space: &Arc<V4Space>,
     metrics: &Metrics,
 ) {
-    let mut shard = Box::new(Shard::new(limits));
+    let mut shard = Box::new(Shard::new(limits, space.clone()));
     let mut made = 1;
     let mut wait = new_histogram();
     for msg in rx {
@@ -530,7 +533,7 @@ fn shard_loop(
                     Ok(s) => s,
                     Err(_) if made < STATES_PER_SHARD => {
                         made += 1;
-                        Box::new(Shard::new(limits))
+                        Box::new(Shard::new(limits, space.clone()))
                     }
                     Err(_) => match back_rx.recv() {
                         Ok(s) => s,

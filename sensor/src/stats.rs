@@ -24,14 +24,17 @@
 //! the next window reuses the memory.
 
 use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
-use darkscope_common::hll::{hash_addr, Hll};
+use darkscope_common::hll::{hash_addr, v4_of_hash, Hll};
 use darkscope_common::wire::{
     CaptureHealth, ClassTotals, FingerprintCounts, HeavySource, PortCount, PortRow, SensorInfo,
     SourceRow, Summary, TopPorts, Totals, Truncation, Window, SCHEMA,
 };
-use darkscope_common::{Addr, ClassSet, Fingerprint, FingerprintSet, PacketClass, Timestamp};
+use darkscope_common::{
+    Addr, ClassSet, Fingerprint, FingerprintSet, PacketClass, PrefixSet, Timestamp,
+};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 /// Memory bounds of one shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +163,15 @@ impl Distinct {
         }
     }
 
+    /// Elements held exactly (0 for a sketch).
+    fn exact_len(&self) -> usize {
+        match self {
+            Distinct::Empty | Distinct::Sketch(_) => 0,
+            Distinct::One(_) => 1,
+            Distinct::Set(s) => s.len(),
+        }
+    }
+
     /// True unless this is a sketch.
     pub fn is_exact(&self) -> bool {
         !matches!(self, Distinct::Sketch(_))
@@ -213,6 +225,197 @@ impl Distinct {
     }
 }
 
+/// A numbering `0..size` of the darknet's IPv4 addresses (block after
+/// block, in the order configured), so that a set of darknet addresses can
+/// be a bitmap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct V4Space {
+    /// (first address, addresses, index of the first address).
+    blocks: Vec<(u32, u64, u64)>,
+    size: u64,
+}
+
+impl V4Space {
+    /// The numbering of `darknet`'s IPv4 blocks (none: no bitmaps).
+    pub fn new(darknet: &PrefixSet) -> V4Space {
+        let mut space = V4Space::default();
+        for p in darknet.prefixes() {
+            if let Some(net) = p.ipv4_net() {
+                space.blocks.push((net, p.ipv4_addresses(), space.size));
+                space.size += p.ipv4_addresses();
+            }
+        }
+        if space.size > 1 << 32 {
+            // Overlapping blocks: no numbering (validation refuses them).
+            space = V4Space::default();
+        }
+        space
+    }
+
+    /// The index of IPv4 address `a`, if the darknet holds it.
+    #[inline]
+    fn index(&self, a: u32) -> Option<u64> {
+        self.blocks
+            .iter()
+            .find(|&&(net, n, _)| (a.wrapping_sub(net) as u64) < n)
+            .map(|&(net, _, at)| at + a.wrapping_sub(net) as u64)
+    }
+
+    /// The index of the darknet address whose [`hash_addr`] is `h`.
+    fn index_of_hash(&self, h: u64) -> Option<u64> {
+        v4_of_hash(h).and_then(|a| self.index(a))
+    }
+
+    /// The address at index `i`.
+    fn addr_at(&self, i: u64) -> Addr {
+        let &(net, _, at) = self
+            .blocks
+            .iter()
+            .rev()
+            .find(|b| b.2 <= i)
+            .expect("an index below size is in a block");
+        Addr::v4(net.wrapping_add((i - at) as u32))
+    }
+
+    /// Exact set entries at which a set costs more memory than a bitmap
+    /// (an entry takes at least 16 bytes; the bitmap a bit per address).
+    fn bitmap_pays_at(&self) -> usize {
+        if self.size == 0 {
+            usize::MAX
+        } else {
+            (self.size / 128).max(1) as usize
+        }
+    }
+}
+
+/// A bitmap over a [`V4Space`] and its count of set bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Bits {
+    words: Box<[u64]>,
+    count: u64,
+    space: Arc<V4Space>,
+}
+
+impl Bits {
+    fn new(space: Arc<V4Space>) -> Bits {
+        Bits {
+            words: vec![0; space.size.div_ceil(64) as usize].into_boxed_slice(),
+            count: 0,
+            space,
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, i: u64) {
+        let (w, b) = ((i / 64) as usize, 1u64 << (i % 64));
+        if self.words[w] & b == 0 {
+            self.words[w] |= b;
+            self.count += 1;
+        }
+    }
+
+    /// Moves the darknet IPv4 addresses out of `d` into the bitmap.
+    fn absorb(&mut self, d: &mut Distinct) {
+        match d {
+            Distinct::One(h) => {
+                if let Some(i) = self.space.index_of_hash(*h) {
+                    self.set(i);
+                    *d = Distinct::Empty;
+                }
+            }
+            Distinct::Set(s) => {
+                s.retain(|&h| match self.space.index_of_hash(h) {
+                    Some(i) => {
+                        self.set(i);
+                        false
+                    }
+                    None => true,
+                });
+                if s.is_empty() {
+                    *d = Distinct::Empty;
+                } else {
+                    s.shrink_to_fit();
+                }
+            }
+            Distinct::Empty | Distinct::Sketch(_) => {}
+        }
+    }
+}
+
+/// A port's distinct destinations: a [`Distinct`] of address hashes whose
+/// darknet IPv4 addresses move to a bitmap over the darknet once the set
+/// would take more memory than the bitmap. A port that a scan sweeps across
+/// a /16 then holds 8 KiB of bits instead of a megabyte of hash set, and a
+/// packet's test touches one word that stays in cache instead of a random
+/// bucket. Exact either way; the entries already charged to the pair budget
+/// stay charged (they pay for the bitmap) and the bitmap costs nothing more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortDsts {
+    bits: Option<Box<Bits>>,
+    /// Everything not in `bits`.
+    rest: Distinct,
+}
+
+impl PortDsts {
+    /// Adds destination `dst`, whose hash is `h`.
+    #[inline]
+    fn insert(&mut self, dst: Addr, h: u64, space: &Arc<V4Space>, budget: &mut Budget) {
+        if let Some(b) = &mut self.bits {
+            if let Some(i) = dst.as_v4().and_then(|a| space.index(a)) {
+                b.set(i);
+                return;
+            }
+        }
+        self.rest.insert(h, budget);
+        if self.bits.is_none() && self.rest.exact_len() >= space.bitmap_pays_at() {
+            let mut b = Bits::new(space.clone());
+            b.absorb(&mut self.rest);
+            self.bits = Some(Box::new(b));
+        }
+    }
+
+    /// The count (exact unless [`PortDsts::is_exact`] is false).
+    pub fn count(&self) -> u64 {
+        self.bits.as_ref().map_or(0, |b| b.count) + self.rest.count()
+    }
+
+    /// True unless part of the count is estimated.
+    pub fn is_exact(&self) -> bool {
+        self.rest.is_exact()
+    }
+
+    /// Union with `other`.
+    pub fn merge(&mut self, other: PortDsts) {
+        self.rest.merge(other.rest);
+        self.bits = match (self.bits.take(), other.bits) {
+            (None, b) | (b, None) => b,
+            (Some(mut a), Some(b)) => {
+                for (x, y) in a.words.iter_mut().zip(b.words.iter()) {
+                    *x |= y;
+                }
+                a.count = a.words.iter().map(|w| w.count_ones() as u64).sum();
+                Some(a)
+            }
+        };
+        let Some(bits) = &mut self.bits else { return };
+        if let Distinct::Sketch(sk) = &mut self.rest {
+            // An estimate either way: fold the bits into the sketch, which
+            // may hold some of the same addresses.
+            for (w, &word) in bits.words.iter().enumerate() {
+                let mut word = word;
+                while word != 0 {
+                    let i = w as u64 * 64 + word.trailing_zeros() as u64;
+                    sk.insert_hash(hash_addr(bits.space.addr_at(i)));
+                    word &= word - 1;
+                }
+            }
+            self.bits = None;
+        } else {
+            bits.absorb(&mut self.rest);
+        }
+    }
+}
+
 /// `SourceAcc::sketch` when the source has no overflow sketch.
 const NO_SKETCH: u32 = u32::MAX;
 
@@ -255,7 +458,7 @@ struct PortAcc {
     bytes: u64,
     /// Distinct tracked sources (exact; sources are partitioned by shard).
     sources: u64,
-    dsts: Distinct,
+    dsts: PortDsts,
     /// Sources whose pair with this port could not be recorded exactly.
     overflow: Option<Box<Hll>>,
 }
@@ -318,6 +521,7 @@ fn sort_heavy(v: &mut [HeavySource]) {
 #[derive(Debug)]
 pub struct Shard {
     limits: Limits,
+    space: Arc<V4Space>,
     budget: Budget,
     classes: [u64; PacketClass::COUNT],
     packets: u64,
@@ -345,10 +549,11 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// An empty shard.
-    pub fn new(limits: Limits) -> Shard {
+    /// An empty shard; `space` numbers the darknet's IPv4 addresses.
+    pub fn new(limits: Limits, space: Arc<V4Space>) -> Shard {
         Shard {
             limits,
+            space,
             budget: Budget {
                 used: 0,
                 limit: limits.pair_budget,
@@ -440,7 +645,8 @@ impl Shard {
         port.packets += 1;
         port.bytes += r.ip_len as u64;
         let dst_hash = hash_addr(r.dst);
-        port.dsts.insert(dst_hash, &mut self.budget);
+        port.dsts
+            .insert(r.dst, dst_hash, &self.space, &mut self.budget);
         if slot == UNTRACKED {
             self.untracked_packets += 1;
             self.untracked_hll.insert_hash(r.src_hash);
@@ -619,7 +825,7 @@ impl Shard {
             self.accs.shrink_to(n_sources);
             self.addrs.shrink_to(n_sources);
         }
-        let kept = Shard::new(self.limits);
+        let kept = Shard::new(self.limits, self.space.clone());
         let old = std::mem::replace(self, kept);
         self.ports = old.ports;
         self.sources4 = old.sources4;
@@ -713,7 +919,7 @@ pub struct PortPartial {
     sources: u64,
     sources_exact: bool,
     sources_hll: Hll,
-    dsts: Distinct,
+    dsts: PortDsts,
 }
 
 /// A shard's (or several merged shards') result for one window.
@@ -980,8 +1186,25 @@ mod tests {
         )
     }
 
+    /// The IPv4 numbering of `darknet` (e.g. `"198.19.0.0/26"`; `""`: none).
+    fn space(darknet: &str) -> Arc<V4Space> {
+        Arc::new(match darknet {
+            "" => V4Space::default(),
+            d => V4Space::new(&PrefixSet::parse_list(d).unwrap()),
+        })
+    }
+
+    fn shard(limits: Limits) -> Shard {
+        Shard::new(limits, space(""))
+    }
+
     fn shard_partials(rs: &[PacketRecord], n: usize, limits: Limits) -> Vec<Partial> {
-        let mut shards: Vec<Shard> = (0..n).map(|_| Shard::new(limits)).collect();
+        partials_in(rs, n, limits, "")
+    }
+
+    fn partials_in(rs: &[PacketRecord], n: usize, limits: Limits, darknet: &str) -> Vec<Partial> {
+        let space = space(darknet);
+        let mut shards: Vec<Shard> = (0..n).map(|_| Shard::new(limits, space.clone())).collect();
         for r in rs {
             let i = (((r.src_hash >> 32) * n as u64) >> 32) as usize;
             shards[i].add(r);
@@ -1028,17 +1251,29 @@ mod tests {
             prop_assert!(a.truncation.exact);
         }
 
+        /// A port's destinations in a bitmap over the darknet count the same
+        /// as in a set: whether the darknet holds all test destinations (a
+        /// bitmap from the first, or from the fourth, so that one shard's set
+        /// meets another's bitmap), half of them (bitmap and set side by
+        /// side) or none, in any number of shards.
+        #[test]
+        fn destination_bitmaps_count_what_sets_count(rs in records(), n in 1usize..4, darknet in prop_oneof![Just("198.19.0.0/26"), Just("198.19.0.0/23"), Just("198.19.0.32/27,198.19.0.16/28"), Just("10.0.0.0/8")]) {
+            let sets = merged(shard_partials(&rs, 1, ROOMY));
+            prop_assert_eq!(&merged(partials_in(&rs, n, ROOMY, darknet)), &sets);
+            prop_assert_eq!(&merged(partials_in(&rs, 1, ROOMY, darknet)), &sets);
+        }
+
         /// Window close drains the tables for reuse: whatever the previous
         /// window held, the next window's summary is what a fresh shard gives.
         #[test]
         fn a_reused_shard_forgets_the_last_window(before in records(), rs in records(), tight in any::<bool>()) {
             let limits = if tight { Limits { source_cap: 3, pair_budget: 20, heavy: 2 } } else { ROOMY };
-            let mut reused = Shard::new(limits);
+            let mut reused = shard(limits);
             for r in &before {
                 reused.add(r);
             }
             let _ = reused.take_partial(Vec::new());
-            let mut fresh = Shard::new(limits);
+            let mut fresh = shard(limits);
             for r in &rs {
                 reused.add(r);
                 fresh.add(r);
@@ -1074,9 +1309,9 @@ mod tests {
         }
 
         #[test]
-        fn tight_limits_keep_packet_totals_exact(rs in records(), n in 1usize..4) {
+        fn tight_limits_keep_packet_totals_exact(rs in records(), n in 1usize..4, darknet in prop_oneof![Just(""), Just("198.19.0.0/23")]) {
             let tight = Limits { source_cap: 3, pair_budget: 20, heavy: 2 };
-            let a = merged(shard_partials(&rs, n, tight));
+            let a = merged(partials_in(&rs, n, tight, darknet));
             prop_assert_eq!(a.totals.packets, rs.len() as u64);
             prop_assert_eq!(a.ports.iter().map(|p| p.packets).sum::<u64>(), rs.len() as u64);
             let tracked: u64 = a.sources.iter().map(|s| s.packets).sum();
@@ -1087,7 +1322,7 @@ mod tests {
 
     #[test]
     fn exact_distinct_counts_per_port() {
-        let mut s = Shard::new(ROOMY);
+        let mut s = shard(ROOMY);
         // 3 sources to port 23 over 4 destinations; one source also to 2323.
         for (src, dst, port) in [
             (1, 1, 23),
@@ -1111,11 +1346,41 @@ mod tests {
         assert_eq!(src3.top_ports[0].port, 23);
     }
 
+    /// A scan of a whole /16 on one port takes an 8 KiB bitmap, not 65,536
+    /// budgeted set entries: the count stays exact on a budget that a set
+    /// would have run out of (each source's own destination takes an entry
+    /// too: 65,536 of the 70,000).
+    #[test]
+    fn a_port_swept_across_the_darknet_stays_exact_on_a_small_budget() {
+        let limits = Limits {
+            source_cap: 100_000,
+            pair_budget: 70_000,
+            heavy: 2,
+        };
+        let sweep = |s: &mut Shard| {
+            for i in 0..65_536u32 {
+                // One packet per source, each to another address.
+                let mut r = record(0x0100_0000 + i, 0, 23, 0, 0x02, i as u64);
+                r.dst = Addr::v4(0xc613_0000 | i);
+                s.add(&r);
+            }
+        };
+        let mut with = Shard::new(limits, space("198.19.0.0/16"));
+        sweep(&mut with);
+        let sum = with.take_partial(Vec::new()).into_summary(meta());
+        assert!(sum.truncation.exact);
+        assert_eq!(sum.ports[0].destinations, 65_536);
+        let mut without = shard(limits);
+        sweep(&mut without);
+        let sum = without.take_partial(Vec::new()).into_summary(meta());
+        assert!(!sum.truncation.exact, "a set runs out of budget");
+    }
+
     /// Past the pair budget a source's further destinations are estimated
     /// (and the summary says it is not exact); its packets stay exact.
     #[test]
     fn destinations_past_the_budget_are_estimated() {
-        let mut s = Shard::new(Limits {
+        let mut s = shard(Limits {
             source_cap: 10,
             pair_budget: 100,
             heavy: 2,
@@ -1137,7 +1402,7 @@ mod tests {
 
     #[test]
     fn fingerprint_needs_every_packet() {
-        let mut s = Shard::new(ROOMY);
+        let mut s = shard(ROOMY);
         // Source 1: both SYNs have seq == dst (Mirai). Source 2: one of two.
         s.add(&record(1, 5, 23, 0, 0x03, 0));
         s.add(&record(1, 6, 23, 0, 0x03, 1));
