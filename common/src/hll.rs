@@ -210,6 +210,37 @@ impl Hll {
         }
     }
 
+    /// The register entry an element hash sets: register << 8 | value, so
+    /// that entries sort by register, then value (see [`Hll::from_entries`]).
+    #[inline]
+    pub fn entry(hash: u64) -> u32 {
+        let (idx, rho) = split(hash);
+        idx << 8 | rho as u32
+    }
+
+    /// The sketch of the elements whose [`Hll::entry`]s `sorted` holds in
+    /// ascending order (repeats allowed): with one pass, no sort, the same
+    /// sketch as inserting each element.
+    pub fn from_entries(sorted: impl IntoIterator<Item = u32>) -> Hll {
+        let mut v: Vec<u32> = Vec::new();
+        for e in sorted {
+            match v.last_mut() {
+                // Same register: the later entry has the larger value.
+                Some(last) if *last >> 8 == e >> 8 => *last = e,
+                _ => v.push(e),
+            }
+        }
+        let mut h = Hll {
+            repr: Repr::Sparse(v),
+        };
+        if let Repr::Sparse(v) = &h.repr {
+            if v.len() > SPARSE_MAX {
+                h.densify();
+            }
+        }
+        h
+    }
+
     /// Merges `other` into `self` (register-wise max): the sketch of the union.
     pub fn merge(&mut self, other: &Hll) {
         match &other.repr {
@@ -454,6 +485,18 @@ impl<'de> Deserialize<'de> for Hll {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sketch_from_sorted_entries_is_the_sketch_of_its_elements() {
+        for n in [0u32, 1, 5, 900, 1025, 5000] {
+            let hashes: Vec<u64> = (0..n).map(|i| hash_addr(Addr::v4(i % 3000))).collect();
+            let mut entries: Vec<u32> = hashes.iter().map(|&h| Hll::entry(h)).collect();
+            entries.sort_unstable();
+            let mut one_by_one = Hll::new();
+            hashes.iter().for_each(|&h| one_by_one.insert_hash(h));
+            assert_eq!(Hll::from_entries(entries), one_by_one, "{n} elements");
+        }
+    }
 
     #[test]
     fn an_ipv4_address_comes_back_from_its_hash() {

@@ -539,8 +539,10 @@ pub struct Shard {
     src_dsts: FxHashSet<(u32, u64)>,
     /// Destinations of sources that found the pair budget spent.
     dst_sketches: Vec<Hll>,
-    /// Per port, the hashes of its sources (window close only; kept for its memory).
-    port_hashes: FxHashMap<u32, Vec<u64>>,
+    /// (port key << 32 | [`Hll::entry`] of a source's hash) for every
+    /// (source, port) pair, to build the ports' source sketches (window close
+    /// only; kept for its memory).
+    port_entries: Vec<u64>,
     /// (slot, port key, packets) of `src_ports`, sorted (window close only).
     extra_ports: Vec<(u32, u32, u64)>,
     untracked_hll: Hll,
@@ -570,7 +572,7 @@ impl Shard {
             src_ports: FxHashMap::default(),
             src_dsts: FxHashSet::default(),
             dst_sketches: Vec::new(),
-            port_hashes: FxHashMap::default(),
+            port_entries: Vec::new(),
             extra_ports: Vec::new(),
             untracked_hll: Hll::new(),
             untracked_packets: 0,
@@ -752,9 +754,10 @@ impl Shard {
         for (slot, (s, &addr)) in self.accs.iter().zip(&self.addrs).enumerate() {
             let h = hash_addr(addr);
             sources_hll.insert_hash(h);
+            let entry = Hll::entry(h) as u64;
             let mut top = TopAcc::default();
             top.add(s.port0, s.port0_packets);
-            self.port_hashes.entry(s.port0).or_default().push(h);
+            self.port_entries.push((s.port0 as u64) << 32 | entry);
             let mut n_ports = 1;
             while let Some(&(sl, k, c)) = extra.get(next) {
                 if sl as usize != slot {
@@ -763,7 +766,7 @@ impl Shard {
                 next += 1;
                 n_ports += 1;
                 top.add(k, c);
-                self.port_hashes.entry(k).or_default().push(h);
+                self.port_entries.push((k as u64) << 32 | entry);
             }
             let mut destinations = s.n_dsts as u64;
             if let Some(sk) = self.dst_sketches.get(s.sketch as usize) {
@@ -789,11 +792,20 @@ impl Shard {
         }
         extra.clear();
         self.extra_ports = extra;
-        for (k, hashes) in self.port_hashes.iter_mut() {
-            if let Some(p) = ports.get_mut(k) {
-                p.sources_hll.extend_hashes(hashes.drain(..));
+        // One sort groups the pairs by port and puts each port's entries in
+        // the order its sketch keeps them: no table of per-port lists.
+        self.port_entries.sort_unstable();
+        for group in self.port_entries.chunk_by(|a, b| a >> 32 == b >> 32) {
+            if let Some(p) = ports.get_mut(&((group[0] >> 32) as u32)) {
+                let sk = Hll::from_entries(group.iter().map(|&e| e as u32));
+                if p.sources_hll.is_empty() {
+                    p.sources_hll = sk;
+                } else {
+                    p.sources_hll.merge(&sk);
+                }
             }
         }
+        self.port_entries.clear();
         let partial = Partial {
             classes: self.classes,
             packets: self.packets,
@@ -835,7 +847,7 @@ impl Shard {
         self.src_ports = old.src_ports;
         self.src_dsts = old.src_dsts;
         self.dst_sketches = old.dst_sketches;
-        self.port_hashes = old.port_hashes;
+        self.port_entries = old.port_entries;
         self.extra_ports = old.extra_ports;
         partial
     }
