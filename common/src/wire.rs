@@ -364,71 +364,133 @@ impl SourceRow {
     /// (checked by a property test), several times faster: a busy window
     /// has hundreds of thousands of rows and they are most of its bytes.
     /// `ts` formats its timestamps (it remembers the last minute written).
-    fn write_json(&self, out: &mut Vec<u8>, ts: &mut TimestampFormatter) {
-        let mut n = itoa::Buffer::new();
-        out.extend_from_slice(b"{\"ip\":\"");
+    fn write_json(&self, out: &mut Vec<u8>, l: &mut Line, ts: &mut TimestampFormatter) {
+        l.len = 0;
+        l.put(b"{\"ip\":\"");
         match self.ip {
             IpAddr::V4(a) => {
                 for (i, o) in a.octets().into_iter().enumerate() {
                     if i > 0 {
-                        out.push(b'.');
+                        l.byte(b'.');
                     }
-                    out.extend_from_slice(n.format(o).as_bytes());
+                    l.num(o as u64);
                 }
             }
             IpAddr::V6(a) => {
-                use std::io::Write;
-                let _ = write!(out, "{a}");
+                use std::fmt::Write;
+                let _ = write!(l, "{a}");
             }
         }
-        for (key, v) in [
-            (&b"\",\"packets\":"[..], self.packets),
-            (b",\"bytes\":", self.bytes),
-            (b",\"ports\":", self.ports),
-            (b",\"destinations\":", self.destinations),
-        ] {
-            out.extend_from_slice(key);
-            out.extend_from_slice(n.format(v).as_bytes());
-        }
-        out.extend_from_slice(b",\"top_ports\":[");
+        l.put(b"\",\"packets\":");
+        l.num(self.packets);
+        l.put(b",\"bytes\":");
+        l.num(self.bytes);
+        l.put(b",\"ports\":");
+        l.num(self.ports);
+        l.put(b",\"destinations\":");
+        l.num(self.destinations);
+        l.put(b",\"top_ports\":[");
         for (i, p) in self.top_ports.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                l.byte(b',');
             }
-            out.extend_from_slice(b"{\"proto\":\"");
-            out.extend_from_slice(p.proto.as_str().as_bytes());
-            out.extend_from_slice(b"\",\"port\":");
-            out.extend_from_slice(n.format(p.port).as_bytes());
-            out.extend_from_slice(b",\"packets\":");
-            out.extend_from_slice(n.format(p.packets).as_bytes());
-            out.push(b'}');
+            l.put(b"{\"proto\":\"");
+            l.put(p.proto.as_str().as_bytes());
+            l.put(b"\",\"port\":");
+            l.num(p.port as u64);
+            l.put(b",\"packets\":");
+            l.num(p.packets);
+            l.byte(b'}');
         }
-        out.extend_from_slice(b"],\"classes\":");
-        names(out, self.classes.iter().map(PacketClass::as_str));
+        l.put(b"],\"classes\":");
+        l.names(self.classes.iter().map(PacketClass::as_str));
         if !self.fingerprints.is_empty() {
-            out.extend_from_slice(b",\"fingerprints\":");
-            names(out, self.fingerprints.iter().map(|f| f.as_str()));
+            l.put(b",\"fingerprints\":");
+            l.names(self.fingerprints.iter().map(|f| f.as_str()));
         }
-        out.extend_from_slice(b",\"first_seen\":\"");
-        out.extend_from_slice(ts.format(self.first_seen));
-        out.extend_from_slice(b"\",\"last_seen\":\"");
-        out.extend_from_slice(ts.format(self.last_seen));
-        out.extend_from_slice(b"\"}");
+        l.put(b",\"first_seen\":\"");
+        let at = l.len;
+        l.put(ts.format(self.first_seen));
+        let first = at..l.len;
+        l.put(b"\",\"last_seen\":\"");
+        if self.last_seen == self.first_seen {
+            // Most sources send one packet: copy, not format, the time.
+            let n = first.len();
+            l.buf.copy_within(first, l.len);
+            l.len += n;
+        } else {
+            l.put(ts.format(self.last_seen));
+        }
+        l.put(b"\"}");
+        out.extend_from_slice(&l.buf[..l.len]);
     }
 }
 
-/// A JSON list of wire names (which never need escaping).
-fn names<'a>(out: &mut Vec<u8>, it: impl Iterator<Item = &'a str>) {
-    out.push(b'[');
-    for (i, s) in it.enumerate() {
-        if i > 0 {
-            out.push(b',');
+/// One source row's JSON, built in a reused buffer and appended to the
+/// output in one copy (rather than a copy per piece). [`Line::MAX`] holds
+/// the longest row there can be (checked by a test).
+struct Line {
+    buf: [u8; Line::MAX],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            buf: [0; Line::MAX],
+            len: 0,
         }
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
     }
-    out.push(b']');
+}
+
+impl Line {
+    /// Room for the longest row: a 45-character IPv6 address, every number
+    /// at 20 digits, five top ports, every class and fingerprint (~780 bytes).
+    const MAX: usize = 1024;
+
+    #[inline]
+    fn put(&mut self, s: &[u8]) {
+        self.buf[self.len..self.len + s.len()].copy_from_slice(s);
+        self.len += s.len();
+    }
+
+    #[inline]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    /// Decimal digits of `v`, written in place.
+    #[inline]
+    fn num(&mut self, mut v: u64) {
+        let digits = v.checked_ilog10().unwrap_or(0) as usize + 1;
+        let end = self.len + digits;
+        for d in self.buf[self.len..end].iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.len = end;
+    }
+
+    fn names<'a>(&mut self, it: impl Iterator<Item = &'a str>) {
+        self.byte(b'[');
+        for (i, s) in it.enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            self.byte(b'"');
+            self.put(s.as_bytes());
+            self.byte(b'"');
+        }
+        self.byte(b']');
+    }
+}
+
+impl std::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.put(s.as_bytes());
+        Ok(())
+    }
 }
 
 impl Summary {
@@ -448,11 +510,12 @@ impl Summary {
         }
         buf.truncate(buf.len() - 2);
         let mut ts = TimestampFormatter::default();
+        let mut line = Box::<Line>::default();
         for (i, row) in self.sources.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
             }
-            row.write_json(&mut buf, &mut ts);
+            row.write_json(&mut buf, &mut line, &mut ts);
             if buf.len() >= FLUSH_AT {
                 w.write_all(&buf)?;
                 buf.clear();
@@ -562,6 +625,37 @@ mod tests {
             s.write_json(&mut fast).unwrap();
             prop_assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(&s).unwrap());
         }
+    }
+
+    /// The longest source row there can be fits the row buffer.
+    #[test]
+    fn the_longest_source_row_fits_and_is_serde_json() {
+        let mut s = rich();
+        let mut top_ports = TopPorts::default();
+        for port in 0..TopPorts::CAP as u16 {
+            top_ports.push(PortCount {
+                proto: Proto::Icmpv6,
+                port: u16::MAX - port,
+                packets: u64::MAX,
+            });
+        }
+        s.sources = vec![SourceRow {
+            ip: IpAddr::from([0xffffu16; 8]),
+            packets: u64::MAX,
+            bytes: u64::MAX,
+            ports: u64::MAX,
+            destinations: u64::MAX,
+            top_ports,
+            classes: ClassSet((1 << PacketClass::COUNT) - 1),
+            fingerprints: crate::class::FingerprintSet(0x07),
+            first_seen: Timestamp(253_402_300_799_999_999),
+            last_seen: Timestamp(253_402_300_799_999_998),
+        }];
+        let mut fast = Vec::new();
+        s.write_json(&mut fast).unwrap();
+        assert_eq!(fast, serde_json::to_vec(&s).unwrap());
+        let row = serde_json::to_vec(&s.sources[0]).unwrap();
+        assert!(row.len() < Line::MAX, "{} bytes", row.len());
     }
 
     #[test]
