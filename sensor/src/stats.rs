@@ -545,6 +545,8 @@ pub struct Shard {
     port_entries: Vec<u64>,
     /// (slot, port key, packets) of `src_ports`, sorted (window close only).
     extra_ports: Vec<(u32, u32, u64)>,
+    /// Where each slot's entries start in `extra_ports` (window close only).
+    extra_at: Vec<u32>,
     untracked_hll: Hll,
     untracked_packets: u64,
     heavy: SpaceSaving,
@@ -574,6 +576,7 @@ impl Shard {
             dst_sketches: Vec::new(),
             port_entries: Vec::new(),
             extra_ports: Vec::new(),
+            extra_at: Vec::new(),
             untracked_hll: Hll::new(),
             untracked_packets: 0,
             heavy: SpaceSaving {
@@ -756,12 +759,37 @@ impl Shard {
         let mut fingerprints = [0u64; Fingerprint::COUNT];
         rows.clear();
         rows.reserve(self.accs.len());
-        // Multi-port sources' further ports, grouped by slot.
+        // Multi-port sources' further ports, grouped by slot: slot i's are
+        // extra[at[i]..at[i + 1]].
         let mut extra = std::mem::take(&mut self.extra_ports);
         extra.extend(self.src_ports.drain().map(|((slot, k), c)| (slot, k, c)));
         extra.sort_unstable();
-        let mut next = 0;
-        for (slot, (s, &addr)) in self.accs.iter().zip(&self.addrs).enumerate() {
+        let mut at = std::mem::take(&mut self.extra_at);
+        at.clear();
+        at.resize(self.accs.len() + 1, 0);
+        for &(slot, _, _) in &extra {
+            at[slot as usize + 1] += 1;
+        }
+        for i in 1..at.len() {
+            at[i] += at[i - 1];
+        }
+        // Rows are built in the summary's order, so they never move again;
+        // the slots are read out of order, each asked for a few rows ahead.
+        let order = summary_order(
+            self.accs
+                .iter()
+                .zip(&self.addrs)
+                .map(|(s, &a)| (s.packets, a)),
+        );
+        const AHEAD: usize = 8;
+        for (j, &slot) in order.iter().enumerate() {
+            if let Some(&ahead) = order.get(j + AHEAD) {
+                prefetch(&self.accs[ahead as usize]);
+                prefetch(&self.addrs[ahead as usize]);
+                prefetch(&at[ahead as usize]);
+            }
+            let slot = slot as usize;
+            let (s, addr) = (&self.accs[slot], self.addrs[slot]);
             let h = hash_addr(addr);
             sources_hll.insert_hash(h);
             let entry = Hll::entry(h) as u64;
@@ -769,11 +797,7 @@ impl Shard {
             top.add(s.port0, s.port0_packets);
             self.port_entries.push((s.port0 as u64) << 32 | entry);
             let mut n_ports = 1;
-            while let Some(&(sl, k, c)) = extra.get(next) {
-                if sl as usize != slot {
-                    break;
-                }
-                next += 1;
+            for &(_, k, c) in &extra[at[slot] as usize..at[slot + 1] as usize] {
                 n_ports += 1;
                 top.add(k, c);
                 self.port_entries.push((k as u64) << 32 | entry);
@@ -802,6 +826,7 @@ impl Shard {
         }
         extra.clear();
         self.extra_ports = extra;
+        self.extra_at = at;
         // One sort groups the pairs by port and puts each port's entries in
         // the order its sketch keeps them: no table of per-port lists.
         self.port_entries.sort_unstable();
@@ -822,6 +847,7 @@ impl Shard {
             bytes: self.bytes,
             ports,
             sources: rows,
+            sources_sorted: true,
             fingerprints,
             sources_hll,
             untracked_hll,
@@ -859,6 +885,7 @@ impl Shard {
         self.dst_sketches = old.dst_sketches;
         self.port_entries = old.port_entries;
         self.extra_ports = old.extra_ports;
+        self.extra_at = old.extra_at;
         partial
     }
 }
@@ -1050,6 +1077,8 @@ pub struct Partial {
     bytes: u64,
     ports: FxHashMap<u32, PortPartial>,
     sources: Vec<SourceRow>,
+    /// `sources` is in the summary's order (one shard's rows are).
+    sources_sorted: bool,
     fingerprints: [u64; Fingerprint::COUNT],
     sources_hll: Hll,
     untracked_hll: Hll,
@@ -1077,6 +1106,7 @@ impl Partial {
     pub fn empty() -> Partial {
         Partial {
             exact: true,
+            sources_sorted: true,
             ..Default::default()
         }
     }
@@ -1112,8 +1142,10 @@ impl Partial {
         if self.sources.is_empty() {
             // The first partial's rows become the summary's: no copy.
             self.sources = other.sources;
-        } else {
+            self.sources_sorted = other.sources_sorted;
+        } else if !other.sources.is_empty() {
             self.sources.extend(other.sources);
+            self.sources_sorted = false;
         }
         for (a, b) in self.fingerprints.iter_mut().zip(other.fingerprints) {
             *a += b;
@@ -1157,7 +1189,11 @@ impl Partial {
                 .then(a.proto.cmp(&b.proto))
                 .then(a.port.cmp(&b.port))
         });
-        let sources = sort_sources(self.sources);
+        let sources = if self.sources_sorted {
+            self.sources
+        } else {
+            sort_sources(self.sources)
+        };
         let fp = self.fingerprints;
         Summary {
             schema: SCHEMA,
@@ -1193,40 +1229,46 @@ impl Partial {
     }
 }
 
-/// Source rows busiest first, ties by address, IPv4 before IPv6 (addresses
-/// are unique, so the order is total). Sorts keys, then puts each ~160-byte
-/// row in place by following the permutation's cycles (in place: a second
-/// copy of a busy window's rows would cost tens of megabytes); sorting the
-/// rows themselves moved each O(log n) times. An IPv4 row's key is one
-/// `u128` (packets, address, index), cheaper to compare than a tuple; the
-/// IPv6 rows are sorted apart and merged in.
-fn sort_sources(mut rows: Vec<SourceRow>) -> Vec<SourceRow> {
-    let mut v4: Vec<u128> = Vec::with_capacity(rows.len());
+/// The summary's order of sources (busiest first, ties by address, IPv4
+/// before IPv6; addresses are unique, so the order is total) for sources
+/// given as (packets, address): position j holds source `order[j]`. An
+/// IPv4 source's key is one `u128` (packets, address, index), cheaper to
+/// compare than a tuple; IPv6 sources are sorted apart and merged in.
+fn summary_order(sources: impl ExactSizeIterator<Item = (u64, Addr)>) -> Vec<u32> {
+    let mut v4: Vec<u128> = Vec::with_capacity(sources.len());
     let mut v6: Vec<(u64, u128, u32)> = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let busy = !r.packets; // descending packets, as an ascending key
-        match r.ip {
-            std::net::IpAddr::V4(a) => {
-                v4.push((busy as u128) << 64 | (u32::from(a) as u128) << 32 | i as u128)
-            }
-            std::net::IpAddr::V6(a) => v6.push((busy, u128::from(a), i as u32)),
+    for (i, (packets, a)) in sources.enumerate() {
+        let busy = !packets; // descending packets, as an ascending key
+        match a.as_v4() {
+            Some(a) => v4.push((busy as u128) << 64 | (a as u128) << 32 | i as u128),
+            None => v6.push((busy, a.0, i as u32)),
         }
     }
     v4.sort_unstable();
     v6.sort_unstable();
-    let mut perm: Vec<u32> = Vec::with_capacity(rows.len());
+    let mut order: Vec<u32> = Vec::with_capacity(v4.len() + v6.len());
     let mut b = v6.iter().peekable();
     for &k in &v4 {
         while let Some(&&(busy, _, i)) = b.peek() {
             if busy >= (k >> 64) as u64 {
                 break;
             }
-            perm.push(i);
+            order.push(i);
             b.next();
         }
-        perm.push(k as u32);
+        order.push(k as u32);
     }
-    perm.extend(b.map(|k| k.2));
+    order.extend(b.map(|k| k.2));
+    order
+}
+
+/// Source rows in the summary's order (see [`summary_order`]): sorts keys,
+/// then puts each ~160-byte row in place by following the permutation's
+/// cycles (in place: a second copy of a busy window's rows would cost tens
+/// of megabytes). Only for rows merged from several shards: a shard's own
+/// rows are built in this order.
+fn sort_sources(mut rows: Vec<SourceRow>) -> Vec<SourceRow> {
+    let mut perm = summary_order(rows.iter().map(|r| (r.packets, Addr::from(r.ip))));
     // Position j takes row perm[j]. Each cycle is followed once: its first
     // row is set aside and the others move up one at a time into the hole
     // the previous move left (one copy per row; a swap is three).
