@@ -419,6 +419,12 @@ impl PortDsts {
 /// `SourceAcc::sketch` when the source has no overflow sketch.
 const NO_SKETCH: u32 = u32::MAX;
 
+/// `Shard::port_of` for a port not seen this window.
+const NO_PORT: u32 = u32::MAX;
+
+/// Port keys there can be ([`PacketRecord::port_key`]: protocol << 16 | port).
+const PORT_KEYS: usize = darkscope_common::Proto::ALL.len() << 16;
+
 /// The slot of a source past the source cap.
 const UNTRACKED: u32 = u32::MAX;
 
@@ -433,10 +439,11 @@ struct SourceAcc {
     bytes: u64,
     first: u64,
     last: u64,
-    /// Packets to `port0`, its first port key.
+    /// Packets to `port0`, its first port.
     port0_packets: u64,
     /// Hash of its first destination (valid when `n_dsts > 0`).
     dst0: u64,
+    /// Its first port, as an index into `Shard::ports`.
     port0: u32,
     /// Distinct destinations recorded exactly (`dst0` included).
     n_dsts: u32,
@@ -526,14 +533,19 @@ pub struct Shard {
     classes: [u64; PacketClass::COUNT],
     packets: u64,
     bytes: u64,
-    ports: FxHashMap<u32, PortAcc>,
+    /// Port key → index into `ports` ([`NO_PORT`] if none this window): a
+    /// direct table over every key (1.3 MB), one read and no hashing a packet.
+    port_of: Vec<u32>,
+    /// The window's ports, in order of first packet, and their keys.
+    ports: Vec<PortAcc>,
+    port_keys: Vec<u32>,
     /// Tracked IPv4 sources → their slot in `accs` and `addrs`.
     sources4: SourceTable,
     /// IPv6 sources → slot (IPv4 ones have their own, 4× smaller table).
     sources6: FxHashMap<u128, u32>,
     accs: Vec<SourceAcc>,
     addrs: Vec<Addr>,
-    /// (slot, port key) → packets, for every port of a source after its first.
+    /// (slot, port index) → packets, for every port of a source after its first.
     src_ports: FxHashMap<(u32, u32), u64>,
     /// (slot, destination hash), for every destination of a source after its first.
     src_dsts: FxHashSet<(u32, u64)>,
@@ -543,7 +555,7 @@ pub struct Shard {
     /// (source, port) pair, to build the ports' source sketches (window close
     /// only; kept for its memory).
     port_entries: Vec<u64>,
-    /// (slot, port key, packets) of `src_ports`, sorted (window close only).
+    /// (slot, port index, packets) of `src_ports`, sorted (window close only).
     extra_ports: Vec<(u32, u32, u64)>,
     /// Where each slot's entries start in `extra_ports` (window close only).
     extra_at: Vec<u32>,
@@ -566,7 +578,9 @@ impl Shard {
             classes: [0; PacketClass::COUNT],
             packets: 0,
             bytes: 0,
-            ports: FxHashMap::default(),
+            port_of: Vec::new(),
+            ports: Vec::new(),
+            port_keys: Vec::new(),
             sources4: SourceTable::default(),
             sources6: FxHashMap::default(),
             accs: Vec::new(),
@@ -639,7 +653,7 @@ impl Shard {
                 last: r.ts,
                 port0_packets: 0,
                 dst0: 0,
-                port0: r.port_key(),
+                port0: NO_PORT,
                 n_dsts: 0,
                 sketch: NO_SKETCH,
                 classes: 0,
@@ -655,8 +669,21 @@ impl Shard {
         self.classes[r.class.index()] += 1;
         self.packets += 1;
         self.bytes += r.ip_len as u64;
-        let key = r.port_key();
-        let port = self.ports.entry(key).or_default();
+        let key = r.port_key() as usize;
+        if self.port_of.len() <= key {
+            self.port_of.resize(PORT_KEYS.max(key + 1), NO_PORT);
+        }
+        let pi = match self.port_of[key] {
+            NO_PORT => {
+                let pi = self.ports.len() as u32;
+                self.port_of[key] = pi;
+                self.ports.push(PortAcc::default());
+                self.port_keys.push(key as u32);
+                pi
+            }
+            pi => pi,
+        };
+        let port = &mut self.ports[pi as usize];
         port.packets += 1;
         port.bytes += r.ip_len as u64;
         let dst_hash = hash_addr(r.dst);
@@ -683,14 +710,15 @@ impl Shard {
         }
         // The (source, port) pair: new, known, or new with the budget spent.
         if src.packets == 1 {
+            src.port0 = pi;
             src.port0_packets = 1;
             port.sources += 1;
-        } else if src.port0 == key {
+        } else if src.port0 == pi {
             src.port0_packets += 1;
-        } else if let Some(c) = self.src_ports.get_mut(&(slot, key)) {
+        } else if let Some(c) = self.src_ports.get_mut(&(slot, pi)) {
             *c += 1;
         } else if self.budget.take() {
-            self.src_ports.insert((slot, key), 1);
+            self.src_ports.insert((slot, pi), 1);
             port.sources += 1;
         } else {
             port.overflow
@@ -737,10 +765,11 @@ impl Shard {
         let (n_ports, n_sources) = (self.ports.len(), self.accs.len());
         let (n_sources4, n_sources6) = (self.sources4.len(), self.sources6.len());
         let (n_src_ports, n_src_dsts) = (self.src_ports.len(), self.src_dsts.len());
-        let mut ports: FxHashMap<u32, PortPartial> = self
+        let mut ports: Vec<(u32, PortPartial)> = self
             .ports
-            .drain()
-            .map(|(k, p)| {
+            .drain(..)
+            .zip(&self.port_keys)
+            .map(|(p, &k)| {
                 exact &= p.dsts.is_exact();
                 let sources_exact = p.overflow.is_none();
                 let pp = PortPartial {
@@ -794,13 +823,13 @@ impl Shard {
             sources_hll.insert_hash(h);
             let entry = Hll::entry(h) as u64;
             let mut top = TopAcc::default();
-            top.add(s.port0, s.port0_packets);
+            top.add(self.port_keys[s.port0 as usize], s.port0_packets);
             self.port_entries.push((s.port0 as u64) << 32 | entry);
             let mut n_ports = 1;
-            for &(_, k, c) in &extra[at[slot] as usize..at[slot + 1] as usize] {
+            for &(_, pi, c) in &extra[at[slot] as usize..at[slot + 1] as usize] {
                 n_ports += 1;
-                top.add(k, c);
-                self.port_entries.push((k as u64) << 32 | entry);
+                top.add(self.port_keys[pi as usize], c);
+                self.port_entries.push((pi as u64) << 32 | entry);
             }
             let mut destinations = s.n_dsts as u64;
             if let Some(sk) = self.dst_sketches.get(s.sketch as usize) {
@@ -831,7 +860,7 @@ impl Shard {
         // the order its sketch keeps them: no table of per-port lists.
         self.port_entries.sort_unstable();
         for group in self.port_entries.chunk_by(|a, b| a >> 32 == b >> 32) {
-            if let Some(p) = ports.get_mut(&((group[0] >> 32) as u32)) {
+            if let Some((_, p)) = ports.get_mut((group[0] >> 32) as usize) {
                 let sk = Hll::from_entries(group.iter().map(|&e| e as u32));
                 if p.sources_hll.is_empty() {
                     p.sources_hll = sk;
@@ -862,7 +891,14 @@ impl Shard {
         self.addrs.clear();
         self.src_dsts.clear();
         self.dst_sketches.clear();
-        shrink_map(&mut self.ports, n_ports);
+        for &k in &self.port_keys {
+            self.port_of[k as usize] = NO_PORT;
+        }
+        self.port_keys.clear();
+        if oversized(self.ports.capacity(), n_ports) {
+            self.ports.shrink_to(n_ports);
+            self.port_keys.shrink_to(n_ports);
+        }
         self.sources4.shrink(n_sources4);
         shrink_map(&mut self.sources6, n_sources6);
         shrink_map(&mut self.src_ports, n_src_ports);
@@ -875,7 +911,9 @@ impl Shard {
         }
         let kept = Shard::new(self.limits, self.space.clone());
         let old = std::mem::replace(self, kept);
+        self.port_of = old.port_of;
         self.ports = old.ports;
+        self.port_keys = old.port_keys;
         self.sources4 = old.sources4;
         self.sources6 = old.sources6;
         self.accs = old.accs;
@@ -1075,7 +1113,8 @@ pub struct Partial {
     classes: [u64; PacketClass::COUNT],
     packets: u64,
     bytes: u64,
-    ports: FxHashMap<u32, PortPartial>,
+    /// (port key, its partial), each key once, in no particular order.
+    ports: Vec<(u32, PortPartial)>,
     sources: Vec<SourceRow>,
     /// `sources` is in the summary's order (one shard's rows are).
     sources_sorted: bool,
@@ -1124,20 +1163,10 @@ impl Partial {
         }
         self.packets += other.packets;
         self.bytes += other.bytes;
-        for (k, p) in other.ports {
-            match self.ports.get_mut(&k) {
-                None => {
-                    self.ports.insert(k, p);
-                }
-                Some(q) => {
-                    q.packets += p.packets;
-                    q.bytes += p.bytes;
-                    q.sources += p.sources;
-                    q.sources_exact &= p.sources_exact;
-                    q.sources_hll.merge(&p.sources_hll);
-                    q.dsts.merge(p.dsts);
-                }
-            }
+        if self.ports.is_empty() {
+            self.ports = other.ports;
+        } else {
+            self.merge_ports(other.ports);
         }
         if self.sources.is_empty() {
             // The first partial's rows become the summary's: no copy.
@@ -1158,6 +1187,33 @@ impl Partial {
         self.heavy_k = self.heavy_k.max(other.heavy_k);
         self.heavy.truncate(self.heavy_k);
         self.exact &= other.exact;
+    }
+
+    /// Adds `other`'s ports: sums and unions where both have a port.
+    fn merge_ports(&mut self, other: Vec<(u32, PortPartial)>) {
+        let mut at: FxHashMap<u32, usize> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i))
+            .collect();
+        for (k, p) in other {
+            match at.get(&k) {
+                None => {
+                    at.insert(k, self.ports.len());
+                    self.ports.push((k, p));
+                }
+                Some(&i) => {
+                    let q = &mut self.ports[i].1;
+                    q.packets += p.packets;
+                    q.bytes += p.bytes;
+                    q.sources += p.sources;
+                    q.sources_exact &= p.sources_exact;
+                    q.sources_hll.merge(&p.sources_hll);
+                    q.dsts.merge(p.dsts);
+                }
+            }
+        }
     }
 
     /// Builds the wire summary.
