@@ -328,24 +328,44 @@ impl Hll {
 
     /// The wire form's bytes before base64 (for binary storage).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        self.bytes_into(&mut b);
+        b
+    }
+
+    /// Appends [`Hll::to_bytes`] to `b`.
+    fn bytes_into(&self, b: &mut Vec<u8>) {
         match &self.repr {
-            Repr::Sparse(v) if v.is_empty() => Vec::new(),
+            Repr::Sparse(v) if v.is_empty() => {}
             Repr::Sparse(v) => {
-                let mut b = Vec::with_capacity(1 + 3 * v.len());
+                b.reserve(1 + 3 * v.len());
                 b.push(TAG_SPARSE);
                 for e in v {
                     b.extend_from_slice(&((e >> 8) as u16).to_be_bytes());
                     b.push((e & 0xff) as u8);
                 }
-                b
             }
             Repr::Dense(r) => {
-                let mut b = Vec::with_capacity(1 + M);
+                b.reserve(1 + M);
                 b.push(TAG_DENSE);
                 b.extend_from_slice(&r[..]);
-                b
             }
         }
+    }
+
+    /// Appends the wire form ([`Hll::to_wire`]) to `out`, the raw bytes
+    /// built in `scratch` (lent, emptied first): no allocation once both
+    /// have grown.
+    pub fn write_wire(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+        scratch.clear();
+        self.bytes_into(scratch);
+        let at = out.len();
+        let n = base64::encoded_len(scratch.len(), true).unwrap_or(0);
+        out.resize(at + n, 0);
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(&scratch[..], &mut out[at..])
+            .unwrap_or(0);
+        out.truncate(at + written);
     }
 
     /// The wire form (base64; empty for an empty sketch).
@@ -495,6 +515,18 @@ mod tests {
             let mut one_by_one = Hll::new();
             hashes.iter().for_each(|&h| one_by_one.insert_hash(h));
             assert_eq!(Hll::from_entries(entries), one_by_one, "{n} elements");
+        }
+    }
+
+    #[test]
+    fn the_wire_form_written_in_place_is_to_wire() {
+        let (mut out, mut scratch) = (b"x".to_vec(), Vec::new());
+        for n in [0u32, 1, 2, 3, 50, 5000] {
+            let mut h = Hll::new();
+            (0..n).for_each(|i| h.insert(Addr::v4(i)));
+            out.truncate(1);
+            h.write_wire(&mut out, &mut scratch);
+            assert_eq!(&out[1..], h.to_wire().as_bytes(), "{n} elements");
         }
     }
 

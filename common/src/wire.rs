@@ -426,6 +426,30 @@ impl SourceRow {
     }
 }
 
+impl PortRow {
+    /// Appends the row's JSON, byte for byte what `serde_json` writes (see
+    /// [`SourceRow::write_json`]); `scratch` is lent for the sketch's bytes.
+    fn write_json(&self, out: &mut Vec<u8>, l: &mut Line, scratch: &mut Vec<u8>) {
+        l.len = 0;
+        l.put(b"{\"proto\":\"");
+        l.put(self.proto.as_str().as_bytes());
+        l.put(b"\",\"port\":");
+        l.num(self.port as u64);
+        l.put(b",\"packets\":");
+        l.num(self.packets);
+        l.put(b",\"bytes\":");
+        l.num(self.bytes);
+        l.put(b",\"sources\":");
+        l.num(self.sources);
+        l.put(b",\"destinations\":");
+        l.num(self.destinations);
+        l.put(b",\"sources_hll\":\"");
+        out.extend_from_slice(&l.buf[..l.len]);
+        self.sources_hll.write_wire(out, scratch);
+        out.extend_from_slice(b"\"}");
+    }
+}
+
 /// One source row's JSON, built in a reused buffer and appended to the
 /// output in one copy (rather than a copy per piece). [`Line::MAX`] holds
 /// the longest row there can be (checked by a test).
@@ -500,17 +524,33 @@ impl Summary {
     pub fn write_json<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         const FLUSH_AT: usize = 1 << 18;
         let rows = std::mem::take(&mut self.sources);
+        let ports = std::mem::take(&mut self.ports);
         let head = serde_json::to_vec(&*self);
         self.sources = rows;
+        self.ports = ports;
         let mut buf = head?;
-        // `sources` is the last field; should that change, serde writes it all.
-        const TAIL: &[u8] = b"\"sources\":[]}";
+        // `ports` then `sources` end the document; should that change,
+        // serde writes it all.
+        const TAIL: &[u8] = b"\"ports\":[],\"sources\":[]}";
         if !buf.ends_with(TAIL) {
             return serde_json::to_writer(w, &*self).map_err(Into::into);
         }
-        buf.truncate(buf.len() - 2);
-        let mut ts = TimestampFormatter::default();
+        buf.truncate(buf.len() - TAIL.len());
+        buf.extend_from_slice(b"\"ports\":[");
         let mut line = Box::<Line>::default();
+        let mut scratch = Vec::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            port.write_json(&mut buf, &mut line, &mut scratch);
+            if buf.len() >= FLUSH_AT {
+                w.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+        buf.extend_from_slice(b"],\"sources\":[");
+        let mut ts = TimestampFormatter::default();
         for (i, row) in self.sources.iter().enumerate() {
             if i > 0 {
                 buf.push(b',');
@@ -575,6 +615,28 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn any_port_row() -> impl Strategy<Value = PortRow> {
+        (
+            0usize..Proto::ALL.len(),
+            any::<u16>(),
+            any::<[u64; 4]>(),
+            prop_oneof![0u32..3, 0u32..3000],
+        )
+            .prop_map(|(p, port, n, k)| {
+                let mut sources_hll = Hll::new();
+                (0..k).for_each(|i| sources_hll.insert(crate::Addr::v4(i ^ n[0] as u32)));
+                PortRow {
+                    proto: Proto::ALL[p],
+                    port,
+                    packets: n[0],
+                    bytes: n[1],
+                    sources: n[2],
+                    destinations: n[3],
+                    sources_hll,
+                }
+            })
+    }
+
     fn any_row() -> impl Strategy<Value = SourceRow> {
         let port = (0usize..Proto::ALL.len(), any::<u16>(), any::<u64>()).prop_map(
             |(p, port, packets)| PortCount {
@@ -616,11 +678,13 @@ mod tests {
     }
 
     proptest! {
-        /// The hand-written JSON of source rows is serde_json's, byte for byte.
+        /// The hand-written JSON of port and source rows is serde_json's,
+        /// byte for byte.
         #[test]
-        fn summary_json_is_serde_json_byte_for_byte(rows in proptest::collection::vec(any_row(), 0..40)) {
+        fn summary_json_is_serde_json_byte_for_byte(rows in proptest::collection::vec(any_row(), 0..40), ports in proptest::collection::vec(any_port_row(), 0..6)) {
             let mut s = rich();
             s.sources = rows;
+            s.ports = ports;
             let mut fast = Vec::new();
             s.write_json(&mut fast).unwrap();
             prop_assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(&s).unwrap());
