@@ -540,15 +540,15 @@ pub struct Shard {
     ports: Vec<PortAcc>,
     port_keys: Vec<u32>,
     /// Tracked IPv4 sources → their slot in `accs` and `addrs`.
-    sources4: SourceTable,
+    sources4: OpenTable<Source4>,
     /// IPv6 sources → slot (IPv4 ones have their own, 4× smaller table).
     sources6: FxHashMap<u128, u32>,
     accs: Vec<SourceAcc>,
     addrs: Vec<Addr>,
     /// (slot, port index) → packets, for every port of a source after its first.
-    src_ports: FxHashMap<(u32, u32), u64>,
+    src_ports: OpenTable<Pair<u64>>,
     /// (slot, destination hash), for every destination of a source after its first.
-    src_dsts: FxHashSet<(u32, u64)>,
+    src_dsts: OpenTable<Pair<()>>,
     /// Destinations of sources that found the pair budget spent.
     dst_sketches: Vec<Hll>,
     /// (port key << 32 | [`Hll::entry`] of a source's hash) for every
@@ -581,12 +581,12 @@ impl Shard {
             port_of: Vec::new(),
             ports: Vec::new(),
             port_keys: Vec::new(),
-            sources4: SourceTable::default(),
+            sources4: OpenTable::default(),
             sources6: FxHashMap::default(),
             accs: Vec::new(),
             addrs: Vec::new(),
-            src_ports: FxHashMap::default(),
-            src_dsts: FxHashSet::default(),
+            src_ports: OpenTable::default(),
+            src_dsts: OpenTable::default(),
             dst_sketches: Vec::new(),
             port_entries: Vec::new(),
             extra_ports: Vec::new(),
@@ -614,21 +614,28 @@ impl Shard {
     pub fn add_batch(&mut self, rs: &[PacketRecord]) {
         const CHUNK: usize = 32;
         let mut slots = [0u32; CHUNK];
+        let mut dsts = [0u64; CHUNK];
         for (i, chunk) in rs.chunks(CHUNK).enumerate() {
             // The next chunk's table buckets start loading now.
             for r in rs.iter().skip((i + 1) * CHUNK).take(CHUNK) {
                 if let Some(a) = r.src.as_v4() {
-                    self.sources4.prefetch(a);
+                    self.sources4.prefetch(Source4::hash_of(a));
                 }
             }
-            for (r, slot) in chunk.iter().zip(&mut slots) {
-                *slot = self.slot_of(r);
-                if let Some(acc) = self.accs.get(*slot as usize) {
+            for ((r, slot), dst) in chunk.iter().zip(&mut slots).zip(&mut dsts) {
+                let new;
+                (*slot, new) = self.slot_of(r);
+                *dst = hash_addr(r.dst);
+                // A known source's counters, and where its pair with this
+                // destination would be (a scanner's next packets go to new
+                // destinations).
+                if let Some(acc) = self.accs.get(*slot as usize).filter(|_| !new) {
                     prefetch(acc);
+                    self.src_dsts.prefetch_pair(*slot, *dst);
                 }
             }
-            for (r, &slot) in chunk.iter().zip(&slots) {
-                self.account(r, slot);
+            for ((r, &slot), &dst) in chunk.iter().zip(&slots).zip(&dsts) {
+                self.account(r, slot, dst);
             }
         }
     }
@@ -636,7 +643,7 @@ impl Shard {
     /// The slot of `r`'s source, added if new and under the cap, or
     /// [`UNTRACKED`].
     #[inline]
-    fn slot_of(&mut self, r: &PacketRecord) -> u32 {
+    fn slot_of(&mut self, r: &PacketRecord) -> (u32, bool) {
         // One probe whether the source is known or new.
         let next = self.accs.len() as u32;
         let room = self.accs.len() < self.limits.source_cap;
@@ -661,11 +668,11 @@ impl Shard {
                 fp_seen: 0,
             });
         }
-        slot
+        (slot, new)
     }
 
     #[inline]
-    fn account(&mut self, r: &PacketRecord, slot: u32) {
+    fn account(&mut self, r: &PacketRecord, slot: u32, dst_hash: u64) {
         self.classes[r.class.index()] += 1;
         self.packets += 1;
         self.bytes += r.ip_len as u64;
@@ -686,7 +693,6 @@ impl Shard {
         let port = &mut self.ports[pi as usize];
         port.packets += 1;
         port.bytes += r.ip_len as u64;
-        let dst_hash = hash_addr(r.dst);
         port.dsts
             .insert(r.dst, dst_hash, &self.space, &mut self.budget);
         if slot == UNTRACKED {
@@ -715,10 +721,10 @@ impl Shard {
             port.sources += 1;
         } else if src.port0 == pi {
             src.port0_packets += 1;
-        } else if let Some(c) = self.src_ports.get_mut(&(slot, pi)) {
+        } else if let Some(c) = self.src_ports.get_mut(slot, pi as u64) {
             *c += 1;
         } else if self.budget.take() {
-            self.src_ports.insert((slot, pi), 1);
+            self.src_ports.insert(slot, pi as u64, 1);
             port.sources += 1;
         } else {
             port.overflow
@@ -729,14 +735,14 @@ impl Shard {
         if src.n_dsts > 0 && src.dst0 == dst_hash {
             return;
         }
-        if src.n_dsts > 0 && self.src_dsts.contains(&(slot, dst_hash)) {
+        if src.n_dsts > 0 && self.src_dsts.contains(slot, dst_hash) {
             return;
         }
         if self.budget.take() {
             if src.n_dsts == 0 {
                 src.dst0 = dst_hash;
             } else {
-                self.src_dsts.insert((slot, dst_hash));
+                self.src_dsts.insert(slot, dst_hash, ());
             }
             src.n_dsts += 1;
         } else {
@@ -763,8 +769,7 @@ impl Shard {
     pub fn take_partial(&mut self, mut rows: Vec<SourceRow>) -> Partial {
         let mut exact = !self.budget.exhausted && self.untracked_packets == 0;
         let (n_ports, n_sources) = (self.ports.len(), self.accs.len());
-        let (n_sources4, n_sources6) = (self.sources4.len(), self.sources6.len());
-        let (n_src_ports, n_src_dsts) = (self.src_ports.len(), self.src_dsts.len());
+        let n_sources6 = self.sources6.len();
         let mut ports: Vec<(u32, PortPartial)> = self
             .ports
             .drain(..)
@@ -791,7 +796,7 @@ impl Shard {
         // Multi-port sources' further ports, grouped by slot: slot i's are
         // extra[at[i]..at[i + 1]].
         let mut extra = std::mem::take(&mut self.extra_ports);
-        extra.extend(self.src_ports.drain().map(|((slot, k), c)| (slot, k, c)));
+        extra.extend(self.src_ports.iter().map(|p| (p.slot, p.key as u32, p.val)));
         extra.sort_unstable();
         let mut at = std::mem::take(&mut self.extra_at);
         at.clear();
@@ -890,6 +895,7 @@ impl Shard {
         self.accs.clear();
         self.addrs.clear();
         self.src_dsts.clear();
+        self.src_ports.clear();
         self.dst_sketches.clear();
         for &k in &self.port_keys {
             self.port_of[k as usize] = NO_PORT;
@@ -899,12 +905,8 @@ impl Shard {
             self.ports.shrink_to(n_ports);
             self.port_keys.shrink_to(n_ports);
         }
-        self.sources4.shrink(n_sources4);
         shrink_map(&mut self.sources6, n_sources6);
-        shrink_map(&mut self.src_ports, n_src_ports);
-        if oversized(self.src_dsts.capacity(), n_src_dsts) {
-            self.src_dsts.shrink_to(n_src_dsts);
-        }
+
         if oversized(self.accs.capacity(), n_sources) {
             self.accs.shrink_to(n_sources);
             self.addrs.shrink_to(n_sources);
@@ -928,90 +930,236 @@ impl Shard {
     }
 }
 
-/// IPv4 source address → slot: open addressing with linear probing, one
-/// 8-byte entry (slot + 1, address) per bucket, at most half full. Our own
-/// rather than a `HashMap`, so that a lookup's bucket is known before the
-/// lookup and can be prefetched (see [`Shard::add_batch`]).
-#[derive(Debug, Default)]
-struct SourceTable {
-    /// Empty (0) or `(slot + 1) << 32 | address`; a power of two long.
-    entries: Vec<u64>,
+/// An entry of an [`OpenTable`].
+trait TableEntry: Copy {
+    /// The empty entry.
+    const EMPTY: Self;
+    fn is_empty(&self) -> bool;
+    /// Its hash (the bucket is the top bits).
+    fn hash(&self) -> u64;
+}
+
+/// A hash table with open addressing and linear probing, at most half
+/// full. Our own rather than a `HashMap`, so that a lookup's bucket is known
+/// before the lookup and can be prefetched (see [`Shard::add_batch`]).
+#[derive(Debug)]
+struct OpenTable<E> {
+    /// A power of two long (or empty).
+    entries: Vec<E>,
     len: usize,
     /// 64 - log2(entries.len()).
     shift: u32,
 }
 
-impl SourceTable {
+impl<E> Default for OpenTable<E> {
+    fn default() -> Self {
+        OpenTable {
+            entries: Vec::new(),
+            len: 0,
+            shift: 64,
+        }
+    }
+}
+
+impl<E: TableEntry> OpenTable<E> {
     #[inline]
-    fn bucket(&self, a: u32) -> usize {
-        // Fibonacci hashing: the top bits of a multiplication.
-        ((a as u64 ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    fn bucket(&self, hash: u64) -> Option<usize> {
+        hash.checked_shr(self.shift)
+            .map(|b| b as usize)
+            .filter(|_| !self.entries.is_empty())
     }
 
-    /// Starts loading `a`'s bucket.
+    /// Starts loading the bucket of `hash`.
     #[inline]
-    fn prefetch(&self, a: u32) {
-        if let Some(e) = self.entries.get(self.bucket(a)) {
+    fn prefetch(&self, hash: u64) {
+        if let Some(e) = self.bucket(hash).and_then(|b| self.entries.get(b)) {
             prefetch(e);
         }
     }
 
-    /// `a`'s slot, and whether it was added just now (as `next`, when there
-    /// is `room`); [`UNTRACKED`] when it is new and there is none.
+    /// The index of the entry `is` picks, probing from `hash`'s bucket,
+    /// or of the empty entry where it would go.
     #[inline]
-    fn slot(&mut self, a: u32, next: u32, room: bool) -> (u32, bool) {
-        if (self.len + 1) * 2 > self.entries.len() {
-            self.resize((self.len + 1) * 2);
-        }
+    fn find(&self, hash: u64, is: impl Fn(&E) -> bool) -> Result<usize, usize> {
+        let Some(mut i) = self.bucket(hash) else {
+            return Err(0);
+        };
         let mask = self.entries.len() - 1;
-        let mut i = self.bucket(a);
         loop {
-            let e = self.entries[i];
-            if e == 0 {
-                if !room {
-                    return (UNTRACKED, false);
-                }
-                self.entries[i] = (next as u64 + 1) << 32 | a as u64;
-                self.len += 1;
-                return (next, true);
+            let e = &self.entries[i];
+            if e.is_empty() {
+                return Err(i);
             }
-            if e as u32 == a {
-                return ((e >> 32) as u32 - 1, false);
+            if is(e) {
+                return Ok(i);
             }
             i = (i + 1) & mask;
         }
     }
 
+    /// Room for one more entry (call before [`OpenTable::find`] when the
+    /// entry may be added).
+    #[inline]
+    fn reserve_one(&mut self) {
+        if (self.len + 1) * 2 > self.entries.len() {
+            self.resize((self.len + 1) * 2);
+        }
+    }
+
+    /// Puts `e` at `i`, an empty entry [`OpenTable::find`] returned.
+    #[inline]
+    fn put(&mut self, i: usize, e: E) {
+        self.entries[i] = e;
+        self.len += 1;
+    }
+
     /// Reallocates for at least `want` buckets (and 1,024), entries kept.
     fn resize(&mut self, want: usize) {
         let n = want.max(1024).next_power_of_two();
-        let old = std::mem::replace(&mut self.entries, vec![0; n]);
+        let old = std::mem::replace(&mut self.entries, vec![E::EMPTY; n]);
         self.shift = 64 - n.trailing_zeros();
         let mask = n - 1;
-        for e in old.into_iter().filter(|&e| e != 0) {
-            let mut i = self.bucket(e as u32);
-            while self.entries[i] != 0 {
+        for e in old.into_iter().filter(|e| !e.is_empty()) {
+            let mut i = (e.hash() >> self.shift) as usize;
+            while !self.entries[i].is_empty() {
                 i = (i + 1) & mask;
             }
             self.entries[i] = e;
         }
     }
 
-    fn len(&self) -> usize {
-        self.len
+    /// The entries (in no particular order).
+    fn iter(&self) -> impl Iterator<Item = &E> {
+        self.entries.iter().filter(|e| !e.is_empty())
     }
 
-    /// Empties the table, keeping its memory.
+    /// Empties the table, keeping its memory; shrinks it if it was
+    /// [`oversized`] for what it held.
     fn clear(&mut self) {
-        self.entries.fill(0);
+        let used = self.len;
+        self.entries.fill(E::EMPTY);
         self.len = 0;
-    }
-
-    /// After [`SourceTable::clear`]: shrinks it if it is [`oversized`] for
-    /// the `used` entries its last window held.
-    fn shrink(&mut self, used: usize) {
         if oversized(self.entries.len(), 2 * used) {
             self.resize(2 * used);
+        }
+    }
+}
+
+/// An IPv4 source address and its slot + 1 (0: empty).
+#[derive(Clone, Copy, Debug)]
+struct Source4(u64);
+
+impl Source4 {
+    #[inline]
+    fn hash_of(a: u32) -> u64 {
+        // Fibonacci hashing: the bucket is the top bits of a product.
+        (a as u64 ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+impl TableEntry for Source4 {
+    const EMPTY: Source4 = Source4(0);
+    fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+    fn hash(&self) -> u64 {
+        Source4::hash_of(self.0 as u32)
+    }
+}
+
+impl OpenTable<Source4> {
+    /// `a`'s slot, and whether it was added just now (as `next`, when there
+    /// is `room`); [`UNTRACKED`] when it is new and there is none.
+    #[inline]
+    fn slot(&mut self, a: u32, next: u32, room: bool) -> (u32, bool) {
+        self.reserve_one();
+        match self.find(Source4::hash_of(a), |e| e.0 as u32 == a) {
+            Ok(i) => ((self.entries[i].0 >> 32) as u32 - 1, false),
+            Err(_) if !room => (UNTRACKED, false),
+            Err(i) => {
+                self.put(i, Source4((next as u64 + 1) << 32 | a as u64));
+                (next, true)
+            }
+        }
+    }
+}
+
+/// A (source slot, key) pair and its value: a source's further ports
+/// (key: port index, value: packets) or destinations (key: address hash).
+#[derive(Clone, Copy, Debug)]
+struct Pair<V> {
+    slot: u32,
+    key: u64,
+    val: V,
+}
+
+impl<V> Pair<V> {
+    #[inline]
+    fn hash_of(slot: u32, key: u64) -> u64 {
+        (key ^ (slot as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    }
+}
+
+impl<V: Copy + ZeroValue> TableEntry for Pair<V> {
+    const EMPTY: Pair<V> = Pair {
+        slot: UNTRACKED,
+        key: 0,
+        val: V::ZERO,
+    };
+    fn is_empty(&self) -> bool {
+        self.slot == UNTRACKED
+    }
+    fn hash(&self) -> u64 {
+        Pair::<V>::hash_of(self.slot, self.key)
+    }
+}
+
+/// A value type's zero, as a constant (for [`TableEntry::EMPTY`]).
+trait ZeroValue {
+    const ZERO: Self;
+}
+
+impl ZeroValue for u64 {
+    const ZERO: u64 = 0;
+}
+
+impl ZeroValue for () {
+    const ZERO: () = ();
+}
+
+impl<V: Copy + ZeroValue> OpenTable<Pair<V>> {
+    /// Starts loading the bucket of (`slot`, `key`).
+    #[inline]
+    fn prefetch_pair(&self, slot: u32, key: u64) {
+        self.prefetch(Pair::<V>::hash_of(slot, key));
+    }
+
+    #[inline]
+    fn find_pair(&self, slot: u32, key: u64) -> Result<usize, usize> {
+        self.find(Pair::<V>::hash_of(slot, key), |e| {
+            e.slot == slot && e.key == key
+        })
+    }
+
+    #[inline]
+    fn get_mut(&mut self, slot: u32, key: u64) -> Option<&mut V> {
+        self.find_pair(slot, key)
+            .ok()
+            .map(|i| &mut self.entries[i].val)
+    }
+
+    #[inline]
+    fn contains(&self, slot: u32, key: u64) -> bool {
+        self.find_pair(slot, key).is_ok()
+    }
+
+    /// Adds (`slot`, `key`) with `val`; it must not be there.
+    #[inline]
+    fn insert(&mut self, slot: u32, key: u64, val: V) {
+        self.reserve_one();
+        if let Err(i) = self.find_pair(slot, key) {
+            self.put(i, Pair { slot, key, val });
         }
     }
 }
@@ -1524,6 +1672,34 @@ mod tests {
             let mut expected = rows.clone();
             expected.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.ip.cmp(&b.ip)));
             prop_assert_eq!(sort_sources(rows), expected);
+        }
+
+        /// The shard's own hash tables find what was put in, across growth
+        /// and emptying (as a `HashMap` does).
+        #[test]
+        fn open_tables_behave_like_maps(ops in proptest::collection::vec((0u32..60, 0u64..60), 0..3000), clear_at in 0usize..3000) {
+            let mut t: OpenTable<Pair<u64>> = OpenTable::default();
+            let mut m = std::collections::HashMap::new();
+            for (i, &(slot, key)) in ops.iter().enumerate() {
+                if i == clear_at {
+                    t.clear();
+                    m.clear();
+                }
+                match t.get_mut(slot, key) {
+                    Some(v) => *v += 1,
+                    None => {
+                        prop_assert!(!m.contains_key(&(slot, key)));
+                        t.insert(slot, key, 1);
+                    }
+                }
+                *m.entry((slot, key)).or_insert(0u64) += 1;
+            }
+            let mut got: Vec<_> = t.iter().map(|p| ((p.slot, p.key), p.val)).collect();
+            got.sort_unstable();
+            let mut want: Vec<_> = m.into_iter().collect();
+            want.sort_unstable();
+            prop_assert_eq!(got.len(), want.len());
+            prop_assert_eq!(got, want);
         }
 
         #[test]
