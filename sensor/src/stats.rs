@@ -20,8 +20,14 @@
 //! Layout (the per-packet path allocates nothing): each tracked source is a
 //! 64-byte slot of counters found through an address → slot table; its
 //! first port and destination sit in the slot, the rest in two shard-wide
-//! pair tables keyed by slot. Window close empties every table in place, so
-//! the next window reuses the memory.
+//! pair tables keyed by slot. The IPv4 and pair tables are our own
+//! (open addressing) so their buckets can be prefetched before the lookups
+//! ([`Shard::add_batch`]). Ports live in a dense vector found through a
+//! direct table over every port key, and a port's destinations become a
+//! bitmap over the darknet's IPv4 space ([`PortDsts`]) once that is smaller
+//! than a set. Window close empties every table in place, so the next window
+//! reuses the memory; it builds a shard's source rows directly in the
+//! summary's order.
 
 use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
 use darkscope_common::hll::{hash_addr, v4_of_hash, Hll};
