@@ -639,6 +639,13 @@ impl Shard {
                     prefetch(acc);
                     self.src_dsts.prefetch_pair(*slot, *dst);
                 }
+                if let Some(p) = self
+                    .port_of
+                    .get(r.port_key() as usize)
+                    .and_then(|&pi| self.ports.get(pi as usize))
+                {
+                    prefetch(p);
+                }
             }
             for ((r, &slot), &dst) in chunk.iter().zip(&slots).zip(&dsts) {
                 self.account(r, slot, dst);
