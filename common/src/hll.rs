@@ -353,19 +353,19 @@ impl Hll {
         }
     }
 
-    /// Appends the wire form ([`Hll::to_wire`]) to `out`, the raw bytes
-    /// built in `scratch` (lent, emptied first): no allocation once both
-    /// have grown.
-    pub fn write_wire(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>) {
+    /// Longest wire form: base64 of a dense sketch.
+    pub const WIRE_MAX: usize = 4 * (1 + M).div_ceil(3);
+
+    /// Writes the wire form ([`Hll::to_wire`]) at the start of `out` and
+    /// returns its length (at most [`Hll::WIRE_MAX`]; 0 if `out` is too
+    /// short), the raw bytes built in `scratch` (lent, emptied first): no
+    /// allocation once it has grown.
+    pub fn write_wire(&self, out: &mut [u8], scratch: &mut Vec<u8>) -> usize {
         scratch.clear();
         self.bytes_into(scratch);
-        let at = out.len();
-        let n = base64::encoded_len(scratch.len(), true).unwrap_or(0);
-        out.resize(at + n, 0);
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(&scratch[..], &mut out[at..])
-            .unwrap_or(0);
-        out.truncate(at + written);
+        base64::engine::general_purpose::STANDARD
+            .encode_slice(&scratch[..], out)
+            .unwrap_or(0)
     }
 
     /// The wire form (base64; empty for an empty sketch).
@@ -518,16 +518,22 @@ mod tests {
         }
     }
 
+    fn h_dense_wire_len() -> usize {
+        let mut h = Hll::new();
+        (0..100_000).for_each(|i| h.insert(Addr::v4(i)));
+        h.to_wire().len()
+    }
+
     #[test]
     fn the_wire_form_written_in_place_is_to_wire() {
-        let (mut out, mut scratch) = (b"x".to_vec(), Vec::new());
+        let (mut out, mut scratch) = (vec![0; Hll::WIRE_MAX], Vec::new());
         for n in [0u32, 1, 2, 3, 50, 5000] {
             let mut h = Hll::new();
             (0..n).for_each(|i| h.insert(Addr::v4(i)));
-            out.truncate(1);
-            h.write_wire(&mut out, &mut scratch);
-            assert_eq!(&out[1..], h.to_wire().as_bytes(), "{n} elements");
+            let len = h.write_wire(&mut out, &mut scratch);
+            assert_eq!(&out[..len], h.to_wire().as_bytes(), "{n} elements");
         }
+        assert_eq!(h_dense_wire_len(), Hll::WIRE_MAX);
     }
 
     #[test]

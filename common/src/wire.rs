@@ -364,8 +364,7 @@ impl SourceRow {
     /// (checked by a property test), several times faster: a busy window
     /// has hundreds of thousands of rows and they are most of its bytes.
     /// `ts` formats its timestamps (it remembers the last minute written).
-    fn write_json(&self, out: &mut Vec<u8>, l: &mut Line, ts: &mut TimestampFormatter) {
-        l.len = 0;
+    fn write_json(&self, l: &mut Chunk, ts: &mut TimestampFormatter) {
         l.put(b"{\"ip\":\"");
         match self.ip {
             IpAddr::V4(a) => {
@@ -422,15 +421,13 @@ impl SourceRow {
             l.put(ts.format(self.last_seen));
         }
         l.put(b"\"}");
-        out.extend_from_slice(&l.buf[..l.len]);
     }
 }
 
 impl PortRow {
     /// Appends the row's JSON, byte for byte what `serde_json` writes (see
     /// [`SourceRow::write_json`]); `scratch` is lent for the sketch's bytes.
-    fn write_json(&self, out: &mut Vec<u8>, l: &mut Line, scratch: &mut Vec<u8>) {
-        l.len = 0;
+    fn write_json(&self, l: &mut Chunk, scratch: &mut Vec<u8>) {
         l.put(b"{\"proto\":\"");
         l.put(self.proto.as_str().as_bytes());
         l.put(b"\",\"port\":");
@@ -444,33 +441,49 @@ impl PortRow {
         l.put(b",\"destinations\":");
         l.num(self.destinations);
         l.put(b",\"sources_hll\":\"");
-        out.extend_from_slice(&l.buf[..l.len]);
-        self.sources_hll.write_wire(out, scratch);
-        out.extend_from_slice(b"\"}");
+        l.len += self.sources_hll.write_wire(&mut l.buf[l.len..], scratch);
+        l.put(b"\"}");
     }
 }
 
-/// One source row's JSON, built in a reused buffer and appended to the
-/// output in one copy (rather than a copy per piece). [`Line::MAX`] holds
-/// the longest row there can be (checked by a test).
-struct Line {
-    buf: [u8; Line::MAX],
+const _: () = assert!(
+    Chunk::ROW_ROOM >= 256 + Hll::WIRE_MAX,
+    "room for a port row"
+);
+
+/// The next chunk of a summary's JSON: rows are written straight into it
+/// (no copy per row) and it goes to the writer whenever it holds
+/// [`Chunk::FLUSH_AT`] bytes, so there is always [`Chunk::ROW_ROOM`] left
+/// for the next row.
+struct Chunk {
+    buf: Box<[u8]>,
     len: usize,
 }
 
-impl Default for Line {
-    fn default() -> Line {
-        Line {
-            buf: [0; Line::MAX],
+impl Chunk {
+    /// Bytes written at a time.
+    const FLUSH_AT: usize = 1 << 18;
+    /// Room for the longest row: a source row with a 45-character IPv6
+    /// address, every number at 20 digits, five top ports, every class and
+    /// fingerprint (~720 bytes, checked by a test), or a port row with a
+    /// dense sketch (~5,600 bytes).
+    const ROW_ROOM: usize = 8192;
+
+    fn new() -> Chunk {
+        Chunk {
+            buf: vec![0; Chunk::FLUSH_AT + Chunk::ROW_ROOM].into_boxed_slice(),
             len: 0,
         }
     }
-}
 
-impl Line {
-    /// Room for the longest row: a 45-character IPv6 address, every number
-    /// at 20 digits, five top ports, every class and fingerprint (~780 bytes).
-    const MAX: usize = 1024;
+    /// Writes the chunk out if it is full enough (and always when `all`).
+    fn flush<W: std::io::Write>(&mut self, w: &mut W, all: bool) -> std::io::Result<()> {
+        if all || self.len >= Chunk::FLUSH_AT {
+            w.write_all(&self.buf[..self.len])?;
+            self.len = 0;
+        }
+        Ok(())
+    }
 
     #[inline]
     fn put(&mut self, s: &[u8]) {
@@ -510,7 +523,7 @@ impl Line {
     }
 }
 
-impl std::fmt::Write for Line {
+impl std::fmt::Write for Chunk {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.put(s.as_bytes());
         Ok(())
@@ -522,7 +535,6 @@ impl Summary {
     /// writes, with the source rows by [`SourceRow::write_json`], through a
     /// bounded buffer (a window's JSON can be tens of megabytes).
     pub fn write_json<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        const FLUSH_AT: usize = 1 << 18;
         let rows = std::mem::take(&mut self.sources);
         let ports = std::mem::take(&mut self.ports);
         let head = serde_json::to_vec(&*self);
@@ -537,32 +549,27 @@ impl Summary {
         }
         buf.truncate(buf.len() - TAIL.len());
         buf.extend_from_slice(b"\"ports\":[");
-        let mut line = Box::<Line>::default();
+        w.write_all(&buf)?;
+        let mut c = Chunk::new();
         let mut scratch = Vec::new();
         for (i, port) in self.ports.iter().enumerate() {
             if i > 0 {
-                buf.push(b',');
+                c.byte(b',');
             }
-            port.write_json(&mut buf, &mut line, &mut scratch);
-            if buf.len() >= FLUSH_AT {
-                w.write_all(&buf)?;
-                buf.clear();
-            }
+            port.write_json(&mut c, &mut scratch);
+            c.flush(w, false)?;
         }
-        buf.extend_from_slice(b"],\"sources\":[");
+        c.put(b"],\"sources\":[");
         let mut ts = TimestampFormatter::default();
         for (i, row) in self.sources.iter().enumerate() {
             if i > 0 {
-                buf.push(b',');
+                c.byte(b',');
             }
-            row.write_json(&mut buf, &mut line, &mut ts);
-            if buf.len() >= FLUSH_AT {
-                w.write_all(&buf)?;
-                buf.clear();
-            }
+            row.write_json(&mut c, &mut ts);
+            c.flush(w, false)?;
         }
-        buf.extend_from_slice(b"]}");
-        w.write_all(&buf)
+        c.put(b"]}");
+        c.flush(w, true)
     }
 }
 
@@ -719,7 +726,7 @@ mod tests {
         s.write_json(&mut fast).unwrap();
         assert_eq!(fast, serde_json::to_vec(&s).unwrap());
         let row = serde_json::to_vec(&s.sources[0]).unwrap();
-        assert!(row.len() < Line::MAX, "{} bytes", row.len());
+        assert!(row.len() < Chunk::ROW_ROOM / 8, "{} bytes", row.len());
     }
 
     #[test]
