@@ -107,14 +107,38 @@ pub enum Decoded {
     Malformed(Malformed),
 }
 
+/// What a frame turned out to be, its record (if IP) written elsewhere
+/// (see [`decode_into`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An IP packet.
+    Packet,
+    /// A well-formed frame without IP.
+    NonIp,
+    /// A frame that could not be decoded.
+    Malformed(Malformed),
+}
+
 /// Decodes one frame of link type `link`.
 pub fn decode(link: LinkType, frame: &[u8]) -> Decoded {
+    let mut r = PacketRecord::default();
+    match decode_into(link, frame, &mut r) {
+        Kind::Packet => Decoded::Packet(r),
+        Kind::NonIp => Decoded::NonIp,
+        Kind::Malformed(m) => Decoded::Malformed(m),
+    }
+}
+
+/// [`decode`] writing the record into `r` (all of it, timestamp and class
+/// left at their defaults, when the answer is [`Kind::Packet`]): the
+/// capture loop's hot path, which moves no record by value.
+pub fn decode_into(link: LinkType, frame: &[u8], r: &mut PacketRecord) -> Kind {
     if link == LinkType::Ethernet {
-        if let Some(d) = fast_ethernet(frame) {
-            return d;
+        if let Some(k) = fast_ethernet(frame, r) {
+            return k;
         }
     }
-    slow(link, frame)
+    slow(link, frame, r)
 }
 
 /// The common case without building a whole `LaxSlicedPacket` (a large
@@ -122,7 +146,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Decoded {
 /// quarter of the capture thread's time): Ethernet II, at most two VLAN tags, then
 /// an IP header whose extension headers are sound. Anything else (`None`)
 /// takes the general path; both give the same answer (tested frame by frame).
-fn fast_ethernet(frame: &[u8]) -> Option<Decoded> {
+fn fast_ethernet(frame: &[u8], r: &mut PacketRecord) -> Option<Kind> {
     let be16 = |at: usize| {
         frame
             .get(at..at + 2)
@@ -148,22 +172,22 @@ fn fast_ethernet(frame: &[u8]) -> Option<Decoded> {
     if stop.is_some() {
         return None;
     }
-    let net = match &ip {
-        LaxIpSlice::Ipv4(ip) => ipv4(ip),
-        LaxIpSlice::Ipv6(ip) => ipv6(ip),
+    let payload = match &ip {
+        LaxIpSlice::Ipv4(ip) => ipv4(ip, r),
+        LaxIpSlice::Ipv6(ip) => ipv6(ip, r),
     };
-    Some(match net {
-        Ok((r, payload)) => transport_from_payload(r, payload),
-        Err(d) => d,
+    Some(match payload {
+        Some(payload) => transport_from_payload(r, payload),
+        None => Kind::Packet,
     })
 }
 
 /// The general path: etherparse's lax slicing of the whole frame.
-fn slow(link: LinkType, frame: &[u8]) -> Decoded {
+fn slow(link: LinkType, frame: &[u8], r: &mut PacketRecord) -> Kind {
     let sliced = match link {
         LinkType::Ethernet => match LaxSlicedPacket::from_ethernet(frame) {
             Ok(p) => p,
-            Err(_) => return Decoded::Malformed(Malformed::TruncatedLink),
+            Err(_) => return Kind::Malformed(Malformed::TruncatedLink),
         },
         LinkType::LinuxSll | LinkType::LinuxSll2 => {
             // Protocol (an EtherType) sits at bytes 14..16 of SLL and 0..2 of SLL2.
@@ -174,7 +198,7 @@ fn slow(link: LinkType, frame: &[u8]) -> Decoded {
             };
             let (Some(p), Some(rest)) = (frame.get(proto_at..proto_at + 2), frame.get(header..))
             else {
-                return Decoded::Malformed(Malformed::TruncatedLink);
+                return Kind::Malformed(Malformed::TruncatedLink);
             };
             let et = EtherType(u16::from_be_bytes([p[0], p[1]]));
             LaxSlicedPacket::from_ether_type(et, rest)
@@ -182,11 +206,11 @@ fn slow(link: LinkType, frame: &[u8]) -> Decoded {
         LinkType::RawIp => from_ip(frame),
         LinkType::Null => match frame.get(4..) {
             Some(rest) => from_ip(rest),
-            None => return Decoded::Malformed(Malformed::TruncatedLink),
+            None => return Kind::Malformed(Malformed::TruncatedLink),
         },
-        LinkType::Unsupported(_) => return Decoded::Malformed(Malformed::UnsupportedLink),
+        LinkType::Unsupported(_) => return Kind::Malformed(Malformed::UnsupportedLink),
     };
-    from_sliced(&sliced)
+    from_sliced(&sliced, r)
 }
 
 fn from_ip(bytes: &[u8]) -> LaxSlicedPacket<'_> {
@@ -236,27 +260,26 @@ fn is_ext_layer(l: Layer) -> bool {
     )
 }
 
-fn from_sliced(p: &LaxSlicedPacket<'_>) -> Decoded {
+fn from_sliced(p: &LaxSlicedPacket<'_>, r: &mut PacketRecord) -> Kind {
     let stop = p.stop_err.as_ref().map(|(_, layer)| *layer);
-    let net = match &p.net {
-        Some(LaxNetSlice::Ipv4(ip)) => ipv4(ip),
-        Some(LaxNetSlice::Ipv6(ip)) => ipv6(ip),
-        Some(LaxNetSlice::Arp(_)) => return Decoded::NonIp,
+    let payload = match &p.net {
+        Some(LaxNetSlice::Ipv4(ip)) => ipv4(ip, r),
+        Some(LaxNetSlice::Ipv6(ip)) => ipv6(ip, r),
+        Some(LaxNetSlice::Arp(_)) => return Kind::NonIp,
         None => {
             return match stop {
-                Some(l) if is_link_layer(l) => Decoded::Malformed(Malformed::TruncatedLink),
-                Some(_) => Decoded::Malformed(Malformed::BadIp),
-                None => Decoded::NonIp,
+                Some(l) if is_link_layer(l) => Kind::Malformed(Malformed::TruncatedLink),
+                Some(_) => Kind::Malformed(Malformed::BadIp),
+                None => Kind::NonIp,
             }
         }
     };
-    let (r, payload) = match net {
-        Ok(x) => x,
-        Err(d) => return d,
+    let Some(payload) = payload else {
+        return Kind::Packet;
     };
     if let Some(l) = stop {
         if is_ext_layer(l) {
-            return Decoded::Malformed(Malformed::BadIpExtension);
+            return Kind::Malformed(Malformed::BadIpExtension);
         }
     }
     match &p.transport {
@@ -266,13 +289,12 @@ fn from_sliced(p: &LaxSlicedPacket<'_>) -> Decoded {
     }
 }
 
-/// The record's IPv4 fields and the payload to decode further, or the
-/// answer already (a non-first fragment).
-fn ipv4<'a>(
-    ip: &'a LaxIpv4Slice<'_>,
-) -> Result<(PacketRecord, &'a LaxIpPayloadSlice<'a>), Decoded> {
+/// Writes the record's IPv4 fields (all others reset) and returns the
+/// payload to decode further, or nothing for a non-first fragment (the
+/// record is then complete).
+fn ipv4<'a>(ip: &'a LaxIpv4Slice<'_>, r: &mut PacketRecord) -> Option<&'a LaxIpPayloadSlice<'a>> {
     let h = ip.header();
-    let r = PacketRecord {
+    *r = PacketRecord {
         src: Addr::v4(u32::from_be_bytes(h.source())),
         dst: Addr::v4(u32::from_be_bytes(h.destination())),
         ip_len: h.total_len() as u32,
@@ -281,17 +303,16 @@ fn ipv4<'a>(
         ..Default::default()
     };
     if ip.is_payload_fragmented() && h.fragments_offset().value() != 0 {
-        return Err(Decoded::Packet(other_proto(r, h.protocol())));
+        other_proto(r, h.protocol());
+        return None;
     }
-    Ok((r, ip.payload()))
+    Some(ip.payload())
 }
 
 /// [`ipv4`] for IPv6.
-fn ipv6<'a>(
-    ip: &'a LaxIpv6Slice<'_>,
-) -> Result<(PacketRecord, &'a LaxIpPayloadSlice<'a>), Decoded> {
+fn ipv6<'a>(ip: &'a LaxIpv6Slice<'_>, r: &mut PacketRecord) -> Option<&'a LaxIpPayloadSlice<'a>> {
     let h = ip.header();
-    let r = PacketRecord {
+    *r = PacketRecord {
         src: Addr::v6(h.source()),
         dst: Addr::v6(h.destination()),
         ip_len: h.payload_length() as u32 + 40,
@@ -299,18 +320,18 @@ fn ipv6<'a>(
         ..Default::default()
     };
     if ip.is_payload_fragmented() {
-        return Err(Decoded::Packet(other_proto(r, ip.payload().ip_number)));
+        other_proto(r, ip.payload().ip_number);
+        return None;
     }
-    Ok((r, ip.payload()))
+    Some(ip.payload())
 }
 
-fn other_proto(mut r: PacketRecord, n: IpNumber) -> PacketRecord {
+fn other_proto(r: &mut PacketRecord, n: IpNumber) {
     r.proto = Proto::Ip;
     r.dport = n.0 as u16;
-    r
 }
 
-fn transport_from_payload(r: PacketRecord, payload: &LaxIpPayloadSlice<'_>) -> Decoded {
+fn transport_from_payload(r: &mut PacketRecord, payload: &LaxIpPayloadSlice<'_>) -> Kind {
     let bytes = payload.payload;
     let t = match payload.ip_number {
         IpNumber::TCP => TcpSlice::from_slice(bytes).ok().map(TransportSlice::Tcp),
@@ -323,15 +344,18 @@ fn transport_from_payload(r: PacketRecord, payload: &LaxIpPayloadSlice<'_>) -> D
         IpNumber::IPV6_ICMP => Icmpv6Slice::from_slice(bytes)
             .ok()
             .map(TransportSlice::Icmpv6),
-        n => return Decoded::Packet(other_proto(r, n)),
+        n => {
+            other_proto(r, n);
+            return Kind::Packet;
+        }
     };
     match t {
         Some(t) => transport(r, &t),
-        None => Decoded::Malformed(Malformed::TruncatedTransport),
+        None => Kind::Malformed(Malformed::TruncatedTransport),
     }
 }
 
-fn transport(mut r: PacketRecord, t: &TransportSlice<'_>) -> Decoded {
+fn transport(r: &mut PacketRecord, t: &TransportSlice<'_>) -> Kind {
     match t {
         TransportSlice::Tcp(tcp) => {
             r.proto = Proto::Tcp;
@@ -350,7 +374,7 @@ fn transport(mut r: PacketRecord, t: &TransportSlice<'_>) -> Decoded {
             r.dport = icmp.type_u8() as u16;
             r.icmp_code = icmp.code_u8();
             if matches!(icmp.type_u8(), 3 | 4 | 5 | 11 | 12) {
-                quoted(&mut r, icmp.payload());
+                quoted(r, icmp.payload());
             }
         }
         TransportSlice::Icmpv6(icmp) => {
@@ -358,12 +382,12 @@ fn transport(mut r: PacketRecord, t: &TransportSlice<'_>) -> Decoded {
             r.dport = icmp.type_u8() as u16;
             r.icmp_code = icmp.code_u8();
             if (1..=4).contains(&icmp.type_u8()) {
-                quoted(&mut r, icmp.payload());
+                quoted(r, icmp.payload());
             }
         }
-        TransportSlice::Igmp(_) => return Decoded::Packet(other_proto(r, IpNumber::IGMP)),
+        TransportSlice::Igmp(_) => other_proto(r, IpNumber::IGMP),
     }
-    Decoded::Packet(r)
+    Kind::Packet
 }
 
 /// Reads the protocol and destination port of the packet quoted in an ICMP
@@ -610,6 +634,45 @@ mod tests {
         frames
     }
 
+    fn answer(k: Kind, r: PacketRecord) -> Decoded {
+        match k {
+            Kind::Packet => Decoded::Packet(r),
+            Kind::NonIp => Decoded::NonIp,
+            Kind::Malformed(m) => Decoded::Malformed(m),
+        }
+    }
+
+    /// The fast path's answer, decoded into a record left over from another
+    /// frame (every field set): a packet's record must be all new.
+    fn fast(f: &[u8]) -> Option<Decoded> {
+        let mut r = PacketRecord {
+            ts: 1,
+            src: Addr::v4(2),
+            dst: Addr::v4(3),
+            src_hash: 4,
+            ip_len: 5,
+            seq: 6,
+            sport: 7,
+            dport: 8,
+            ip_id: 9,
+            quoted_dport: 10,
+            proto: Proto::Icmpv6,
+            tcp_flags: 11,
+            ttl: 12,
+            icmp_code: 13,
+            quoted_proto: 14,
+            class: darkscope_common::PacketClass::Other,
+            fp: 15,
+        };
+        fast_ethernet(f, &mut r).map(|k| answer(k, r))
+    }
+
+    fn general(f: &[u8]) -> Decoded {
+        let mut r = PacketRecord::default();
+        let k = slow(LinkType::Ethernet, f, &mut r);
+        answer(k, r)
+    }
+
     /// The fast path answers like the general one for every frame it takes,
     /// whole or cut at any length or with any byte changed, and it takes
     /// the common frames.
@@ -625,9 +688,9 @@ mod tests {
             x
         };
         for f in &frames {
-            if let Some(fast) = fast_ethernet(f) {
+            if let Some(fast) = fast(f) {
                 taken += 1;
-                assert_eq!(fast, slow(LinkType::Ethernet, f), "{f:02x?}");
+                assert_eq!(fast, general(f), "{f:02x?}");
             }
             let mut cut = f.clone();
             cut.truncate(rng() as usize % (f.len() + 1));
@@ -637,8 +700,8 @@ mod tests {
                 flipped[at] ^= 1 << (rng() % 8);
             }
             for g in [cut, flipped] {
-                if let Some(fast) = fast_ethernet(&g) {
-                    assert_eq!(fast, slow(LinkType::Ethernet, &g), "{g:02x?}");
+                if let Some(fast) = fast(&g) {
+                    assert_eq!(fast, general(&g), "{g:02x?}");
                 }
             }
         }

@@ -24,7 +24,7 @@
 
 use crate::capture::{Capture, CaptureError, Next, PcapStats};
 use crate::classify::classify;
-use crate::decode::{decode, Decoded, Malformed};
+use crate::decode::{decode_into, Kind, Malformed};
 use crate::export::{Sink, SinkError};
 use crate::metrics::{new_histogram, Latency, Metrics};
 use crate::record::PacketRecord;
@@ -259,6 +259,8 @@ impl CaptureLoop<'_> {
         // Live windows close on the wall clock: looked at every 256 frames and
         // on every read timeout (a quiet link).
         let mut check_clock = live;
+        // Decoded in place, frame after frame.
+        let mut r = PacketRecord::default();
         loop {
             if stop.load(Relaxed) {
                 break;
@@ -300,8 +302,8 @@ impl CaptureLoop<'_> {
                     let timed = frames % 1024 == 0;
                     let t0 = timed.then(Instant::now);
                     self.counters.received += 1;
-                    match decode(link, data) {
-                        Decoded::Packet(mut r) => {
+                    match decode_into(link, data, &mut r) {
+                        Kind::Packet => {
                             if !self.cfg.darknet.contains(r.dst) {
                                 self.counters.not_darknet += 1;
                             } else if self.cfg.exclude.contains(r.src) {
@@ -313,8 +315,8 @@ impl CaptureLoop<'_> {
                                 self.push(r)?;
                             }
                         }
-                        Decoded::NonIp => self.counters.non_ip += 1,
-                        Decoded::Malformed(m) => self.counters.malformed[m.index()] += 1,
+                        Kind::NonIp => self.counters.non_ip += 1,
+                        Kind::Malformed(m) => self.counters.malformed[m.index()] += 1,
                     }
                     if let Some(t0) = t0 {
                         let _ = self.decode_hist.record(t0.elapsed().as_nanos() as u64);
