@@ -338,11 +338,12 @@ impl Hll {
         match &self.repr {
             Repr::Sparse(v) if v.is_empty() => {}
             Repr::Sparse(v) => {
-                b.reserve(1 + 3 * v.len());
-                b.push(TAG_SPARSE);
-                for e in v {
-                    b.extend_from_slice(&((e >> 8) as u16).to_be_bytes());
-                    b.push((e & 0xff) as u8);
+                let at = b.len();
+                b.resize(at + 1 + 3 * v.len(), 0);
+                b[at] = TAG_SPARSE;
+                // Register (big-endian u16), value: the entry's low 3 bytes.
+                for (o, &e) in b[at + 1..].chunks_exact_mut(3).zip(v) {
+                    o.copy_from_slice(&e.to_be_bytes()[1..]);
                 }
             }
             Repr::Dense(r) => {
