@@ -380,14 +380,10 @@ impl SourceRow {
                 let _ = write!(l, "{a}");
             }
         }
-        l.put(b"\",\"packets\":");
-        l.num(self.packets);
-        l.put(b",\"bytes\":");
-        l.num(self.bytes);
-        l.put(b",\"ports\":");
-        l.num(self.ports);
-        l.put(b",\"destinations\":");
-        l.num(self.destinations);
+        l.field(b"\",\"packets\":", self.packets);
+        l.field(b",\"bytes\":", self.bytes);
+        l.field(b",\"ports\":", self.ports);
+        l.field(b",\"destinations\":", self.destinations);
         l.put(b",\"top_ports\":[");
         for (i, p) in self.top_ports.iter().enumerate() {
             if i > 0 {
@@ -395,10 +391,8 @@ impl SourceRow {
             }
             l.put(b"{\"proto\":\"");
             l.put(p.proto.as_str().as_bytes());
-            l.put(b"\",\"port\":");
-            l.num(p.port as u64);
-            l.put(b",\"packets\":");
-            l.num(p.packets);
+            l.field(b"\",\"port\":", p.port as u64);
+            l.field(b",\"packets\":", p.packets);
             l.byte(b'}');
         }
         l.put(b"],\"classes\":");
@@ -430,16 +424,11 @@ impl PortRow {
     fn write_json(&self, l: &mut Chunk, scratch: &mut Vec<u8>) {
         l.put(b"{\"proto\":\"");
         l.put(self.proto.as_str().as_bytes());
-        l.put(b"\",\"port\":");
-        l.num(self.port as u64);
-        l.put(b",\"packets\":");
-        l.num(self.packets);
-        l.put(b",\"bytes\":");
-        l.num(self.bytes);
-        l.put(b",\"sources\":");
-        l.num(self.sources);
-        l.put(b",\"destinations\":");
-        l.num(self.destinations);
+        l.field(b"\",\"port\":", self.port as u64);
+        l.field(b",\"packets\":", self.packets);
+        l.field(b",\"bytes\":", self.bytes);
+        l.field(b",\"sources\":", self.sources);
+        l.field(b",\"destinations\":", self.destinations);
         l.put(b",\"sources_hll\":\"");
         l.len += self.sources_hll.write_wire(&mut l.buf[l.len..], scratch);
         l.put(b"\"}");
@@ -476,6 +465,24 @@ impl Chunk {
         }
     }
 
+    /// Appends `items` as the elements of a JSON array, each written by
+    /// `write`, going out to `w` as the chunk fills.
+    fn elements<T, W: std::io::Write>(
+        &mut self,
+        w: &mut W,
+        items: &[T],
+        mut write: impl FnMut(&T, &mut Chunk),
+    ) -> std::io::Result<()> {
+        for (i, x) in items.iter().enumerate() {
+            if i > 0 {
+                self.byte(b',');
+            }
+            write(x, self);
+            self.flush(w, false)?;
+        }
+        Ok(())
+    }
+
     /// Writes the chunk out if it is full enough (and always when `all`).
     fn flush<W: std::io::Write>(&mut self, w: &mut W, all: bool) -> std::io::Result<()> {
         if all || self.len >= Chunk::FLUSH_AT {
@@ -495,6 +502,13 @@ impl Chunk {
     fn byte(&mut self, b: u8) {
         self.buf[self.len] = b;
         self.len += 1;
+    }
+
+    /// `key` (the JSON between the last value and this one), then `v`.
+    #[inline]
+    fn field(&mut self, key: &[u8], v: u64) {
+        self.put(key);
+        self.num(v);
     }
 
     /// Decimal digits of `v`, written in place.
@@ -552,22 +566,10 @@ impl Summary {
         w.write_all(&buf)?;
         let mut c = Chunk::new();
         let mut scratch = Vec::new();
-        for (i, port) in self.ports.iter().enumerate() {
-            if i > 0 {
-                c.byte(b',');
-            }
-            port.write_json(&mut c, &mut scratch);
-            c.flush(w, false)?;
-        }
+        c.elements(w, &self.ports, |p, c| p.write_json(c, &mut scratch))?;
         c.put(b"],\"sources\":[");
         let mut ts = TimestampFormatter::default();
-        for (i, row) in self.sources.iter().enumerate() {
-            if i > 0 {
-                c.byte(b',');
-            }
-            row.write_json(&mut c, &mut ts);
-            c.flush(w, false)?;
-        }
+        c.elements(w, &self.sources, |r, c| r.write_json(c, &mut ts))?;
         c.put(b"]}");
         c.flush(w, true)
     }
