@@ -241,6 +241,33 @@ impl Hll {
         h
     }
 
+    /// [`Hll::from_entries`] for entries in any order (reordered in place):
+    /// a few are sorted, many go straight into registers. The same sketch
+    /// as inserting each element.
+    pub fn from_unsorted_entries(entries: &mut [u32]) -> Hll {
+        if entries.len() <= 4 * SPARSE_MAX {
+            entries.sort_unstable();
+            return Hll::from_entries(entries.iter().copied());
+        }
+        let mut r = Box::new([0u8; M]);
+        for &e in entries.iter() {
+            let (i, v) = ((e >> 8) as usize % M, (e & 0xff) as u8);
+            r[i] = r[i].max(v);
+        }
+        if r.iter().filter(|&&v| v != 0).count() > SPARSE_MAX {
+            return Hll {
+                repr: Repr::Dense(r),
+            };
+        }
+        let v = (0..M as u32)
+            .filter(|&i| r[i as usize] != 0)
+            .map(|i| i << 8 | r[i as usize] as u32)
+            .collect();
+        Hll {
+            repr: Repr::Sparse(v),
+        }
+    }
+
     /// Merges `other` into `self` (register-wise max): the sketch of the union.
     pub fn merge(&mut self, other: &Hll) {
         match &other.repr {
@@ -523,6 +550,29 @@ mod tests {
         let mut h = Hll::new();
         (0..100_000).for_each(|i| h.insert(Addr::v4(i)));
         h.to_wire().len()
+    }
+
+    #[test]
+    fn a_sketch_from_unsorted_entries_is_the_sketch_of_its_elements() {
+        // Few, many, and many repeating a few addresses (a sparse sketch
+        // from more entries than a sparse one holds).
+        for (n, distinct) in [
+            (0u32, 1u32),
+            (7, 7),
+            (3000, 3000),
+            (5000, 5000),
+            (20_000, 9),
+        ] {
+            let hashes: Vec<u64> = (0..n).map(|i| hash_addr(Addr::v4(i % distinct))).collect();
+            let mut entries: Vec<u32> = hashes.iter().rev().map(|&h| Hll::entry(h)).collect();
+            let mut one_by_one = Hll::new();
+            hashes.iter().for_each(|&h| one_by_one.insert_hash(h));
+            assert_eq!(
+                Hll::from_unsorted_entries(&mut entries),
+                one_by_one,
+                "{n} of {distinct}"
+            );
+        }
     }
 
     #[test]

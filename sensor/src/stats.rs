@@ -561,6 +561,10 @@ pub struct Shard {
     /// (source, port) pair, to build the ports' source sketches (window close
     /// only; kept for its memory).
     port_entries: Vec<u64>,
+    /// `port_entries` grouped by port, and where each port's group ends
+    /// (window close only; kept for their memory).
+    port_grouped: Vec<u32>,
+    port_ends: Vec<u32>,
     /// (slot, port index, packets) of `src_ports`, sorted (window close only).
     extra_ports: Vec<(u32, u32, u64)>,
     /// Where each slot's entries start in `extra_ports` (window close only).
@@ -595,6 +599,8 @@ impl Shard {
             src_dsts: OpenTable::default(),
             dst_sketches: Vec::new(),
             port_entries: Vec::new(),
+            port_grouped: Vec::new(),
+            port_ends: Vec::new(),
             extra_ports: Vec::new(),
             extra_at: Vec::new(),
             untracked_hll: Hll::new(),
@@ -874,20 +880,43 @@ impl Shard {
         extra.clear();
         self.extra_ports = extra;
         self.extra_at = at;
-        // One sort groups the pairs by port and puts each port's entries in
-        // the order its sketch keeps them: no table of per-port lists.
-        self.port_entries.sort_unstable();
-        for group in self.port_entries.chunk_by(|a, b| a >> 32 == b >> 32) {
-            if let Some((_, p)) = ports.get_mut((group[0] >> 32) as usize) {
-                let sk = Hll::from_entries(group.iter().map(|&e| e as u32));
-                if p.sources_hll.is_empty() {
-                    p.sources_hll = sk;
-                } else {
-                    p.sources_hll.merge(&sk);
-                }
+        // The pairs grouped by port with a counting sort (ports are numbered
+        // densely): port i's entries end up in grouped[end[i - 1]..end[i]].
+        let mut end = std::mem::take(&mut self.port_ends);
+        end.clear();
+        end.resize(ports.len(), 0);
+        for &e in &self.port_entries {
+            end[(e >> 32) as usize] += 1;
+        }
+        let mut at = 0;
+        for n in end.iter_mut() {
+            (*n, at) = (at, at + *n);
+        }
+        let mut grouped = std::mem::take(&mut self.port_grouped);
+        grouped.clear();
+        grouped.resize(self.port_entries.len(), 0);
+        for &e in &self.port_entries {
+            let next = &mut end[(e >> 32) as usize];
+            grouped[*next as usize] = e as u32;
+            *next += 1;
+        }
+        let mut start = 0;
+        for ((_, p), &end) in ports.iter_mut().zip(&end) {
+            let group = &mut grouped[start as usize..end as usize];
+            start = end;
+            if group.is_empty() {
+                continue;
+            }
+            let sk = Hll::from_unsorted_entries(group);
+            if p.sources_hll.is_empty() {
+                p.sources_hll = sk;
+            } else {
+                p.sources_hll.merge(&sk);
             }
         }
         self.port_entries.clear();
+        self.port_ends = end;
+        self.port_grouped = grouped;
         let partial = Partial {
             classes: self.classes,
             packets: self.packets,
@@ -937,6 +966,8 @@ impl Shard {
         self.src_dsts = old.src_dsts;
         self.dst_sketches = old.dst_sketches;
         self.port_entries = old.port_entries;
+        self.port_grouped = old.port_grouped;
+        self.port_ends = old.port_ends;
         self.extra_ports = old.extra_ports;
         self.extra_at = old.extra_at;
         partial
