@@ -546,7 +546,7 @@ impl std::fmt::Write for Chunk {
 
 impl Summary {
     /// Writes the JSON document, byte for byte what `serde_json::to_writer`
-    /// writes, with the source rows by [`SourceRow::write_json`], through a
+    /// writes, with the source rows by `SourceRow::write_json`, through a
     /// bounded buffer (a window's JSON can be tens of megabytes).
     pub fn write_json<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         let rows = std::mem::take(&mut self.sources);

@@ -35,7 +35,7 @@ struct Cli {
     /// Write the subscriptions into this SQLite database instead.
     #[arg(long)]
     register: Option<PathBuf>,
-    /// With `--register`: write each subscriber's token to DIR/<id>.token.
+    /// With `--register`: write each subscriber's token to `DIR/<id>.token`.
     #[arg(long)]
     tokens_out: Option<PathBuf>,
 }
