@@ -561,14 +561,13 @@ pub struct Shard {
     /// (source, port) pair, to build the ports' source sketches (window close
     /// only; kept for its memory).
     port_entries: Vec<u64>,
-    /// `port_entries` grouped by port, and where each port's group ends
-    /// (window close only; kept for their memory).
+    /// `port_entries` grouped by port ([`group_by_index`]; window close
+    /// only, kept for their memory).
     port_grouped: Vec<u32>,
     port_ends: Vec<u32>,
-    /// (slot, port index, packets) of `src_ports`, sorted (window close only).
-    extra_ports: Vec<(u32, u32, u64)>,
-    /// Where each slot's entries start in `extra_ports` (window close only).
-    extra_at: Vec<u32>,
+    /// (port index, packets) of `src_ports` grouped by slot (likewise).
+    extra_ports: Vec<(u32, u64)>,
+    extra_ends: Vec<u32>,
     untracked_hll: Hll,
     untracked_packets: u64,
     heavy: SpaceSaving,
@@ -602,7 +601,7 @@ impl Shard {
             port_grouped: Vec::new(),
             port_ends: Vec::new(),
             extra_ports: Vec::new(),
-            extra_at: Vec::new(),
+            extra_ends: Vec::new(),
             untracked_hll: Hll::new(),
             untracked_packets: 0,
             heavy: SpaceSaving {
@@ -812,20 +811,18 @@ impl Shard {
         let mut fingerprints = [0u64; Fingerprint::COUNT];
         rows.clear();
         rows.reserve(self.accs.len());
-        // Multi-port sources' further ports, grouped by slot: slot i's are
-        // extra[at[i]..at[i + 1]].
-        let mut extra = std::mem::take(&mut self.extra_ports);
-        extra.extend(self.src_ports.iter().map(|p| (p.slot, p.key as u32, p.val)));
-        extra.sort_unstable();
-        let mut at = std::mem::take(&mut self.extra_at);
-        at.clear();
-        at.resize(self.accs.len() + 1, 0);
-        for &(slot, _, _) in &extra {
-            at[slot as usize + 1] += 1;
-        }
-        for i in 1..at.len() {
-            at[i] += at[i - 1];
-        }
+        // Multi-port sources' further ports, grouped by slot.
+        let (mut extra, mut extra_ends) = (
+            std::mem::take(&mut self.extra_ports),
+            std::mem::take(&mut self.extra_ends),
+        );
+        group_by_index(
+            self.src_ports.iter(),
+            self.accs.len(),
+            |p| (p.slot as usize, (p.key as u32, p.val)),
+            &mut extra,
+            &mut extra_ends,
+        );
         // Rows are built in the summary's order, so they never move again;
         // the slots are read out of order, each asked for a few rows ahead.
         let order = summary_order(
@@ -839,7 +836,7 @@ impl Shard {
             if let Some(&ahead) = order.get(j + AHEAD) {
                 prefetch(&self.accs[ahead as usize]);
                 prefetch(&self.addrs[ahead as usize]);
-                prefetch(&at[ahead as usize]);
+                prefetch(&extra_ends[ahead as usize]);
             }
             let slot = slot as usize;
             let (s, addr) = (&self.accs[slot], self.addrs[slot]);
@@ -850,7 +847,7 @@ impl Shard {
             top.add(self.port_keys[s.port0 as usize], s.port0_packets);
             self.port_entries.push((s.port0 as u64) << 32 | entry);
             let mut n_ports = 1;
-            for &(_, pi, c) in &extra[at[slot] as usize..at[slot + 1] as usize] {
+            for &(pi, c) in &extra[group_range(&extra_ends, slot)] {
                 n_ports += 1;
                 top.add(self.port_keys[pi as usize], c);
                 self.port_entries.push((pi as u64) << 32 | entry);
@@ -877,33 +874,22 @@ impl Shard {
                 last_seen: Timestamp(s.last),
             });
         }
-        extra.clear();
         self.extra_ports = extra;
-        self.extra_at = at;
-        // The pairs grouped by port with a counting sort (ports are numbered
-        // densely): port i's entries end up in grouped[end[i - 1]..end[i]].
-        let mut end = std::mem::take(&mut self.port_ends);
-        end.clear();
-        end.resize(ports.len(), 0);
-        for &e in &self.port_entries {
-            end[(e >> 32) as usize] += 1;
-        }
-        let mut at = 0;
-        for n in end.iter_mut() {
-            (*n, at) = (at, at + *n);
-        }
-        let mut grouped = std::mem::take(&mut self.port_grouped);
-        grouped.clear();
-        grouped.resize(self.port_entries.len(), 0);
-        for &e in &self.port_entries {
-            let next = &mut end[(e >> 32) as usize];
-            grouped[*next as usize] = e as u32;
-            *next += 1;
-        }
-        let mut start = 0;
-        for ((_, p), &end) in ports.iter_mut().zip(&end) {
-            let group = &mut grouped[start as usize..end as usize];
-            start = end;
+        self.extra_ends = extra_ends;
+        // The (source, port) pairs grouped by port (ports are numbered densely).
+        let (mut grouped, mut end) = (
+            std::mem::take(&mut self.port_grouped),
+            std::mem::take(&mut self.port_ends),
+        );
+        group_by_index(
+            self.port_entries.iter(),
+            ports.len(),
+            |&e| ((e >> 32) as usize, e as u32),
+            &mut grouped,
+            &mut end,
+        );
+        for (i, (_, p)) in ports.iter_mut().enumerate() {
+            let group = &mut grouped[group_range(&end, i)];
             if group.is_empty() {
                 continue;
             }
@@ -969,7 +955,7 @@ impl Shard {
         self.port_grouped = old.port_grouped;
         self.port_ends = old.port_ends;
         self.extra_ports = old.extra_ports;
-        self.extra_at = old.extra_at;
+        self.extra_ends = old.extra_ends;
         partial
     }
 }
@@ -1073,7 +1059,7 @@ impl<E: TableEntry> OpenTable<E> {
     }
 
     /// The entries (in no particular order).
-    fn iter(&self) -> impl Iterator<Item = &E> {
+    fn iter(&self) -> impl Iterator<Item = &E> + Clone {
         self.entries.iter().filter(|e| !e.is_empty())
     }
 
@@ -1206,6 +1192,41 @@ impl<V: Copy + ZeroValue> OpenTable<Pair<V>> {
             self.put(i, Pair { slot, key, val });
         }
     }
+}
+
+/// Groups `items` by a dense index below `n` with a counting sort (two
+/// passes, no comparisons), keeping what `split` gives for each: afterwards
+/// group i is `out[group_range(ends, i)]`.
+fn group_by_index<T, U: Copy + Default>(
+    items: impl Iterator<Item = T> + Clone,
+    n: usize,
+    split: impl Fn(T) -> (usize, U),
+    out: &mut Vec<U>,
+    ends: &mut Vec<u32>,
+) {
+    ends.clear();
+    ends.resize(n, 0);
+    for t in items.clone() {
+        ends[split(t).0] += 1;
+    }
+    let mut at = 0;
+    for e in ends.iter_mut() {
+        (*e, at) = (at, at + *e);
+    }
+    out.clear();
+    out.resize(at as usize, U::default());
+    for t in items {
+        let (i, u) = split(t);
+        out[ends[i] as usize] = u;
+        ends[i] += 1;
+    }
+}
+
+/// Where group `i` of [`group_by_index`] lies.
+#[inline]
+fn group_range(ends: &[u32], i: usize) -> std::ops::Range<usize> {
+    let start = i.checked_sub(1).map_or(0, |j| ends[j]);
+    start as usize..ends[i] as usize
 }
 
 /// Asks the CPU to start loading `x`'s cache line, without waiting for it
