@@ -188,30 +188,9 @@ impl Hll {
         }
     }
 
-    /// Adds many element hashes at once: one sort instead of an ordered
-    /// insertion per element (how summaries build per-port sketches).
-    pub fn extend_hashes(&mut self, hashes: impl IntoIterator<Item = u64>) {
-        if let Repr::Sparse(v) = &mut self.repr {
-            v.extend(hashes.into_iter().map(|h| {
-                let (idx, rho) = split(h);
-                idx << 8 | rho as u32
-            }));
-            // Sort by register, then keep each register's largest value.
-            v.sort_unstable_by(|a, b| b.cmp(a));
-            v.dedup_by_key(|e| *e >> 8);
-            v.reverse();
-            if v.len() > SPARSE_MAX {
-                self.densify();
-            }
-        } else {
-            for h in hashes {
-                self.insert_hash(h);
-            }
-        }
-    }
-
     /// The register entry an element hash sets: register << 8 | value, so
-    /// that entries sort by register, then value (see [`Hll::from_entries`]).
+    /// that entries sort by register, then value (see
+    /// [`Hll::from_unsorted_entries`]).
     #[inline]
     pub fn entry(hash: u64) -> u32 {
         let (idx, rho) = split(hash);
@@ -221,7 +200,7 @@ impl Hll {
     /// The sketch of the elements whose [`Hll::entry`]s `sorted` holds in
     /// ascending order (repeats allowed): with one pass, no sort, the same
     /// sketch as inserting each element.
-    pub fn from_entries(sorted: impl IntoIterator<Item = u32>) -> Hll {
+    fn from_entries(sorted: impl IntoIterator<Item = u32>) -> Hll {
         let mut v: Vec<u32> = Vec::new();
         for e in sorted {
             match v.last_mut() {
@@ -241,9 +220,10 @@ impl Hll {
         h
     }
 
-    /// [`Hll::from_entries`] for entries in any order (reordered in place):
-    /// a few are sorted, many go straight into registers. The same sketch
-    /// as inserting each element.
+    /// The sketch of the elements whose [`Hll::entry`]s `entries` holds, in
+    /// any order (reordered in place): a few are sorted and read in one
+    /// pass, many go straight into registers. The same sketch as inserting
+    /// each element (how summaries build per-port sketches).
     pub fn from_unsorted_entries(entries: &mut [u32]) -> Hll {
         if entries.len() <= 4 * SPARSE_MAX {
             entries.sort_unstable();
@@ -533,6 +513,7 @@ impl<'de> Deserialize<'de> for Hll {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn a_sketch_from_sorted_entries_is_the_sketch_of_its_elements() {
@@ -601,7 +582,6 @@ mod tests {
             assert_eq!(v4_of_hash(hash_addr(v6)), None);
         }
     }
-    use proptest::prelude::*;
 
     fn sketch(range: std::ops::Range<u32>) -> Hll {
         let mut h = Hll::new();
@@ -634,7 +614,9 @@ mod tests {
             a.insert(Addr::v4(7));
             let mut b = Hll::new();
             b.insert(Addr::v4(7));
-            b.extend_hashes((0..n).map(|i| hash_addr(Addr::v4(i))));
+            let mut entries: Vec<u32> =
+                (0..n).map(|i| Hll::entry(hash_addr(Addr::v4(i)))).collect();
+            b.merge(&Hll::from_unsorted_entries(&mut entries));
             assert_eq!(a, b, "n={n}");
         }
     }

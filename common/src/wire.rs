@@ -546,8 +546,9 @@ impl std::fmt::Write for Chunk {
 
 impl Summary {
     /// Writes the JSON document, byte for byte what `serde_json::to_writer`
-    /// writes, with the source rows by `SourceRow::write_json`, through a
-    /// bounded buffer (a window's JSON can be tens of megabytes).
+    /// writes, with the port and source rows written by hand (their own
+    /// `write_json`) straight into a bounded chunk (a window's JSON can be
+    /// tens of megabytes).
     pub fn write_json<W: std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         let rows = std::mem::take(&mut self.sources);
         let ports = std::mem::take(&mut self.ports);

@@ -122,10 +122,18 @@ pub enum Kind {
 /// Decodes one frame of link type `link`.
 pub fn decode(link: LinkType, frame: &[u8]) -> Decoded {
     let mut r = PacketRecord::default();
-    match decode_into(link, frame, &mut r) {
-        Kind::Packet => Decoded::Packet(r),
-        Kind::NonIp => Decoded::NonIp,
-        Kind::Malformed(m) => Decoded::Malformed(m),
+    let kind = decode_into(link, frame, &mut r);
+    Decoded::new(kind, r)
+}
+
+impl Decoded {
+    /// The answer for a frame of `kind` whose record is `r`.
+    fn new(kind: Kind, r: PacketRecord) -> Decoded {
+        match kind {
+            Kind::Packet => Decoded::Packet(r),
+            Kind::NonIp => Decoded::NonIp,
+            Kind::Malformed(m) => Decoded::Malformed(m),
+        }
     }
 }
 
@@ -634,14 +642,6 @@ mod tests {
         frames
     }
 
-    fn answer(k: Kind, r: PacketRecord) -> Decoded {
-        match k {
-            Kind::Packet => Decoded::Packet(r),
-            Kind::NonIp => Decoded::NonIp,
-            Kind::Malformed(m) => Decoded::Malformed(m),
-        }
-    }
-
     /// The fast path's answer, decoded into a record left over from another
     /// frame (every field set): a packet's record must be all new.
     fn fast(f: &[u8]) -> Option<Decoded> {
@@ -664,13 +664,13 @@ mod tests {
             class: darkscope_common::PacketClass::Other,
             fp: 15,
         };
-        fast_ethernet(f, &mut r).map(|k| answer(k, r))
+        fast_ethernet(f, &mut r).map(|k| Decoded::new(k, r))
     }
 
     fn general(f: &[u8]) -> Decoded {
         let mut r = PacketRecord::default();
         let k = slow(LinkType::Ethernet, f, &mut r);
-        answer(k, r)
+        Decoded::new(k, r)
     }
 
     /// The fast path answers like the general one for every frame it takes,
