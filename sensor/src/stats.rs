@@ -640,15 +640,15 @@ impl Shard {
                 // A known source's counters, and where its pair with this
                 // destination would be (a scanner's next packets go to new
                 // destinations).
+                let pi = self.port_of.get(r.port_key() as usize).copied();
                 if let Some(acc) = self.accs.get(*slot as usize).filter(|_| !new) {
                     prefetch(acc);
                     self.src_dsts.prefetch_pair(*slot, *dst);
+                    if let Some(pi) = pi.filter(|&pi| pi != NO_PORT) {
+                        self.src_ports.prefetch_pair(*slot, pi as u64);
+                    }
                 }
-                if let Some(p) = self
-                    .port_of
-                    .get(r.port_key() as usize)
-                    .and_then(|&pi| self.ports.get(pi as usize))
-                {
+                if let Some(p) = pi.and_then(|pi| self.ports.get(pi as usize)) {
                     prefetch(p);
                 }
             }
