@@ -30,12 +30,12 @@ pub struct AsInfo<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum EnrichError {
     /// The file could not be read.
-    #[error("cannot read ASN table '{path}': {source}")]
+    #[error("cannot read ASN table '{path}': {err}")]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// The cause (in the message, so not also a `source()`).
+        err: std::io::Error,
     },
     /// A line is not a valid range.
     #[error("ASN table line {line}: {msg}")]
@@ -107,9 +107,9 @@ impl AsnTable {
                 ..Default::default()
             });
         }
-        let io = |source| EnrichError::Io {
+        let io = |err| EnrichError::Io {
             path: path.display().to_string(),
-            source,
+            err,
         };
         let f = std::fs::File::open(path).map_err(io)?;
         let r: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {

@@ -79,10 +79,10 @@ pub const DARKNET: &str = "198.19.0.0/16,2001:db8:dead::/48";
 #[derive(Debug, thiserror::Error)]
 pub enum GenError {
     /// libpcap could not write the file.
-    #[error("pcap: {0}")]
+    #[error(transparent)]
     Pcap(#[from] pcap::Error),
     /// Writing the truth failed.
-    #[error("io: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// Building a frame failed (a bug).
     #[error("build: {0}")]

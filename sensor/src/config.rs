@@ -17,9 +17,9 @@ pub enum ConfigError {
     /// The file is not valid TOML for this schema.
     #[error("config '{0}': {1}")]
     Parse(PathBuf, toml::de::Error),
-    /// A darknet prefix is invalid.
-    #[error("darknet: {0}")]
-    Prefix(#[from] PrefixError),
+    /// A prefix of the named list (`darknet`, `exclude`) is invalid.
+    #[error("{0}: {1}")]
+    Prefix(&'static str, PrefixError),
     /// A value is out of range or inconsistent.
     #[error("{0}")]
     Invalid(String),
@@ -279,7 +279,8 @@ impl Config {
                 "no darknet prefixes: give --darknet CIDR[,CIDR...] or [sensor] darknet = [...]",
             ));
         }
-        let darknet = PrefixSet::parse_list(&s.darknet.join(","))?;
+        let darknet = PrefixSet::parse_list(&s.darknet.join(","))
+            .map_err(|e| ConfigError::Prefix("darknet", e))?;
         if let Some((a, b)) = darknet.overlap() {
             return Err(invalid(format!("darknet prefixes {a} and {b} overlap")));
         }
@@ -400,7 +401,8 @@ impl Config {
                 exclude: if s.exclude.is_empty() {
                     PrefixSet::default()
                 } else {
-                    PrefixSet::parse_list(&s.exclude.join(","))?
+                    PrefixSet::parse_list(&s.exclude.join(","))
+                        .map_err(|e| ConfigError::Prefix("exclude", e))?
                 },
                 window_us: p.window_secs * 1_000_000,
                 shards: if p.shards == 0 {
@@ -473,7 +475,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("http"));
         let mut c = base();
         c.sensor.darknet = vec!["10.0.0.0/33".into()];
-        assert!(matches!(c.validate(), Err(ConfigError::Prefix(_))));
+        assert!(matches!(c.validate(), Err(ConfigError::Prefix("darknet", _))));
     }
 
     #[test]

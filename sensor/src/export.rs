@@ -10,22 +10,22 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Writing failed.
-    #[error("cannot write summaries to '{path}': {source}")]
+    #[error("cannot write summaries to '{path}': {err}")]
     Io {
         /// Output path.
         path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
+        /// The I/O error (in the message, so not also a `source()`).
+        err: io::Error,
     },
     /// At exit, summaries kept in memory still could not be spooled.
-    #[error("{count} summaries could not be written to the spool '{dir}': {source}")]
+    #[error("{count} summaries could not be written to the spool '{dir}': {err}")]
     Unspooled {
         /// How many were lost.
         count: usize,
         /// The spool directory.
         dir: PathBuf,
         /// The last I/O error.
-        source: io::Error,
+        err: io::Error,
     },
 }
 
@@ -57,9 +57,9 @@ impl JsonLines {
     /// so logrotate's `copytruncate` leaves no hole of NUL bytes where the
     /// old end was.
     pub fn create(path: &Path, keep: bool) -> Result<JsonLines, SinkError> {
-        let err = |source| SinkError::Io {
+        let err = |err| SinkError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         };
         let w: Box<dyn Write + Send> = if path == Path::new("-") {
             Box::new(io::stdout())
@@ -85,10 +85,10 @@ impl JsonLines {
         })
     }
 
-    fn io(&self, source: io::Error) -> SinkError {
+    fn io(&self, err: io::Error) -> SinkError {
         SinkError::Io {
             path: self.path.clone(),
-            source,
+            err,
         }
     }
 }

@@ -283,10 +283,10 @@ impl Sink for SpoolSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
-        self.drain().map_err(|source| SinkError::Unspooled {
+        self.drain().map_err(|err| SinkError::Unspooled {
             count: self.backlog.len(),
             dir: self.spool.dir.clone(),
-            source,
+            err,
         })
     }
 }

@@ -92,10 +92,34 @@ fn truncated_capture_keeps_what_was_read_and_says_so() {
 
 #[test]
 fn bad_input_gets_a_clear_error_and_no_panic() {
-    let cases: [(&[&str], &str); 5] = [
+    let capture = testdata("masscan.pcap");
+    let capture = capture.to_str().unwrap();
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--read", "x.pcap", "--darknet", "198.19.0.0/33"],
-            "prefix length",
+            "darknet: '198.19.0.0/33': prefix length",
+        ),
+        (
+            &[
+                "--read",
+                "x.pcap",
+                "--darknet",
+                "198.19.0.0/16",
+                "--exclude",
+                "198.18.0.0/40",
+            ],
+            "exclude: '198.18.0.0/40': prefix length",
+        ),
+        (
+            &[
+                "--read",
+                capture,
+                "--darknet",
+                "198.19.0.0/16",
+                "--out",
+                "/nonexistent/dir/out.jsonl",
+            ],
+            "cannot write summaries to '/nonexistent/dir/out.jsonl'",
         ),
         (&["--read", "x.pcap"], "no darknet"),
         (
@@ -121,6 +145,9 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        // Said once: a cause is not repeated after the message that quotes it.
+        let cause = err.trim_end().rsplit(": ").next().unwrap();
+        assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
     }
     // Not a capture at all.
     let dir = tempfile::tempdir().unwrap();
