@@ -104,7 +104,26 @@ pub struct Capture {
 fn file_error(path: &Path, e: pcap::Error) -> CaptureError {
     CaptureError::File {
         path: path.to_path_buf(),
-        msg: e.to_string(),
+        msg: libpcap_msg(e),
+    }
+}
+
+/// libpcap's own message (the `pcap` crate's "libpcap error: " prefix
+/// dropped: our messages already say where it comes from), with a way out
+/// where libpcap's message leaves the user guessing.
+fn libpcap_msg(e: pcap::Error) -> String {
+    let msg = match e {
+        pcap::Error::PcapError(m) => m,
+        e => e.to_string(),
+    };
+    if msg.contains("different from the type of the first interface") {
+        format!(
+            "{msg} (libpcap reads a pcapng file only when all its \
+             interfaces share one link type: capture each interface to a \
+             file of its own)"
+        )
+    } else {
+        msg
     }
 }
 
@@ -137,14 +156,14 @@ impl Capture {
             return Err(CaptureError::NoInterface(o.interface.clone()));
         }
         let inactive = pcap::Capture::from_device(o.interface.as_str())
-            .map_err(|e| CaptureError::Pcap(e.to_string()))?
+            .map_err(|e| CaptureError::Pcap(libpcap_msg(e)))?
             .promisc(true)
             .immediate_mode(true)
             .snaplen(o.snaplen)
             .buffer_size(o.buffer_mib.saturating_mul(1 << 20))
             .timeout(o.timeout_ms);
         let mut cap = inactive.open().map_err(|e| {
-            let msg = e.to_string();
+            let msg = libpcap_msg(e);
             if msg.contains("ermission") || msg.contains("not permitted") {
                 CaptureError::Permission(o.interface.clone())
             } else if msg.contains("No such device") || msg.contains("doesn't exist") {
@@ -156,7 +175,7 @@ impl Capture {
         if !o.bpf.trim().is_empty() {
             cap.filter(&o.bpf, true).map_err(|e| CaptureError::Bpf {
                 expr: o.bpf.clone(),
-                msg: e.to_string(),
+                msg: libpcap_msg(e),
             })?;
         }
         let link = LinkType::from_dlt(cap.get_datalink().0);
@@ -166,7 +185,7 @@ impl Capture {
         // non-blocking handle, and poll(2) with our own timeout.
         let cap = cap
             .setnonblock()
-            .map_err(|e| CaptureError::Pcap(e.to_string()))?;
+            .map_err(|e| CaptureError::Pcap(libpcap_msg(e)))?;
         let poll_fd = cap
             .as_fd()
             .try_clone_to_owned()
@@ -220,7 +239,7 @@ impl Capture {
                 }
                 Ok(Next::Timeout)
             }
-            Err(e) => Err(CaptureError::Pcap(e.to_string())),
+            Err(e) => Err(CaptureError::Pcap(libpcap_msg(e))),
         }
     }
 

@@ -160,7 +160,35 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read capture"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read capture"), "{err}");
+    assert!(!err.contains("libpcap error"), "libpcap's prefix is dropped: {err}");
+    // A pcapng file whose interfaces have different link types (Ethernet,
+    // then Linux cooked), which libpcap cannot read: said, with why.
+    let mixed = dir.path().join("mixed.pcapng");
+    let mut png = Vec::new();
+    // Section header: type, length, byte-order magic, version 1.0, unknown
+    // section length, length again.
+    for w in [0x0A0D_0D0Au32, 28, 0x1A2B_3C4D, 1, u32::MAX, u32::MAX, 28] {
+        png.extend_from_slice(&w.to_le_bytes());
+    }
+    for link in [1u32, 113] {
+        // Interface description: type 1, length 20, link type, snaplen.
+        for w in [1u32, 20, link, 65535, 20] {
+            png.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    std::fs::write(&mixed, &png).unwrap();
+    let out = sensor()
+        .arg("--read")
+        .arg(&mixed)
+        .args(["--darknet", DARKNET])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("share one link type"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     // A bad config file names the file and the key.
     let cfg = dir.path().join("s.toml");
     std::fs::write(&cfg, "[sensor]\ncountri = \"JP\"\n").unwrap();
