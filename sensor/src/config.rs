@@ -475,7 +475,10 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("http"));
         let mut c = base();
         c.sensor.darknet = vec!["10.0.0.0/33".into()];
-        assert!(matches!(c.validate(), Err(ConfigError::Prefix("darknet", _))));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Prefix("darknet", _))
+        ));
     }
 
     #[test]

@@ -149,23 +149,31 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
         let cause = err.trim_end().rsplit(": ").next().unwrap();
         assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
     }
-    // Not a capture at all.
+    // Files libpcap refuses: exit code 1, no panic, the message.
     let dir = tempfile::tempdir().unwrap();
-    let junk = dir.path().join("junk.pcap");
-    std::fs::write(&junk, b"this is not a pcap file at all, just text\n").unwrap();
-    let out = sensor()
-        .arg("--read")
-        .arg(&junk)
-        .args(["--darknet", DARKNET])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = sensor()
+            .arg("--read")
+            .arg(&path)
+            .args(["--darknet", DARKNET])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    // Not a capture at all.
+    let err = refused("junk.pcap", b"this is not a pcap file at all, just text\n");
     assert!(err.contains("cannot read capture"), "{err}");
-    assert!(!err.contains("libpcap error"), "libpcap's prefix is dropped: {err}");
+    assert!(
+        !err.contains("libpcap error"),
+        "libpcap's prefix is dropped: {err}"
+    );
     // A pcapng file whose interfaces have different link types (Ethernet,
     // then Linux cooked), which libpcap cannot read: said, with why.
-    let mixed = dir.path().join("mixed.pcapng");
     let mut png = Vec::new();
     // Section header: type, length, byte-order magic, version 1.0, unknown
     // section length, length again.
@@ -178,17 +186,8 @@ fn bad_input_gets_a_clear_error_and_no_panic() {
             png.extend_from_slice(&w.to_le_bytes());
         }
     }
-    std::fs::write(&mixed, &png).unwrap();
-    let out = sensor()
-        .arg("--read")
-        .arg(&mixed)
-        .args(["--darknet", DARKNET])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refused("mixed.pcapng", &png);
     assert!(err.contains("share one link type"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
     // A bad config file names the file and the key.
     let cfg = dir.path().join("s.toml");
     std::fs::write(&cfg, "[sensor]\ncountri = \"JP\"\n").unwrap();
