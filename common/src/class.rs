@@ -123,6 +123,13 @@ impl PacketClass {
 /// A source carries a fingerprint in a window only when *every* IPv4 TCP
 /// packet it sent in that window matches the rule: one packet matches the ZMap
 /// rule by chance once in 65,536, so single matches must not label a source.
+///
+/// A candidate the real captures support but that is not a rule yet: Nmap's
+/// SYN scan. Every probe in `testdata/realscan/nmap.pcap` and `nmap6.pcap`
+/// has TCP window 1024 and a lone MSS 1460 option (Masscan's have window
+/// 1024 and no options, ZMap's window 65535). Adding it changes the wire
+/// form (fingerprint counts are positional in the binary upload, and older
+/// aggregators do not know the name), so it comes with a schema step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
