@@ -252,6 +252,20 @@ mod tests {
         parse(&example_json()).unwrap();
     }
 
+    /// A newer sensor that knows a fingerprint (or class) this aggregator
+    /// does not is still heard: the summary is stored without that name.
+    #[test]
+    fn names_from_a_newer_sensor_are_tolerated() {
+        let mut doc: serde_json::Value = serde_json::from_slice(&example_json()).unwrap();
+        doc["fingerprints"]["nmap"] = 1.into();
+        doc["sources"][0]["fingerprints"] = serde_json::json!(["nmap"]);
+        doc["sources"][0]["classes"] = serde_json::json!(["tcp_syn", "quic_initial"]);
+        let s = parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert!(s.sources[0].fingerprints.is_empty());
+        assert_eq!(s.sources[0].classes.iter().count(), 1);
+        assert_eq!(s.totals.packets, 3);
+    }
+
     proptest! {
         /// Hostile uploads: any corruption of a valid document (bytes
         /// flipped, cut, spliced) gives a clean error or a consistent

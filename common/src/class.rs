@@ -127,9 +127,11 @@ impl PacketClass {
 /// A candidate the real captures support but that is not a rule yet: Nmap's
 /// SYN scan. Every probe in `testdata/realscan/nmap.pcap` and `nmap6.pcap`
 /// has TCP window 1024 and a lone MSS 1460 option (Masscan's have window
-/// 1024 and no options, ZMap's window 65535). Adding it changes the wire
-/// form (fingerprint counts are positional in the binary upload, and older
-/// aggregators do not know the name), so it comes with a schema step.
+/// 1024 and no options, ZMap's window 65535). Adding it changes the binary
+/// upload (fingerprint counts are positional there: a new media type, so
+/// that older aggregators get JSON), and JSON readers before the tolerant
+/// reading of names (`NameBit`) refuse a name they do not know: so it
+/// comes as its own step, once aggregators read names tolerantly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
@@ -207,8 +209,58 @@ impl ClassSet {
     }
 }
 
+/// One name in a set's JSON list, read as its bit: 0 for a name this
+/// version does not know. Readers tolerate names added later (a newer
+/// sensor's fingerprint, a newer peer's class), so such a sensor or peer is
+/// not refused by an older aggregator: the name is left out, nothing else.
+/// Anything but a string is still an error.
+struct NameBit<T>(u8, std::marker::PhantomData<T>);
+
+/// A closed set's members by name, for [`NameBit`].
+trait Named: Sized {
+    /// The bit of the member named `name`, if there is one.
+    fn bit_of(name: &str) -> Option<u8>;
+}
+
+impl Named for Fingerprint {
+    fn bit_of(name: &str) -> Option<u8> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == name)
+            .map(Fingerprint::bit)
+    }
+}
+
+impl Named for PacketClass {
+    fn bit_of(name: &str) -> Option<u8> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == name)
+            .map(|c| 1u8 << c as u8)
+    }
+}
+
+impl<'de, T: Named> Deserialize<'de> for NameBit<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<T: Named> serde::de::Visitor<'_> for V<T> {
+            type Value = NameBit<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a name")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<NameBit<T>, E> {
+                let bit = T::bit_of(v).unwrap_or(0);
+                Ok(NameBit(bit, std::marker::PhantomData))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
 /// Sets are lists of names in JSON and one byte of bits in the binary form;
-/// reading a list folds it into bits without allocating.
+/// reading a list folds it into bits without allocating (unknown names are
+/// left out, see [`NameBit`]; the binary form is versioned by its media
+/// type, so unknown bits there are an error).
 macro_rules! bitset_serde {
     ($set:ident, $item:ty, $bit:expr, $all:expr) => {
         impl Serialize for $set {
@@ -233,8 +285,8 @@ macro_rules! bitset_serde {
                         mut seq: A,
                     ) -> Result<$set, A::Error> {
                         let mut bits = 0u8;
-                        while let Some(x) = seq.next_element::<$item>()? {
-                            bits |= $bit(x);
+                        while let Some(NameBit(b, _)) = seq.next_element::<NameBit<$item>>()? {
+                            bits |= b;
                         }
                         Ok($set(bits))
                     }
@@ -280,6 +332,27 @@ mod tests {
         let j = serde_json::to_string(&f).unwrap();
         assert_eq!(j, r#"["masscan"]"#);
         assert_eq!(serde_json::from_str::<FingerprintSet>(&j).unwrap(), f);
-        assert!(serde_json::from_str::<ClassSet>(r#"["nope"]"#).is_err());
+        // Every member reads back (the reader's names are the writer's).
+        let all = FingerprintSet(Fingerprint::ALL.iter().fold(0, |a, f| a | f.bit()));
+        let j = serde_json::to_string(&all).unwrap();
+        assert_eq!(serde_json::from_str::<FingerprintSet>(&j).unwrap(), all);
+        let all = ClassSet(PacketClass::ALL.iter().fold(0, |a, &c| a | 1 << c as u8));
+        let j = serde_json::to_string(&all).unwrap();
+        assert_eq!(serde_json::from_str::<ClassSet>(&j).unwrap(), all);
+    }
+
+    #[test]
+    fn names_added_later_are_left_out_and_junk_is_refused() {
+        // A newer sensor's fingerprint or class: the rest of the set stays.
+        let f: FingerprintSet = serde_json::from_str(r#"["nmap","masscan"]"#).unwrap();
+        assert_eq!(f, FingerprintSet(Fingerprint::Masscan.bit()));
+        let c: ClassSet = serde_json::from_str(r#"["tcp_syn","quic_initial"]"#).unwrap();
+        assert_eq!(c, ClassSet(1 << PacketClass::TcpSyn as u8));
+        // Not a list of names: still an error.
+        assert!(serde_json::from_str::<FingerprintSet>(r#"[1]"#).is_err());
+        assert!(serde_json::from_str::<ClassSet>(r#""tcp_syn""#).is_err());
+        // The binary form is versioned by its media type: unknown bits fail.
+        let b = postcard::to_stdvec(&0x80u8).unwrap();
+        assert!(postcard::from_bytes::<FingerprintSet>(&b).is_err());
     }
 }
