@@ -739,28 +739,42 @@ impl Shard {
             port.sources += 1;
         } else if src.port0 == pi {
             src.port0_packets += 1;
-        } else if let Some(c) = self.src_ports.get_mut(slot, pi as u64) {
-            *c += 1;
-        } else if self.budget.take() {
-            self.src_ports.insert(slot, pi as u64, 1);
-            port.sources += 1;
         } else {
-            port.overflow
-                .get_or_insert_with(Default::default)
-                .insert_hash(r.src_hash);
+            let key = pi as u64;
+            match self.src_ports.lookup(slot, key) {
+                Ok(i) => self.src_ports.entries[i].val += 1,
+                Err(i) if self.budget.take() => {
+                    self.src_ports.put(i, Pair { slot, key, val: 1 });
+                    port.sources += 1;
+                }
+                Err(_) => port
+                    .overflow
+                    .get_or_insert_with(Default::default)
+                    .insert_hash(r.src_hash),
+            }
         }
         // The (source, destination) pair.
-        if src.n_dsts > 0 && src.dst0 == dst_hash {
+        let vacancy = if src.n_dsts == 0 {
+            None
+        } else if src.dst0 == dst_hash {
             return;
-        }
-        if src.n_dsts > 0 && self.src_dsts.contains(slot, dst_hash) {
-            return;
-        }
+        } else {
+            match self.src_dsts.lookup(slot, dst_hash) {
+                Ok(_) => return,
+                Err(i) => Some(i),
+            }
+        };
         if self.budget.take() {
-            if src.n_dsts == 0 {
-                src.dst0 = dst_hash;
-            } else {
-                self.src_dsts.insert(slot, dst_hash, ());
+            match vacancy {
+                None => src.dst0 = dst_hash,
+                Some(i) => self.src_dsts.put(
+                    i,
+                    Pair {
+                        slot,
+                        key: dst_hash,
+                        val: (),
+                    },
+                ),
             }
             src.n_dsts += 1;
         } else {
@@ -934,7 +948,6 @@ impl Shard {
             self.port_keys.shrink_to(n_ports);
         }
         shrink_map(&mut self.sources6, n_sources6);
-
         if oversized(self.accs.capacity(), n_sources) {
             self.accs.shrink_to(n_sources);
             self.addrs.shrink_to(n_sources);
@@ -963,7 +976,7 @@ impl Shard {
 /// An entry of an [`OpenTable`].
 trait TableEntry: Copy {
     /// The empty entry.
-    const EMPTY: Self;
+    fn empty() -> Self;
     fn is_empty(&self) -> bool;
     /// Its hash (the bucket is the top bits).
     fn hash(&self) -> u64;
@@ -1046,7 +1059,7 @@ impl<E: TableEntry> OpenTable<E> {
     /// Reallocates for at least `want` buckets (and 1,024), entries kept.
     fn resize(&mut self, want: usize) {
         let n = want.max(1024).next_power_of_two();
-        let old = std::mem::replace(&mut self.entries, vec![E::EMPTY; n]);
+        let old = std::mem::replace(&mut self.entries, vec![E::empty(); n]);
         self.shift = 64 - n.trailing_zeros();
         let mask = n - 1;
         for e in old.into_iter().filter(|e| !e.is_empty()) {
@@ -1067,7 +1080,7 @@ impl<E: TableEntry> OpenTable<E> {
     /// [`oversized`] for what it held.
     fn clear(&mut self) {
         let used = self.len;
-        self.entries.fill(E::EMPTY);
+        self.entries.fill(E::empty());
         self.len = 0;
         if oversized(self.entries.len(), 2 * used) {
             self.resize(2 * used);
@@ -1088,7 +1101,9 @@ impl Source4 {
 }
 
 impl TableEntry for Source4 {
-    const EMPTY: Source4 = Source4(0);
+    fn empty() -> Source4 {
+        Source4(0)
+    }
     fn is_empty(&self) -> bool {
         self.0 == 0
     }
@@ -1131,12 +1146,14 @@ impl<V> Pair<V> {
     }
 }
 
-impl<V: Copy + ZeroValue> TableEntry for Pair<V> {
-    const EMPTY: Pair<V> = Pair {
-        slot: UNTRACKED,
-        key: 0,
-        val: V::ZERO,
-    };
+impl<V: Copy + Default> TableEntry for Pair<V> {
+    fn empty() -> Pair<V> {
+        Pair {
+            slot: UNTRACKED,
+            key: 0,
+            val: V::default(),
+        }
+    }
     fn is_empty(&self) -> bool {
         self.slot == UNTRACKED
     }
@@ -1145,52 +1162,22 @@ impl<V: Copy + ZeroValue> TableEntry for Pair<V> {
     }
 }
 
-/// A value type's zero, as a constant (for [`TableEntry::EMPTY`]).
-trait ZeroValue {
-    const ZERO: Self;
-}
-
-impl ZeroValue for u64 {
-    const ZERO: u64 = 0;
-}
-
-impl ZeroValue for () {
-    const ZERO: () = ();
-}
-
-impl<V: Copy + ZeroValue> OpenTable<Pair<V>> {
+impl<V: Copy + Default> OpenTable<Pair<V>> {
     /// Starts loading the bucket of (`slot`, `key`).
     #[inline]
     fn prefetch_pair(&self, slot: u32, key: u64) {
         self.prefetch(Pair::<V>::hash_of(slot, key));
     }
 
+    /// One probe for (`slot`, `key`): `Ok` with the index of its entry, or
+    /// `Err` with the empty entry where [`OpenTable::put`] may add it (room
+    /// for one more is made first, so the index stays valid).
     #[inline]
-    fn find_pair(&self, slot: u32, key: u64) -> Result<usize, usize> {
+    fn lookup(&mut self, slot: u32, key: u64) -> Result<usize, usize> {
+        self.reserve_one();
         self.find(Pair::<V>::hash_of(slot, key), |e| {
             e.slot == slot && e.key == key
         })
-    }
-
-    #[inline]
-    fn get_mut(&mut self, slot: u32, key: u64) -> Option<&mut V> {
-        self.find_pair(slot, key)
-            .ok()
-            .map(|i| &mut self.entries[i].val)
-    }
-
-    #[inline]
-    fn contains(&self, slot: u32, key: u64) -> bool {
-        self.find_pair(slot, key).is_ok()
-    }
-
-    /// Adds (`slot`, `key`) with `val`; it must not be there.
-    #[inline]
-    fn insert(&mut self, slot: u32, key: u64, val: V) {
-        self.reserve_one();
-        if let Err(i) = self.find_pair(slot, key) {
-            self.put(i, Pair { slot, key, val });
-        }
     }
 }
 
@@ -1750,11 +1737,11 @@ mod tests {
                     t.clear();
                     m.clear();
                 }
-                match t.get_mut(slot, key) {
-                    Some(v) => *v += 1,
-                    None => {
+                match t.lookup(slot, key) {
+                    Ok(i) => t.entries[i].val += 1,
+                    Err(i) => {
                         prop_assert!(!m.contains_key(&(slot, key)));
-                        t.insert(slot, key, 1);
+                        t.put(i, Pair { slot, key, val: 1 });
                     }
                 }
                 *m.entry((slot, key)).or_insert(0u64) += 1;
