@@ -129,9 +129,9 @@ impl PacketClass {
 /// has TCP window 1024 and a lone MSS 1460 option (Masscan's have window
 /// 1024 and no options, ZMap's window 65535). Adding it changes the binary
 /// upload (fingerprint counts are positional there: a new media type, so
-/// that older aggregators get JSON), and JSON readers before the tolerant
+/// that older aggregators get JSON), and aggregators before the tolerant
 /// reading of names (`NameBit`) refuse a name they do not know: so it
-/// comes as its own step, once aggregators read names tolerantly.
+/// comes as its own step, after aggregators are upgraded (UPGRADING.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
@@ -216,34 +216,51 @@ impl ClassSet {
 /// Anything but a string is still an error.
 struct NameBit<T>(u8, std::marker::PhantomData<T>);
 
-/// A closed set's members by name, for [`NameBit`].
-trait Named: Sized {
+/// A member of a closed set kept as bits: its name and its bit.
+trait Member: Copy + 'static {
+    /// Every member.
+    const ALL: &'static [Self];
+    /// The wire name.
+    fn name(self) -> &'static str;
+    /// Its bit in the set.
+    fn set_bit(self) -> u8;
     /// The bit of the member named `name`, if there is one.
-    fn bit_of(name: &str) -> Option<u8>;
-}
-
-impl Named for Fingerprint {
     fn bit_of(name: &str) -> Option<u8> {
         Self::ALL
-            .into_iter()
-            .find(|f| f.as_str() == name)
-            .map(Fingerprint::bit)
+            .iter()
+            .find(|m| m.name() == name)
+            .map(|m| m.set_bit())
+    }
+    /// The bits of every member.
+    fn known() -> u8 {
+        Self::ALL.iter().fold(0, |acc, m| acc | m.set_bit())
     }
 }
 
-impl Named for PacketClass {
-    fn bit_of(name: &str) -> Option<u8> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == name)
-            .map(|c| 1u8 << c as u8)
+impl Member for Fingerprint {
+    const ALL: &'static [Self] = &Fingerprint::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn set_bit(self) -> u8 {
+        self.bit()
     }
 }
 
-impl<'de, T: Named> Deserialize<'de> for NameBit<T> {
+impl Member for PacketClass {
+    const ALL: &'static [Self] = &PacketClass::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn set_bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl<'de, T: Member> Deserialize<'de> for NameBit<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<T>(std::marker::PhantomData<T>);
-        impl<T: Named> serde::de::Visitor<'_> for V<T> {
+        impl<T: Member> serde::de::Visitor<'_> for V<T> {
             type Value = NameBit<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a name")
@@ -262,7 +279,7 @@ impl<'de, T: Named> Deserialize<'de> for NameBit<T> {
 /// left out, see [`NameBit`]; the binary form is versioned by its media
 /// type, so unknown bits there are an error).
 macro_rules! bitset_serde {
-    ($set:ident, $item:ty, $bit:expr, $all:expr) => {
+    ($set:ident, $item:ty) => {
         impl Serialize for $set {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 if s.is_human_readable() {
@@ -295,7 +312,7 @@ macro_rules! bitset_serde {
                     d.deserialize_seq(V)
                 } else {
                     let bits = u8::deserialize(d)?;
-                    let known = $all.iter().fold(0u8, |acc, &x| acc | $bit(x));
+                    let known = <$item as Member>::known();
                     if bits & !known != 0 {
                         return Err(serde::de::Error::custom("unknown bits in a set"));
                     }
@@ -305,18 +322,8 @@ macro_rules! bitset_serde {
         }
     };
 }
-bitset_serde!(
-    FingerprintSet,
-    Fingerprint,
-    |f: Fingerprint| f.bit(),
-    Fingerprint::ALL
-);
-bitset_serde!(
-    ClassSet,
-    PacketClass,
-    |c: PacketClass| 1u8 << c as u8,
-    PacketClass::ALL
-);
+bitset_serde!(FingerprintSet, Fingerprint);
+bitset_serde!(ClassSet, PacketClass);
 
 #[cfg(test)]
 mod tests {
