@@ -550,9 +550,9 @@ fn merge_period(parts: Vec<Summary>, start: Timestamp, end: Timestamp) -> Option
             *a += b;
         }
         out.classes = ClassTotals::from_array(c);
-        out.fingerprints.mirai += s.fingerprints.mirai;
-        out.fingerprints.zmap += s.fingerprints.zmap;
-        out.fingerprints.masscan += s.fingerprints.masscan;
+        for (a, b) in out.fingerprints.0.iter_mut().zip(s.fingerprints.0) {
+            *a += b;
+        }
         out.totals.packets += s.totals.packets;
         out.totals.bytes += s.totals.bytes;
         out.totals.sources_hll.merge(&s.totals.sources_hll);

@@ -3,7 +3,7 @@
 //! decompression bomb costs at most `limit` bytes), then schema and
 //! consistency checks. Nothing here touches storage.
 
-use darkscope_common::wire::{BinaryError, Summary, BINARY_MEDIA_TYPE, SCHEMA};
+use darkscope_common::wire::{BinaryError, BinaryLayout, Summary, SCHEMA};
 use darkscope_common::Timestamp;
 use std::io::Read;
 
@@ -92,9 +92,10 @@ pub fn parse(bytes: &[u8]) -> Result<Summary, IngestError> {
     }
 }
 
-/// Parses and checks a summary in its binary form ([`BINARY_MEDIA_TYPE`]).
-pub fn parse_binary(bytes: &[u8]) -> Result<Summary, IngestError> {
-    let s = Summary::from_binary(bytes).map_err(|e| match e {
+/// Parses and checks a summary in a binary form ([`BINARY_MEDIA_TYPE`], or
+/// an earlier layout).
+pub fn parse_binary(bytes: &[u8], layout: BinaryLayout) -> Result<Summary, IngestError> {
+    let s = Summary::from_binary_as(bytes, layout).map_err(|e| match e {
         BinaryError::Schema(v) => IngestError::Schema(v),
         BinaryError::Format(m) => IngestError::Json(format!("binary form: {m}")),
     })?;
@@ -102,20 +103,12 @@ pub fn parse_binary(bytes: &[u8]) -> Result<Summary, IngestError> {
     Ok(s)
 }
 
-/// True when a `Content-Type` names the binary form (parameters ignored);
-/// anything else is read as JSON.
-pub fn is_binary(content_type: Option<&str>) -> bool {
-    content_type
-        .and_then(|t| t.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case(BINARY_MEDIA_TYPE))
-}
-
-/// Parses a body by its content type: the binary form or JSON.
+/// Parses a body by its content type: a binary layout
+/// ([`BinaryLayout::of_media_type`]) or, for anything else, JSON.
 pub fn parse_as(content_type: Option<&str>, bytes: &[u8]) -> Result<Summary, IngestError> {
-    if is_binary(content_type) {
-        parse_binary(bytes)
-    } else {
-        parse(bytes)
+    match content_type.and_then(BinaryLayout::of_media_type) {
+        Some(layout) => parse_binary(bytes, layout),
+        None => parse(bytes),
     }
 }
 
@@ -213,6 +206,7 @@ pub(crate) fn example_json() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use darkscope_common::wire::BINARY_MEDIA_TYPE;
     use std::io::Write;
 
     #[test]
@@ -257,8 +251,8 @@ mod tests {
     #[test]
     fn names_from_a_newer_sensor_are_tolerated() {
         let mut doc: serde_json::Value = serde_json::from_slice(&example_json()).unwrap();
-        doc["fingerprints"]["nmap"] = 1.into();
-        doc["sources"][0]["fingerprints"] = serde_json::json!(["nmap"]);
+        doc["fingerprints"]["zgrab"] = 1.into();
+        doc["sources"][0]["fingerprints"] = serde_json::json!(["zgrab"]);
         doc["sources"][0]["classes"] = serde_json::json!(["tcp_syn", "quic_initial"]);
         let s = parse(&serde_json::to_vec(&doc).unwrap()).unwrap();
         assert!(s.sources[0].fingerprints.is_empty());
@@ -296,7 +290,7 @@ mod tests {
         let b = s.to_binary().unwrap();
         for ct in [
             BINARY_MEDIA_TYPE,
-            "Application/Vnd.Darkscope.Summary+Postcard; charset=binary",
+            "Application/Vnd.Darkscope.Summary.V2+Postcard; charset=binary",
         ] {
             assert_eq!(parse_as(Some(ct), &b).unwrap(), s);
         }
@@ -310,13 +304,13 @@ mod tests {
         let mut bad = s.clone();
         bad.totals.packets += 1;
         assert!(matches!(
-            parse_binary(&bad.to_binary().unwrap()),
+            parse_binary(&bad.to_binary().unwrap(), BinaryLayout::CURRENT),
             Err(IngestError::Invalid(_))
         ));
         let mut other = s;
         other.schema = 9;
         assert_eq!(
-            parse_binary(&other.to_binary().unwrap()),
+            parse_binary(&other.to_binary().unwrap(), BinaryLayout::CURRENT),
             Err(IngestError::Schema(9))
         );
     }

@@ -61,7 +61,7 @@ fn replicas_on_clickhouse_serve_the_ground_truth_and_store_retries_once() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("darkscope-aggregator migrate"));
-    assert!(cli(&config, &["migrate"]).contains("applied [1, 2, 3, 4]"));
+    assert!(cli(&config, &["migrate"]).contains("applied [1, 2, 3, 4, 5]"));
     assert!(cli(&config, &["migrate"]).contains("already current"));
     let (token, _) = cli2(
         &config,

@@ -142,8 +142,17 @@ fn three_sensors_merge_to_the_ground_truth() {
         .collect();
     assert_eq!(
         shares,
-        [("mirai", 0), ("zmap", 0), ("masscan", 1), ("none", 1)]
+        [
+            ("mirai", 0),
+            ("zmap", 0),
+            ("masscan", 1),
+            ("nmap", 1),
+            ("none", 0)
+        ]
     );
+    // The nmap scanner, labelled by the sensor and kept by the aggregator.
+    let s = agg.get("/api/v1/sources/198.18.1.4");
+    assert_eq!(s["fingerprints"], serde_json::json!(["nmap"]));
     // Sensor health.
     let sensors = agg.get("/api/v1/sensors");
     for s in sensors["sensors"].as_array().unwrap() {
@@ -231,6 +240,44 @@ fn aggregator_outage_then_everything_arrives() {
 }
 
 /// Posts a summary in its binary form (zstd), as sensors do by default.
+/// A summary that a sensor of the first binary layout spooled (a real file:
+/// what release 0.1.0 spooled for all-small.pcap, in `testdata/wire/`) is
+/// taken under that layout's media type by an upgraded aggregator and stored
+/// as that sensor wrote it (its JSON is beside it), fingerprints included.
+#[test]
+fn a_summary_in_the_first_binary_layout_is_stored_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut agg = Aggregator::new(dir.path());
+    let tok = agg.add_sensor(dir.path(), "golden-v1");
+    agg.start();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/wire");
+    let json = std::fs::read(data.join("all-small-v1.json.zst")).unwrap();
+    let written: darkscope_common::Summary =
+        serde_json::from_slice(&zstd::decode_all(&json[..]).unwrap()).unwrap();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/summaries", agg.url()))
+        .bearer_auth(std::fs::read_to_string(tok).unwrap().trim())
+        .header("Content-Type", darkscope_common::wire::BINARY_V1_MEDIA_TYPE)
+        .header("Content-Encoding", "zstd")
+        .body(std::fs::read(data.join("all-small-v1.bin.zst")).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().unwrap());
+    assert_eq!(
+        stored_packets_and_windows(&agg),
+        (written.totals.packets, 1)
+    );
+    for row in &written.sources {
+        if row.fingerprints.is_empty() && row.packets < 100 {
+            continue; // the spoofed one-packet sources
+        }
+        let s = agg.get(&format!("/api/v1/sources/{}", row.ip));
+        assert_eq!(s["packets"], row.packets, "{}", row.ip);
+        let fps: Vec<&str> = row.fingerprints.iter().map(|f| f.as_str()).collect();
+        assert_eq!(s["fingerprints"], serde_json::json!(fps), "{}", row.ip);
+    }
+}
+
 fn post_binary(agg: &Aggregator, token: &str, body: Vec<u8>) -> (u16, String) {
     let r = reqwest::blocking::Client::new()
         .post(format!("{}/api/v1/summaries", agg.url()))

@@ -419,7 +419,9 @@ fn rollups_answer_like_raw_rows(store: &dyn Store) {
 /// What federation needs from a backend: an arrival log of local windows,
 /// windows read back as summaries, replacing imports, and scoped answers.
 fn federation_storage(store: &dyn Store) {
-    let a0 = summary("a", 0, &[1, 2, 7], 2);
+    let mut a0 = summary("a", 0, &[1, 2, 7], 2);
+    // Per-fingerprint source counts, each kept in its own place.
+    a0.fingerprints = darkscope_common::wire::FingerprintCounts([1, 0, 2, 3]);
     store.insert_summary(&a0, "JP").unwrap();
     store
         .insert_summary(&summary("a", 1, &[2, 3], 1), "JP")
@@ -439,8 +441,8 @@ fn federation_storage(store: &dyn Store) {
     assert_eq!(back.len(), 1);
     let b = &back[0];
     assert_eq!(
-        (b.window, &b.classes, &b.totals),
-        (a0.window, &a0.classes, &a0.totals)
+        (b.window, &b.classes, &b.fingerprints, &b.totals),
+        (a0.window, &a0.classes, &a0.fingerprints, &a0.totals)
     );
     assert_eq!(b.ports, a0.ports);
     let mut want = a0.sources.clone();

@@ -120,18 +120,14 @@ impl PacketClass {
 
 /// A scanning tool recognisable from header fields alone.
 ///
-/// A source carries a fingerprint in a window only when *every* IPv4 TCP
-/// packet it sent in that window matches the rule: one packet matches the ZMap
-/// rule by chance once in 65,536, so single matches must not label a source.
+/// A source carries a fingerprint in a window only when *every* TCP packet
+/// it sent in that window matches the rule: one packet matches the ZMap rule
+/// by chance once in 65,536, so single matches must not label a source. The
+/// Mirai, ZMap and Masscan rules read IPv4 fields, so only IPv4 sources can
+/// carry them; the Nmap rule holds over IPv6 too.
 ///
-/// A candidate the real captures support but that is not a rule yet: Nmap's
-/// SYN scan. Every probe in `testdata/realscan/nmap.pcap` and `nmap6.pcap`
-/// has TCP window 1024 and a lone MSS 1460 option (Masscan's have window
-/// 1024 and no options, ZMap's window 65535). Adding it changes the binary
-/// upload (fingerprint counts are positional there: a new media type, so
-/// that older aggregators get JSON), and aggregators before the tolerant
-/// reading of names (`NameBit`) refuse a name they do not know: so it
-/// comes as its own step, after aggregators are upgraded (UPGRADING.md).
+/// New fingerprints are added at the end: readers of this version leave out
+/// names (JSON) and counts or bits (binary form) they do not know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
@@ -144,13 +140,25 @@ pub enum Fingerprint {
     Zmap = 1,
     /// Masscan: IPv4 ID == (dst_ip ^ dst_port ^ seq) & 0xffff.
     Masscan = 2,
+    /// Nmap's SYN scan (`-sS`, its default as root): a SYN without ACK,
+    /// TCP window 1024 and a lone MSS option of 1460 (bytes `02 04 05 b4`).
+    /// Every probe in `testdata/realscan/nmap.pcap` and `nmap6.pcap` (nmap
+    /// 7.93) has them; Masscan's probes have window 1024 and no options,
+    /// ZMap's window 65535, and an operating system's SYN carries more
+    /// options (SACK, timestamps, window scale).
+    Nmap = 3,
 }
 
 impl Fingerprint {
     /// Number of fingerprints.
-    pub const COUNT: usize = 3;
+    pub const COUNT: usize = 4;
     /// Every fingerprint, in bit order.
-    pub const ALL: [Fingerprint; 3] = [Fingerprint::Mirai, Fingerprint::Zmap, Fingerprint::Masscan];
+    pub const ALL: [Fingerprint; Fingerprint::COUNT] = [
+        Fingerprint::Mirai,
+        Fingerprint::Zmap,
+        Fingerprint::Masscan,
+        Fingerprint::Nmap,
+    ];
 
     /// The bit of this fingerprint in a [`FingerprintSet`].
     #[inline]
@@ -164,6 +172,7 @@ impl Fingerprint {
             Fingerprint::Mirai => "mirai",
             Fingerprint::Zmap => "zmap",
             Fingerprint::Masscan => "masscan",
+            Fingerprint::Nmap => "nmap",
         }
     }
 }
@@ -188,6 +197,11 @@ impl FingerprintSet {
     /// The members, in bit order.
     pub fn iter(self) -> impl Iterator<Item = Fingerprint> {
         Fingerprint::ALL.into_iter().filter(move |f| self.has(*f))
+    }
+
+    /// The set of every fingerprint this version knows.
+    pub fn all() -> FingerprintSet {
+        FingerprintSet(<Fingerprint as Member>::known())
     }
 }
 
@@ -275,9 +289,8 @@ impl<'de, T: Member> Deserialize<'de> for NameBit<T> {
 }
 
 /// Sets are lists of names in JSON and one byte of bits in the binary form;
-/// reading a list folds it into bits without allocating (unknown names are
-/// left out, see [`NameBit`]; the binary form is versioned by its media
-/// type, so unknown bits there are an error).
+/// reading a list folds it into bits without allocating. Members added
+/// later are left out: unknown names (see [`NameBit`]) and unknown bits.
 macro_rules! bitset_serde {
     ($set:ident, $item:ty) => {
         impl Serialize for $set {
@@ -312,11 +325,7 @@ macro_rules! bitset_serde {
                     d.deserialize_seq(V)
                 } else {
                     let bits = u8::deserialize(d)?;
-                    let known = <$item as Member>::known();
-                    if bits & !known != 0 {
-                        return Err(serde::de::Error::custom("unknown bits in a set"));
-                    }
-                    Ok($set(bits))
+                    Ok($set(bits & <$item as Member>::known()))
                 }
             }
         }
@@ -351,15 +360,18 @@ mod tests {
     #[test]
     fn names_added_later_are_left_out_and_junk_is_refused() {
         // A newer sensor's fingerprint or class: the rest of the set stays.
-        let f: FingerprintSet = serde_json::from_str(r#"["nmap","masscan"]"#).unwrap();
+        let f: FingerprintSet = serde_json::from_str(r#"["zgrab","masscan"]"#).unwrap();
         assert_eq!(f, FingerprintSet(Fingerprint::Masscan.bit()));
         let c: ClassSet = serde_json::from_str(r#"["tcp_syn","quic_initial"]"#).unwrap();
         assert_eq!(c, ClassSet(1 << PacketClass::TcpSyn as u8));
         // Not a list of names: still an error.
         assert!(serde_json::from_str::<FingerprintSet>(r#"[1]"#).is_err());
         assert!(serde_json::from_str::<ClassSet>(r#""tcp_syn""#).is_err());
-        // The binary form is versioned by its media type: unknown bits fail.
-        let b = postcard::to_stdvec(&0x80u8).unwrap();
-        assert!(postcard::from_bytes::<FingerprintSet>(&b).is_err());
+        // The binary form: unknown bits are left out too.
+        let b = postcard::to_stdvec(&(0x80u8 | Fingerprint::Nmap.bit())).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<FingerprintSet>(&b).unwrap(),
+            FingerprintSet(Fingerprint::Nmap.bit())
+        );
     }
 }

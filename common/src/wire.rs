@@ -5,7 +5,7 @@
 //! unless `truncation.exact` is false; the `*_hll` sketches let the
 //! aggregator merge distinct sources across sensors and windows.
 
-use crate::class::{ClassSet, FingerprintSet, PacketClass, Proto};
+use crate::class::{ClassSet, Fingerprint, FingerprintSet, PacketClass, Proto};
 use crate::hll::Hll;
 use crate::time::{Timestamp, TimestampFormatter};
 use serde::{Deserialize, Serialize};
@@ -141,13 +141,82 @@ impl ClassTotals {
     }
 }
 
-/// Number of sources that carry each fingerprint in the window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[allow(missing_docs)] // field names are the fingerprint names
-pub struct FingerprintCounts {
-    pub mirai: u64,
-    pub zmap: u64,
-    pub masscan: u64,
+/// Number of sources that carry each fingerprint in the window, indexed by
+/// [`Fingerprint`]. JSON: an object with a count per fingerprint name (a
+/// name this version does not know is left out on reading, a missing one
+/// is 0). Binary form: the counts as a list in bit order (a reader keeps
+/// the ones it knows).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FingerprintCounts(pub [u64; Fingerprint::COUNT]);
+
+impl std::ops::Index<Fingerprint> for FingerprintCounts {
+    type Output = u64;
+    fn index(&self, f: Fingerprint) -> &u64 {
+        &self.0[f as usize]
+    }
+}
+
+impl std::ops::IndexMut<Fingerprint> for FingerprintCounts {
+    fn index_mut(&mut self, f: Fingerprint) -> &mut u64 {
+        &mut self.0[f as usize]
+    }
+}
+
+impl Serialize for FingerprintCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_map(Fingerprint::ALL.iter().map(|f| (f.as_str(), self[*f])))
+        } else {
+            s.collect_seq(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FingerprintCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FingerprintCounts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a count per fingerprint")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<FingerprintCounts, A::Error> {
+                let mut c = FingerprintCounts::default();
+                while let Some(name) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match Fingerprint::ALL.iter().find(|f| f.as_str() == name) {
+                        Some(f) => c[*f] = m.next_value()?,
+                        None => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(c)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FingerprintCounts, A::Error> {
+                // Every element is read, so what follows stays in place.
+                let mut c = FingerprintCounts::default();
+                let mut i = 0;
+                while let Some(n) = seq.next_element::<u64>()? {
+                    if let Some(slot) = c.0.get_mut(i) {
+                        *slot = n;
+                    }
+                    i += 1;
+                }
+                Ok(c)
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_map(V)
+        } else {
+            d.deserialize_seq(V)
+        }
+    }
 }
 
 /// Darknet totals for the window.
@@ -576,11 +645,50 @@ impl Summary {
     }
 }
 
-/// Media type of a summary's binary form: the same fields as the JSON
-/// document, in declaration order, in postcard's format (varint integers,
-/// raw sketch bytes, microsecond timestamps, class sets as bit bytes).
-/// Sensors upload this by default; JSON stays accepted everywhere.
-pub const BINARY_MEDIA_TYPE: &str = "application/vnd.darkscope.summary+postcard";
+/// Media type of a summary's binary form as this version writes it (layout
+/// [`BinaryLayout::V2`]): the same fields as the JSON document, in
+/// declaration order, in postcard's format (varint integers, raw sketch
+/// bytes, microsecond timestamps, sets as bit bytes, fingerprint counts as
+/// a list). Sensors upload this by default; JSON stays accepted everywhere.
+pub const BINARY_MEDIA_TYPE: &str = "application/vnd.darkscope.summary.v2+postcard";
+
+/// Media type of the first binary layout ([`BinaryLayout::V1`]), still read.
+pub const BINARY_V1_MEDIA_TYPE: &str = "application/vnd.darkscope.summary+postcard";
+
+/// Layouts of the binary form. Each has its own media type, so an
+/// aggregator never reads one layout as another: one that does not know a
+/// layout reads the body as JSON, refuses it, and the sensor sends JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryLayout {
+    /// Releases up to 0.1.0: fingerprint counts as three fixed fields
+    /// (Mirai, ZMap, Masscan).
+    V1,
+    /// Fingerprint counts as a list, so fingerprints added later need no
+    /// new layout; set bits a reader does not know are left out.
+    V2,
+}
+
+impl BinaryLayout {
+    /// The layout this version writes.
+    pub const CURRENT: BinaryLayout = BinaryLayout::V2;
+
+    /// Its media type.
+    pub const fn media_type(self) -> &'static str {
+        match self {
+            BinaryLayout::V1 => BINARY_V1_MEDIA_TYPE,
+            BinaryLayout::V2 => BINARY_MEDIA_TYPE,
+        }
+    }
+
+    /// The layout a `Content-Type` names (parameters and case ignored), if
+    /// it names one.
+    pub fn of_media_type(content_type: &str) -> Option<BinaryLayout> {
+        let t = content_type.split(';').next().unwrap_or("").trim();
+        [BinaryLayout::V1, BinaryLayout::V2]
+            .into_iter()
+            .find(|l| t.eq_ignore_ascii_case(l.media_type()))
+    }
+}
 
 /// Why a binary summary could not be read or written.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -599,15 +707,28 @@ impl Summary {
         postcard::to_stdvec(self).map_err(|e| BinaryError::Format(e.to_string()))
     }
 
-    /// Reads the binary form: the schema version first (so another version
-    /// gets that error, not whatever field differs), then the whole
-    /// summary, with nothing left over.
+    /// Reads the binary form this version writes ([`BinaryLayout::CURRENT`]).
     pub fn from_binary(b: &[u8]) -> Result<Summary, BinaryError> {
+        Summary::from_binary_as(b, BinaryLayout::CURRENT)
+    }
+
+    /// Reads a binary form of the given layout: the schema version first (so
+    /// another version gets that error, not whatever field differs), then
+    /// the whole summary, with nothing left over.
+    pub fn from_binary_as(b: &[u8], layout: BinaryLayout) -> Result<Summary, BinaryError> {
         let (schema, _) = postcard::take_from_bytes::<u64>(b)
             .map_err(|e| BinaryError::Format(format!("no schema version: {e}")))?;
         if schema != SCHEMA as u64 {
             return Err(BinaryError::Schema(schema));
         }
+        let v2;
+        let b = match layout {
+            BinaryLayout::V2 => b,
+            BinaryLayout::V1 => {
+                v2 = v1_to_v2(b)?;
+                &v2[..]
+            }
+        };
         let (s, rest) = postcard::take_from_bytes::<Summary>(b)
             .map_err(|e| BinaryError::Format(e.to_string()))?;
         if !rest.is_empty() {
@@ -618,6 +739,21 @@ impl Summary {
         }
         Ok(s)
     }
+}
+
+/// Layout 1 as layout 2: the two differ only in the fingerprint counts,
+/// three fixed fields there and a list here, so the list's length (3, one
+/// byte) goes in front of them.
+fn v1_to_v2(b: &[u8]) -> Result<Vec<u8>, BinaryError> {
+    let format = |e: postcard::Error| BinaryError::Format(e.to_string());
+    type Head = (u64, SensorInfo, Window, CaptureHealth, ClassTotals);
+    let (_, rest) = postcard::take_from_bytes::<Head>(b).map_err(format)?;
+    let at = b.len() - rest.len();
+    let mut out = Vec::with_capacity(b.len() + 1);
+    out.extend_from_slice(&b[..at]);
+    out.push(3);
+    out.extend_from_slice(rest);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -659,7 +795,7 @@ mod tests {
             (any::<bool>(), any::<u128>()),
             any::<[u64; 4]>(),
             proptest::collection::vec(port, 0..=TopPorts::CAP),
-            (any::<u8>(), 0u8..8),
+            (any::<u8>(), 0u8..1 << Fingerprint::COUNT),
             (any::<u64>(), prop_oneof![Just(0u64), 0u64..1_000_000]),
         )
             .prop_map(|((v6, ip), n, ports, (classes, fps), (t, micros))| {
@@ -721,7 +857,7 @@ mod tests {
             destinations: u64::MAX,
             top_ports,
             classes: ClassSet((1 << PacketClass::COUNT) - 1),
-            fingerprints: crate::class::FingerprintSet(0x07),
+            fingerprints: crate::class::FingerprintSet::all(),
             first_seen: Timestamp(253_402_300_799_999_999),
             last_seen: Timestamp(253_402_300_799_999_998),
         }];
@@ -808,10 +944,7 @@ mod tests {
                 ..Default::default()
             },
             classes: ClassTotals::from_array([10, 0, 0, 0, 0, 0, 0]),
-            fingerprints: FingerprintCounts {
-                mirai: 1,
-                ..Default::default()
-            },
+            fingerprints: FingerprintCounts([1, 0, 0, 2]),
             totals: Totals {
                 packets: 10,
                 bytes: 400,
@@ -895,5 +1028,51 @@ mod tests {
                 let _ = Summary::from_binary(&c);
             }
         }
+    }
+
+    #[test]
+    fn fingerprint_counts_read_what_they_know() {
+        // JSON: every name written, in bit order; unknown names left out,
+        // missing ones 0, a count that is not a number refused.
+        let c = FingerprintCounts([1, 2, 3, 4]);
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"mirai":1,"zmap":2,"masscan":3,"nmap":4}"#
+        );
+        let r: FingerprintCounts =
+            serde_json::from_str(r#"{"zgrab":9,"masscan":3,"zmap":2}"#).unwrap();
+        assert_eq!(r, FingerprintCounts([0, 2, 3, 0]));
+        assert!(serde_json::from_str::<FingerprintCounts>(r#"{"mirai":"1"}"#).is_err());
+        assert!(serde_json::from_str::<FingerprintCounts>(r#"[1,2]"#).is_err());
+
+        // Binary: a later version's longer list; the fields after it still
+        // read in place.
+        let s = rich();
+        let b = s.to_binary().unwrap();
+        type Head = (u64, SensorInfo, Window, CaptureHealth, ClassTotals);
+        let (_, rest) = postcard::take_from_bytes::<Head>(&b).unwrap();
+        let at = b.len() - rest.len();
+        assert_eq!(b[at] as usize, Fingerprint::COUNT);
+        let mut later = b[..at].to_vec();
+        later.push(Fingerprint::COUNT as u8 + 2);
+        later.extend_from_slice(&b[at + 1..at + 1 + Fingerprint::COUNT]);
+        later.extend_from_slice(&[7, 0x80, 0x01]); // two more counts: 7 and 128
+        later.extend_from_slice(&b[at + 1 + Fingerprint::COUNT..]);
+        assert_eq!(Summary::from_binary(&later).unwrap(), s);
+    }
+
+    #[test]
+    fn binary_layouts_have_their_own_media_types() {
+        use BinaryLayout::*;
+        assert_eq!(BinaryLayout::of_media_type(BINARY_MEDIA_TYPE), Some(V2));
+        assert_eq!(
+            BinaryLayout::of_media_type("Application/VND.darkscope.summary+postcard; q=1"),
+            Some(V1)
+        );
+        assert_eq!(BinaryLayout::of_media_type("application/json"), None);
+        // A layout-2 body read as layout 1 is an error (the list's length
+        // is then read as the first count and the rest shifts), not a panic.
+        let b = rich().to_binary().unwrap();
+        assert!(Summary::from_binary_as(&b, V1).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Classes follow CAIDA's backscatter definition (see [`PacketClass`]).
 //! Fingerprint rules are evaluated per packet here; whether a *source* carries
-//! a fingerprint (every IPv4 TCP packet matched) is decided in `stats`.
+//! a fingerprint (every TCP packet matched) is decided in `stats`.
 
 use crate::record::{PacketRecord, FP_ELIGIBLE};
 use darkscope_common::{Fingerprint, PacketClass, Proto};
@@ -39,15 +39,28 @@ pub fn class_of(r: &PacketRecord) -> PacketClass {
     }
 }
 
-/// Fingerprint rule matches of one packet, with [`FP_ELIGIBLE`] set for IPv4 TCP.
+/// Nmap's SYN probe: window 1024 and a lone MSS 1460 option.
+const NMAP_WINDOW: u16 = 1024;
+const NMAP_OPTIONS: u32 = 0x0204_05b4;
+
+/// Fingerprint rule matches of one packet, with [`FP_ELIGIBLE`] set for TCP.
+/// The Mirai, ZMap and Masscan rules read IPv4 fields; over IPv6 only the
+/// Nmap rule can match.
 pub fn fingerprint_bits(r: &PacketRecord) -> u8 {
-    let Some(dst) = r.dst.as_v4() else {
-        return 0;
-    };
     if r.proto != Proto::Tcp {
         return 0;
     }
     let mut bits = FP_ELIGIBLE;
+    if r.tcp_flags & (SYN | ACK) == SYN
+        && r.tcp_window == NMAP_WINDOW
+        && r.tcp_opts_len == 4
+        && r.tcp_opts == NMAP_OPTIONS
+    {
+        bits |= Fingerprint::Nmap.bit();
+    }
+    let Some(dst) = r.dst.as_v4() else {
+        return bits;
+    };
     if r.seq == dst {
         bits |= Fingerprint::Mirai.bit();
     }
@@ -139,12 +152,39 @@ mod tests {
             FP_ELIGIBLE | Fingerprint::Masscan.bit()
         );
 
-        // IPv6 and non-TCP are never eligible.
+        // IPv6 TCP is eligible, but only the Nmap rule can match; non-TCP
+        // never is.
         let mut v6 = tcp(SYN);
         v6.dst = Addr::v6([0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert_eq!(fingerprint_bits(&v6), 0);
+        assert_eq!(fingerprint_bits(&v6), FP_ELIGIBLE);
         let mut u = tcp(0);
         u.proto = Proto::Udp;
         assert_eq!(fingerprint_bits(&u), 0);
+    }
+
+    #[test]
+    fn nmap_rule_needs_window_1024_and_a_lone_mss_1460_on_a_syn() {
+        let nmap = |flags, window, opts_len, opts| {
+            let mut r = tcp(flags);
+            r.seq = 0x1234_5678;
+            r.ip_id = 0x4321;
+            (r.tcp_window, r.tcp_opts_len, r.tcp_opts) = (window, opts_len, opts);
+            fingerprint_bits(&r) & Fingerprint::Nmap.bit() != 0
+        };
+        assert!(nmap(SYN, 1024, 4, 0x0204_05b4));
+        assert!(nmap(SYN | 0x40 | 0x80, 1024, 4, 0x0204_05b4)); // ECN bits
+                                                                // Masscan: window 1024 and no options.
+        assert!(!nmap(SYN, 1024, 0, 0));
+        // Another MSS, another window, more options (an OS's SYN), no SYN.
+        assert!(!nmap(SYN, 1024, 4, 0x0204_0218));
+        assert!(!nmap(SYN, 2048, 4, 0x0204_05b4));
+        assert!(!nmap(SYN, 1024, 8, 0x0204_05b4));
+        assert!(!nmap(SYN | ACK, 1024, 4, 0x0204_05b4));
+        assert!(!nmap(RST, 1024, 4, 0x0204_05b4));
+        // Over IPv6 too.
+        let mut v6 = tcp(SYN);
+        v6.dst = Addr::v6([0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        (v6.tcp_window, v6.tcp_opts_len, v6.tcp_opts) = (1024, 4, 0x0204_05b4);
+        assert_eq!(fingerprint_bits(&v6), FP_ELIGIBLE | Fingerprint::Nmap.bit());
     }
 }

@@ -371,6 +371,13 @@ fn transport(r: &mut PacketRecord, t: &TransportSlice<'_>) -> Kind {
             r.dport = tcp.destination_port();
             r.seq = tcp.sequence_number();
             r.tcp_flags = tcp.header_slice().get(13).copied().unwrap_or(0);
+            r.tcp_window = tcp.window_size();
+            let opts = tcp.options();
+            r.tcp_opts_len = opts.len() as u8;
+            let mut head = [0u8; 4];
+            let n = opts.len().min(4);
+            head[..n].copy_from_slice(&opts[..n]);
+            r.tcp_opts = u32::from_be_bytes(head);
         }
         TransportSlice::Udp(udp) => {
             r.proto = Proto::Udp;
@@ -658,6 +665,9 @@ mod tests {
             quoted_dport: 10,
             proto: Proto::Icmpv6,
             tcp_flags: 11,
+            tcp_window: 16,
+            tcp_opts_len: 17,
+            tcp_opts: 18,
             ttl: 12,
             icmp_code: 13,
             quoted_proto: 14,

@@ -4,7 +4,7 @@
 
 use darkscope_common::{Addr, PacketClass, Proto};
 
-/// `PacketRecord::fp` bit: the packet is IPv4 TCP, so fingerprint rules apply.
+/// `PacketRecord::fp` bit: the packet is TCP, so fingerprint rules apply.
 pub const FP_ELIGIBLE: u8 = 0x80;
 
 /// One decoded darknet packet.
@@ -34,6 +34,12 @@ pub struct PacketRecord {
     pub proto: Proto,
     /// TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 ...).
     pub tcp_flags: u8,
+    /// TCP window (0 otherwise).
+    pub tcp_window: u16,
+    /// Length of the TCP options in bytes (0 otherwise).
+    pub tcp_opts_len: u8,
+    /// The first four bytes of the TCP options, big-endian, zero-padded.
+    pub tcp_opts: u32,
     /// IPv4 TTL or IPv6 hop limit.
     pub ttl: u8,
     /// ICMP code (0 otherwise).
@@ -45,6 +51,9 @@ pub struct PacketRecord {
     /// Fingerprint rule matches ([`darkscope_common::Fingerprint::bit`]) and [`FP_ELIGIBLE`].
     pub fp: u8,
 }
+
+// A batch of records is copied between threads: keep a record in 80 bytes.
+const _: () = assert!(std::mem::size_of::<PacketRecord>() <= 80);
 
 impl PacketRecord {
     /// The port-table key: protocol and port packed into one `u32`.

@@ -457,9 +457,9 @@ struct SourceAcc {
     /// pair budget spent, or [`NO_SKETCH`].
     sketch: u32,
     classes: u8,
-    /// AND of fingerprint bits over its IPv4 TCP packets (starts all-ones).
+    /// AND of fingerprint bits over its TCP packets (starts all-ones).
     fp_and: u8,
-    /// OR of FP_ELIGIBLE: it sent at least one IPv4 TCP packet.
+    /// OR of FP_ELIGIBLE: it sent at least one TCP packet.
     fp_seen: u8,
 }
 
@@ -871,7 +871,11 @@ impl Shard {
                 destinations += sk.estimate();
                 exact = false;
             }
-            let fps = FingerprintSet(if s.fp_seen != 0 { s.fp_and & 0x07 } else { 0 });
+            let fps = FingerprintSet(if s.fp_seen != 0 {
+                s.fp_and & FingerprintSet::all().0
+            } else {
+                0
+            });
             for f in fps.iter() {
                 fingerprints[f as usize] += 1;
             }
@@ -1450,18 +1454,13 @@ impl Partial {
         } else {
             sort_sources(self.sources)
         };
-        let fp = self.fingerprints;
         Summary {
             schema: SCHEMA,
             sensor: meta.sensor,
             window: meta.window,
             capture: meta.capture,
             classes: ClassTotals::from_array(self.classes),
-            fingerprints: FingerprintCounts {
-                mirai: fp[Fingerprint::Mirai as usize],
-                zmap: fp[Fingerprint::Zmap as usize],
-                masscan: fp[Fingerprint::Masscan as usize],
-            },
+            fingerprints: FingerprintCounts(self.fingerprints),
             totals: Totals {
                 packets: self.packets,
                 bytes: self.bytes,
@@ -1855,7 +1854,7 @@ mod tests {
         s.add(&record(2, 5, 23, 0, 0x03, 0));
         s.add(&record(2, 6, 23, 0, 0x02, 1));
         let sum = s.take_partial(Vec::new()).into_summary(meta());
-        assert_eq!(sum.fingerprints.mirai, 1);
+        assert_eq!(sum.fingerprints[Fingerprint::Mirai], 1);
         let one = sum
             .sources
             .iter()

@@ -14,7 +14,7 @@
 //! - A restarted sensor finds its spool and resumes uploading.
 
 use crate::export::{Sink, SinkError};
-use darkscope_common::wire::BINARY_MEDIA_TYPE;
+use darkscope_common::wire::BinaryLayout;
 use darkscope_common::Summary;
 use rand::Rng;
 use std::fs::{self, File};
@@ -42,7 +42,7 @@ pub enum UploadError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WireFormat {
-    /// The compact binary form ([`BINARY_MEDIA_TYPE`]): about a sixth of JSON's
+    /// The compact binary form ([`darkscope_common::wire::BINARY_MEDIA_TYPE`]): about a sixth of JSON's
     /// parsing cost at the aggregator. An aggregator that refuses it gets
     /// the same summary as JSON.
     #[default]
@@ -62,10 +62,24 @@ impl std::str::FromStr for WireFormat {
     }
 }
 
-/// Spool file suffixes by form; a spool may hold both (after a change of
-/// `format`), and each file is uploaded as what it holds.
-const BINARY_SUFFIX: &str = ".bin.zst";
+/// Spool file suffixes by form; a spool may hold several (after a change of
+/// `format`, or an upgrade), and each file is uploaded as what it holds.
+const BINARY_SUFFIX: &str = ".b2.zst";
+/// The first binary layout, spooled by releases up to 0.1.0.
+const BINARY_V1_SUFFIX: &str = ".bin.zst";
 const JSON_SUFFIX: &str = ".json.zst";
+
+/// The binary layout a spool file holds, or `None` for JSON.
+fn layout_of(f: &Path) -> Option<BinaryLayout> {
+    let name = f.to_string_lossy();
+    if name.ends_with(BINARY_SUFFIX) {
+        Some(BinaryLayout::V2)
+    } else if name.ends_with(BINARY_V1_SUFFIX) {
+        Some(BinaryLayout::V1)
+    } else {
+        None
+    }
+}
 
 /// The on-disk queue of summaries waiting for upload.
 pub struct Spool {
@@ -403,9 +417,9 @@ impl Uploader {
 }
 
 /// The JSON form of a spooled binary summary (zstd in, zstd out).
-fn binary_to_json(body: &[u8]) -> Option<Vec<u8>> {
+fn binary_to_json(body: &[u8], layout: BinaryLayout) -> Option<Vec<u8>> {
     let raw = zstd::decode_all(body).ok()?;
-    let s = Summary::from_binary(&raw).ok()?;
+    let s = Summary::from_binary_as(&raw, layout).ok()?;
     zstd::encode_all(&serde_json::to_vec(&s).ok()?[..], 3).ok()
 }
 
@@ -414,14 +428,10 @@ fn attempt(
     t: &UploadTarget,
     base: &str,
     body: Vec<u8>,
-    binary: bool,
+    binary: Option<BinaryLayout>,
 ) -> Outcome {
     let url = format!("{}/api/v1/summaries", base.trim_end_matches('/'));
-    let media = if binary {
-        BINARY_MEDIA_TYPE
-    } else {
-        "application/json"
-    };
+    let media = binary.map_or("application/json", BinaryLayout::media_type);
     let r = client
         .post(url)
         .bearer_auth(&t.token)
@@ -487,14 +497,14 @@ fn upload_loop(
                 continue; // evicted meanwhile
             };
             let base = t.urls.get(current).map(String::as_str).unwrap_or("");
-            let binary = f.to_string_lossy().ends_with(BINARY_SUFFIX);
+            let binary = layout_of(&f);
             let mut outcome = attempt(client, t, base, body, binary);
-            if let (Outcome::Reject(reason), true) = (&outcome, binary) {
-                // An aggregator that predates the binary form reads it as
-                // bad JSON: send the same summary as JSON before rejecting.
-                if let Some(json) = fs::read(&f).ok().and_then(|b| binary_to_json(&b)) {
-                    log::warn!("{base} refused the binary form ({reason}); sending {} as JSON (set [upload] format = \"json\" for this aggregator)", f.display());
-                    outcome = attempt(client, t, base, json, false);
+            if let (Outcome::Reject(reason), Some(layout)) = (&outcome, binary) {
+                // An aggregator that predates this binary layout reads it
+                // as bad JSON: send the same summary as JSON before rejecting.
+                if let Some(json) = fs::read(&f).ok().and_then(|b| binary_to_json(&b, layout)) {
+                    log::warn!("{base} refused the binary form ({reason}); sending {} as JSON (upgrade the aggregator, or set [upload] format = \"json\" for it)", f.display());
+                    outcome = attempt(client, t, base, json, None);
                 }
             }
             match outcome {
@@ -715,6 +725,68 @@ pub(crate) mod tests {
         sp.push(&summary(60_000_000)).unwrap();
         assert_eq!(up.finish(Duration::from_secs(10)), 0);
         assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    /// A spool written by a release before layout 2 (a real file: what
+    /// 0.1.0 spooled for all-small.pcap, `testdata/wire/`) goes out after
+    /// the upgrade as what it holds, layout 1 under its own media type,
+    /// and reads as the summary that release wrote as JSON; a summary
+    /// spooled now goes out in layout 2. To an aggregator that takes JSON
+    /// only, both go as JSON.
+    #[test]
+    fn a_summary_spooled_before_an_upgrade_goes_out_as_it_was_written() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/wire");
+        let old = fs::read(data.join("all-small-v1.bin.zst")).unwrap();
+        let json = zstd::decode_all(&fs::read(data.join("all-small-v1.json.zst")).unwrap()[..]);
+        let expected: Summary = serde_json::from_slice(&json.unwrap()).unwrap();
+        assert_eq!(expected.fingerprints.0[..3], [1, 1, 1]);
+
+        fn by_layout(media: &str, body: &[u8]) -> &'static str {
+            let raw = zstd::decode_all(body).unwrap_or_default();
+            match BinaryLayout::of_media_type(media).map(|l| Summary::from_binary_as(&raw, l)) {
+                Some(Ok(_)) => "201 Created",
+                _ => "400 Bad Request",
+            }
+        }
+        fn json_only(media: &str, body: &[u8]) -> &'static str {
+            let raw = zstd::decode_all(body).unwrap_or_default();
+            match serde_json::from_slice::<Summary>(&raw) {
+                Ok(_) if media == "application/json" => "201 Created",
+                _ => "400 Bad Request",
+            }
+        }
+        for (answer, media) in [
+            (
+                by_layout as fn(&str, &[u8]) -> &'static str,
+                [BINARY_V1_MEDIA_TYPE, BINARY_MEDIA_TYPE],
+            ),
+            (json_only, ["application/json"; 2]),
+        ] {
+            let (url, seen) = server(answer);
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(
+                dir.path().join("00001795302000000000-golden-v1.bin.zst"),
+                &old,
+            )
+            .unwrap();
+            let sp = Arc::new(Spool::open(dir.path(), 1 << 20, WireFormat::Binary).unwrap());
+            sp.push(&summary(1_795_302_060_000_000)).unwrap();
+            let up = Uploader::start(sp.clone(), target(&url, Duration::ZERO)).unwrap();
+            assert_eq!(up.finish(Duration::from_secs(10)), 0);
+            let seen = seen.lock().unwrap();
+            let accepted: Vec<&Seen> = seen
+                .iter()
+                .filter(|x| answer(&x.1, &x.2).starts_with("201"))
+                .collect();
+            let got: Vec<&str> = accepted.iter().map(|x| x.1.as_str()).collect();
+            assert_eq!(got, media);
+            let raw = zstd::decode_all(&accepted[0].2[..]).unwrap();
+            let first = match BinaryLayout::of_media_type(&accepted[0].1) {
+                Some(l) => Summary::from_binary_as(&raw, l).unwrap(),
+                None => serde_json::from_slice(&raw).unwrap(),
+            };
+            assert_eq!(first, expected);
+        }
     }
 
     /// Twelve sensors whose windows close at the same moment: with a splay

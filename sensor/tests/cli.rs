@@ -67,7 +67,7 @@ fn reads_standard_input() {
     assert!(out.status.success());
     let sums = summaries(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(sums[0].totals.packets, 3000);
-    assert_eq!(sums[0].fingerprints.zmap, 1);
+    assert_eq!(sums[0].fingerprints[darkscope_common::Fingerprint::Zmap], 1);
 }
 
 #[test]

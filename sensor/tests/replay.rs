@@ -206,7 +206,7 @@ fn excluded_research_scanners_leave_every_statistic_but_are_counted() {
     assert_eq!(s.capture.excluded, 16_384);
     assert_eq!(s.totals.packets, 30_346 - 16_384);
     assert!(s.sources.iter().all(|r| r.ip.to_string() != "198.18.1.2"));
-    assert_eq!(s.fingerprints.masscan, 0);
+    assert_eq!(s.fingerprints[darkscope_common::Fingerprint::Masscan], 0);
     let p2323 = s.ports.iter().find(|p| p.port == 2323);
     assert!(p2323.is_none(), "2323 was hit only by masscan");
 }

@@ -121,3 +121,72 @@ fn generated_mix_matches_tshark_dissection() {
         .iter()
         .any(|p| p.proto.as_str() == "ip" && p.port == 47));
 }
+
+/// The Nmap rule on the real captures, with tshark as the oracle: a source
+/// carries it when every TCP packet it sent to the darknet is a SYN without
+/// ACK, with window 1024 and options exactly MSS 1460 (`020405b4`). nmap's
+/// SYN scans (IPv4 and IPv6) carry it; Masscan (window 1024, no options),
+/// ZMap, hping3 and the spoofed sources do not.
+#[test]
+fn nmap_fingerprint_matches_tshark_fields_on_real_captures() {
+    use darkscope_common::Fingerprint;
+    let darknet = PrefixSet::parse_list(common::DARKNET).unwrap();
+    let mut labelled = 0;
+    for name in ["nmap", "nmap6", "masscan", "zmap", "mirai", "all-small"] {
+        let pcap = common::testdata(&format!("{name}.pcap"));
+        let out = Command::new("tshark")
+            .args(["-n", "-r"])
+            .arg(&pcap)
+            .args(["-Y", "tcp && !icmp && !icmpv6"])
+            .args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"])
+            .args([
+                "-e", "ip.src", "-e", "ipv6.src", "-e", "ip.dst", "-e", "ipv6.dst",
+            ])
+            .args([
+                "-e",
+                "tcp.flags",
+                "-e",
+                "tcp.window_size_value",
+                "-e",
+                "tcp.options",
+            ])
+            .output()
+            .expect("tshark must be installed (apt-get install tshark); .ci/run installs it");
+        assert!(out.status.success(), "tshark on {name} failed");
+        // source -> every TCP packet so far matched
+        let mut every: BTreeMap<String, bool> = BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let r: Vec<&str> = line.split('\t').collect();
+            let get = |i: usize| r.get(i).copied().unwrap_or("");
+            let src = if get(0).is_empty() { get(1) } else { get(0) };
+            let dst = if get(2).is_empty() { get(3) } else { get(2) };
+            let Ok(dst) = dst.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            if !darknet.contains(Addr::from(dst)) {
+                continue;
+            }
+            let flags = u16::from_str_radix(get(4).trim_start_matches("0x"), 16).unwrap();
+            let matched =
+                flags & 0x12 == 0x02 && get(5) == "1024" && get(6).replace(':', "") == "020405b4";
+            *every.entry(src.to_string()).or_insert(true) &= matched;
+        }
+        let want: HashSet<String> = every
+            .into_iter()
+            .filter_map(|(ip, all)| all.then_some(ip))
+            .collect();
+        let (sums, _) = common::run_file(&pcap, 86_400, 2, 1_000_000);
+        let s = &sums[0];
+        let got: HashSet<String> = s
+            .sources
+            .iter()
+            .filter(|r| r.fingerprints.has(Fingerprint::Nmap))
+            .map(|r| r.ip.to_string())
+            .collect();
+        assert_eq!(got, want, "{name}: nmap sources");
+        assert_eq!(s.fingerprints[Fingerprint::Nmap], want.len() as u64);
+        labelled += want.len();
+    }
+    // nmap (1), nmap6 (1), and both again in all-small.
+    assert_eq!(labelled, 4);
+}

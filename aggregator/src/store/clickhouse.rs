@@ -42,7 +42,7 @@ use darkscope_common::wire::{
     ClassTotals, FingerprintCounts, PortCount, PortRow, SensorInfo, SourceRow, Summary, TopPorts,
     Totals, Truncation, Window, SCHEMA,
 };
-use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
+use darkscope_common::{Addr, ClassSet, Fingerprint, FingerprintSet, Proto, Timestamp};
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[(u32, &str)] = &[
         4,
         include_str!("../../../deploy/clickhouse/004_feed_events.sql"),
     ),
+    (5, include_str!("../../../deploy/clickhouse/005_nmap.sql")),
 ];
 
 /// The same migrations for a ClickHouse cluster (`[clickhouse] cluster`):
@@ -85,6 +86,10 @@ pub const CLUSTER_MIGRATIONS: &[(u32, &str)] = &[
     (
         4,
         include_str!("../../../deploy/clickhouse/cluster/004_feed_events.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../deploy/clickhouse/cluster/005_nmap.sql"),
     ),
 ];
 
@@ -412,6 +417,7 @@ struct WindowRow {
     sources_hll: String,
     darknet: String,
     monitored_ipv4: u64,
+    fp_nmap: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1073,9 +1079,10 @@ impl ClickHouseStore {
             icmp_other: k.icmp_other,
             tcp_other: k.tcp_other,
             other: k.other,
-            fp_mirai: s.fingerprints.mirai,
-            fp_zmap: s.fingerprints.zmap,
-            fp_masscan: s.fingerprints.masscan,
+            fp_mirai: s.fingerprints[Fingerprint::Mirai],
+            fp_zmap: s.fingerprints[Fingerprint::Zmap],
+            fp_masscan: s.fingerprints[Fingerprint::Masscan],
+            fp_nmap: s.fingerprints[Fingerprint::Nmap],
             sources_hll: b64(&s.totals.sources_hll.to_bytes()),
             darknet: s.sensor.darknet.join(","),
             monitored_ipv4: s.sensor.monitored_ipv4,
@@ -2254,11 +2261,12 @@ impl Store for ClickHouseStore {
                         w.tcp_other,
                         w.other,
                     ]),
-                    fingerprints: FingerprintCounts {
-                        mirai: w.fp_mirai,
-                        zmap: w.fp_zmap,
-                        masscan: w.fp_masscan,
-                    },
+                    fingerprints: FingerprintCounts([
+                        w.fp_mirai,
+                        w.fp_zmap,
+                        w.fp_masscan,
+                        w.fp_nmap,
+                    ]),
                     totals: Totals {
                         packets: w.packets,
                         bytes: w.bytes,

@@ -31,7 +31,7 @@ use super::{
 };
 use darkscope_common::hll::Hll;
 use darkscope_common::wire::{ClassTotals, Summary};
-use darkscope_common::{Addr, ClassSet, FingerprintSet, Proto, Timestamp};
+use darkscope_common::{Addr, ClassSet, Fingerprint, FingerprintSet, Proto, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
 use rustc_hash::FxHashMap;
 use std::path::Path;
@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS windows (
   other INTEGER NOT NULL, fp_mirai INTEGER NOT NULL, fp_zmap INTEGER NOT NULL,
   fp_masscan INTEGER NOT NULL, sources_hll BLOB NOT NULL,
   darknet TEXT NOT NULL DEFAULT '', monitored_ipv4 INTEGER NOT NULL DEFAULT 0,
+  fp_nmap INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (sensor, start)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_start ON windows(start);
 CREATE TABLE IF NOT EXISTS port_blobs (
@@ -131,7 +132,7 @@ CREATE INDEX IF NOT EXISTS export_audit_time ON export_audit(time);
 CREATE TABLE IF NOT EXISTS heartbeats (
   role TEXT NOT NULL, holder TEXT NOT NULL, since INTEGER NOT NULL, at INTEGER NOT NULL,
   PRIMARY KEY (role, holder)) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '7');
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '8');
 INSERT OR IGNORE INTO meta (key, value) VALUES ('rolled_until', '0');
 "#;
 
@@ -509,10 +510,11 @@ fn migrate(c: &Connection, path: &Path) -> Result<(), StoreError> {
             "4" => migrate_4_to_5(c)?,
             "5" => migrate_5_to_6(c)?,
             "6" => migrate_6_to_7(c)?,
-            "7" => return Ok(()),
+            "7" => migrate_7_to_8(c)?,
+            "8" => return Ok(()),
             v => {
                 return Err(StoreError::Backend(format!(
-                    "{} has storage schema {v}; this build reads schemas 3 to 7 (move the old file aside)",
+                    "{} has storage schema {v}; this build reads schemas 3 to 8 (move the old file aside)",
                     path.display()
                 )))
             }
@@ -634,10 +636,10 @@ fn encode(s: &Summary, country: &str) -> Result<Encoded, StoreError> {
         n(k.icmp_other),
         n(k.tcp_other),
         n(k.other),
-        n(s.fingerprints.mirai),
-        n(s.fingerprints.zmap),
-        n(s.fingerprints.masscan),
-        0,
+        n(s.fingerprints[Fingerprint::Mirai]),
+        n(s.fingerprints[Fingerprint::Zmap]),
+        n(s.fingerprints[Fingerprint::Masscan]),
+        n(s.fingerprints[Fingerprint::Nmap]),
     ];
     let ports = portrec::encode(&s.ports);
     let sources = srcrec::encode(&s.sources);
@@ -787,7 +789,7 @@ fn write_batch(
     let mut out = Vec::with_capacity(jobs.len());
     {
         let mut ws = tx.prepare_cached(
-            "INSERT OR IGNORE INTO windows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30)",
+            "INSERT OR IGNORE INTO windows VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26,?27,?28,?29,?30,?31)",
         )?;
         let mut log = tx.prepare_cached("INSERT INTO fed_log (sensor, start) VALUES (?1, ?2)")?;
         let mut del: Vec<rusqlite::CachedStatement<'_>> = [
@@ -845,6 +847,7 @@ fn write_batch(
                 e.sources_hll,
                 e.darknet,
                 e.monitored_ipv4,
+                w[21],
             ])?;
             if n == 0 {
                 out.push(Inserted::Duplicate);
@@ -1127,6 +1130,21 @@ fn migrate_6_to_7(c: &Connection) -> Result<(), StoreError> {
     tx.execute_batch(
         "DROP TABLE port_rows;
          UPDATE meta SET value = '7' WHERE key = 'schema';",
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Schema 8: windows count the sources carrying the Nmap fingerprint
+/// (0 for windows stored before: no sensor reported it then).
+fn migrate_7_to_8(c: &Connection) -> Result<(), StoreError> {
+    let Some(tx) = begin_step(c, "7")? else {
+        return Ok(());
+    };
+    log::info!("upgrading the database from storage schema 7 to 8 (Nmap fingerprint counts)");
+    tx.execute_batch(
+        "ALTER TABLE windows ADD COLUMN fp_nmap INTEGER NOT NULL DEFAULT 0;
+         UPDATE meta SET value = '8' WHERE key = 'schema';",
     )?;
     tx.commit()?;
     Ok(())
@@ -2010,7 +2028,7 @@ impl Store for SqliteStore {
         let mut ws = c.prepare_cached(
             "SELECT start, end, country, packets, bytes, sources, exact,
                     tcp_syn, backscatter, udp, icmp_echo, icmp_other, tcp_other, other,
-                    fp_mirai, fp_zmap, fp_masscan, sources_hll, darknet, monitored_ipv4
+                    fp_mirai, fp_zmap, fp_masscan, sources_hll, darknet, monitored_ipv4, fp_nmap
              FROM windows WHERE sensor = ?1 AND start >= ?2 AND start < ?3 ORDER BY start",
         )?;
         let mut ps =
@@ -2025,7 +2043,7 @@ impl Store for SqliteStore {
                 [g(3)?, g(4)?, g(5)?],
                 r.get::<_, bool>(6)?,
                 [g(7)?, g(8)?, g(9)?, g(10)?, g(11)?, g(12)?, g(13)?],
-                [g(14)?, g(15)?, g(16)?],
+                [g(14)?, g(15)?, g(16)?, g(20)?],
                 r.get::<_, Vec<u8>>(17)?,
                 r.get::<_, String>(18)?,
                 g(19)?,
@@ -2066,11 +2084,7 @@ impl Store for SqliteStore {
                 },
                 capture: Default::default(),
                 classes: ClassTotals::from_array(classes),
-                fingerprints: FingerprintCounts {
-                    mirai: fps[0],
-                    zmap: fps[1],
-                    masscan: fps[2],
-                },
+                fingerprints: FingerprintCounts(fps),
                 totals: Totals {
                     packets: tot[0],
                     bytes: tot[1],
@@ -2390,6 +2404,7 @@ mod tests {
             c.execute_batch(
                 "ALTER TABLE subscribers DROP COLUMN webhook;
                  ALTER TABLE subscribers DROP COLUMN webhook_key;
+                 ALTER TABLE windows DROP COLUMN fp_nmap;
                  DROP TABLE feed_events;
                  DROP TABLE port_blobs;
                  DROP TABLE port_windows;
@@ -2441,16 +2456,17 @@ mod tests {
         first.execute_batch(SCHEMA).unwrap();
         migrate(&first, &path).unwrap();
         type Step = fn(&Connection) -> Result<(), StoreError>;
-        let steps: [Step; 4] = [
+        let steps: [Step; 5] = [
             migrate_3_to_4,
             migrate_4_to_5,
             migrate_5_to_6,
             migrate_6_to_7,
+            migrate_7_to_8,
         ];
         for (i, step) in steps.into_iter().enumerate() {
             step(&second).unwrap_or_else(|e| panic!("step {} again: {e}", i + 3));
         }
-        assert_eq!(schema_version(&second).unwrap(), "7");
+        assert_eq!(schema_version(&second).unwrap(), "8");
         drop((first, second));
         let s = SqliteStore::open(&path).unwrap();
         let back = s
@@ -2477,7 +2493,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(v, "7");
+        assert_eq!(v, "8");
         // The port rows were packed: the window reads back whole, and the
         // rolled-up hour's per-window points were built.
         let back = s
@@ -2512,6 +2528,22 @@ mod tests {
             .query_row("SELECT rows FROM source_blobs", [], |r| r.get(0))
             .unwrap();
         assert_eq!(blob[0], srcrec::TAG);
+        // Windows gained the Nmap count: 0 for the old one, kept for new ones.
+        assert_eq!(back[0].fingerprints, sum.fingerprints);
+        let mut later = sum.clone();
+        later.window.start.0 += 60_000_000;
+        later.window.end.0 += 60_000_000;
+        later.fingerprints[Fingerprint::Nmap] = 1;
+        later.sources[0].fingerprints = FingerprintSet(Fingerprint::Nmap.bit());
+        s.insert_summary_with(&later, "JP", &[]).unwrap();
+        let back = s
+            .stored_summaries(&sum.sensor.id, later.window.start, later.window.end)
+            .unwrap();
+        assert_eq!(back[0].fingerprints, later.fingerprints);
+        assert_eq!(
+            back[0].sources[0].fingerprints,
+            later.sources[0].fingerprints
+        );
     }
 
     #[test]

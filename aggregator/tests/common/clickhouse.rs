@@ -94,7 +94,7 @@ impl Server {
     /// A migrated, empty database `name`.
     pub fn store(&self, name: &str) -> ClickHouseStore {
         let cfg = self.config(name);
-        assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4, 5]);
         assert!(
             ClickHouseStore::migrate(&cfg).unwrap().is_empty(),
             "migrate is idempotent"
@@ -248,7 +248,7 @@ impl Cluster {
     /// A migrated, empty database `name`, used through node `i`.
     pub fn store(&self, i: usize, name: &str) -> ClickHouseStore {
         let cfg = self.config(i, name);
-        assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4, 5]);
         ClickHouseStore::open(&cfg).unwrap()
     }
 
