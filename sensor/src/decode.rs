@@ -458,6 +458,38 @@ mod tests {
         assert_eq!(r.seq, 0xc613_0007);
         assert_eq!(r.ttl, 255);
         assert_eq!(r.ip_len, 40);
+        assert_eq!((r.tcp_window, r.tcp_opts_len, r.tcp_opts), (1024, 0, 0));
+    }
+
+    #[test]
+    fn tcp_window_and_the_first_option_bytes() {
+        use etherparse::TcpOptionElement::{MaximumSegmentSize, SelectiveAcknowledgementPermitted};
+        let frame = |opts: &[etherparse::TcpOptionElement]| {
+            let b = PacketBuilder::ethernet2(MAC, MAC)
+                .ipv6(
+                    [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                    [0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+                    64,
+                )
+                .tcp(40000, 22, 1, 1024)
+                .syn()
+                .options(opts)
+                .unwrap();
+            let mut v = Vec::new();
+            b.write(&mut v, &[]).unwrap();
+            packet(decode(LinkType::Ethernet, &v))
+        };
+        let r = frame(&[MaximumSegmentSize(1460)]);
+        assert_eq!(
+            (r.tcp_window, r.tcp_opts_len, r.tcp_opts),
+            (1024, 4, 0x0204_05b4)
+        );
+        // Longer options: their length, and their first four bytes.
+        let r = frame(&[MaximumSegmentSize(1460), SelectiveAcknowledgementPermitted]);
+        assert_eq!((r.tcp_opts_len, r.tcp_opts), (8, 0x0204_05b4));
+        // SACK permitted (2 bytes), padded with end-of-list bytes.
+        let r = frame(&[SelectiveAcknowledgementPermitted]);
+        assert_eq!((r.tcp_opts_len, r.tcp_opts), (4, 0x0402_0000));
     }
 
     #[test]
