@@ -42,9 +42,10 @@ pub enum UploadError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WireFormat {
-    /// The compact binary form ([`darkscope_common::wire::BINARY_MEDIA_TYPE`]): about a sixth of JSON's
-    /// parsing cost at the aggregator. An aggregator that refuses it gets
-    /// the same summary as JSON.
+    /// The compact binary form
+    /// ([`darkscope_common::wire::BINARY_MEDIA_TYPE`]): about a sixth of
+    /// JSON's parsing cost at the aggregator. An aggregator that refuses it
+    /// gets the same summary as JSON.
     #[default]
     Binary,
     /// The JSON document (readable with `zstdcat … | jq`).
@@ -663,6 +664,16 @@ pub(crate) mod tests {
         (url, seen)
     }
 
+    /// An aggregator that predates the binary form: it reads every body as
+    /// JSON.
+    fn json_only(media: &str, body: &[u8]) -> &'static str {
+        let raw = zstd::decode_all(body).unwrap_or_default();
+        match serde_json::from_slice::<Summary>(&raw) {
+            Ok(_) if media == "application/json" => "201 Created",
+            _ => "400 Bad Request",
+        }
+    }
+
     fn target(url: &str, splay: Duration) -> UploadTarget {
         UploadTarget {
             urls: vec![url.to_string()],
@@ -679,13 +690,6 @@ pub(crate) mod tests {
     /// nothing is moved to rejected/. One that takes it gets the binary form.
     #[test]
     fn an_aggregator_refusing_the_binary_form_gets_json() {
-        fn json_only(media: &str, body: &[u8]) -> &'static str {
-            let raw = zstd::decode_all(body).unwrap_or_default();
-            match serde_json::from_slice::<Summary>(&raw) {
-                Ok(_) if media == "application/json" => "201 Created",
-                _ => "400 Bad Request",
-            }
-        }
         let (url, seen) = server(json_only);
         let dir = tempfile::tempdir().unwrap();
         let sp = Arc::new(Spool::open(dir.path(), 1 << 20, WireFormat::Binary).unwrap());
@@ -745,13 +749,6 @@ pub(crate) mod tests {
             let raw = zstd::decode_all(body).unwrap_or_default();
             match BinaryLayout::of_media_type(media).map(|l| Summary::from_binary_as(&raw, l)) {
                 Some(Ok(_)) => "201 Created",
-                _ => "400 Bad Request",
-            }
-        }
-        fn json_only(media: &str, body: &[u8]) -> &'static str {
-            let raw = zstd::decode_all(body).unwrap_or_default();
-            match serde_json::from_slice::<Summary>(&raw) {
-                Ok(_) if media == "application/json" => "201 Created",
                 _ => "400 Bad Request",
             }
         }
