@@ -92,7 +92,7 @@ pub fn parse(bytes: &[u8]) -> Result<Summary, IngestError> {
     }
 }
 
-/// Parses and checks a summary in a binary form ([`BINARY_MEDIA_TYPE`], or
+/// Parses and checks a summary in a binary form (the current layout, or
 /// an earlier layout).
 pub fn parse_binary(bytes: &[u8], layout: BinaryLayout) -> Result<Summary, IngestError> {
     let s = Summary::from_binary_as(bytes, layout).map_err(|e| match e {

@@ -430,6 +430,9 @@ mod tests {
     use etherparse::PacketBuilder;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    /// A scanner and a darknet address (2001:db8:dead::/48) over IPv6.
+    const V6_SCANNER: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    const V6_DARK: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
 
     fn eth_tcp_syn(seq: u32) -> Vec<u8> {
         let b = PacketBuilder::ethernet2(MAC, MAC)
@@ -466,11 +469,7 @@ mod tests {
         use etherparse::TcpOptionElement::{MaximumSegmentSize, SelectiveAcknowledgementPermitted};
         let frame = |opts: &[etherparse::TcpOptionElement]| {
             let b = PacketBuilder::ethernet2(MAC, MAC)
-                .ipv6(
-                    [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                    [0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
-                    64,
-                )
+                .ipv6(V6_SCANNER, V6_DARK, 64)
                 .tcp(40000, 22, 1, 1024)
                 .syn()
                 .options(opts)
@@ -510,11 +509,7 @@ mod tests {
                 etherparse::VlanId::try_new(100).unwrap(),
                 etherparse::VlanId::try_new(200).unwrap(),
             )
-            .ipv6(
-                [0x20, 1, 0xd, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-                [0x20, 1, 0xd, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
-                64,
-            )
+            .ipv6(V6_SCANNER, V6_DARK, 64)
             .tcp(1, 22, 0, 1024)
             .syn()
             .write(&mut q, &[])

@@ -11,6 +11,46 @@ use darkscope_common::{Addr, PrefixSet};
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 
+/// tshark's dissection of `pcap` (frames passing `filter`), one line per
+/// frame: source and destination (`ip.src`, `ipv6.src`, `ip.dst`,
+/// `ipv6.dst`), then `fields`, each field's first occurrence, tab-separated.
+fn tshark_fields(pcap: &std::path::Path, filter: Option<&str>, fields: &[&str]) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(pcap);
+    if let Some(f) = filter {
+        cmd.args(["-Y", f]);
+    }
+    cmd.args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]);
+    for f in ["ip.src", "ipv6.src", "ip.dst", "ipv6.dst"]
+        .iter()
+        .chain(fields)
+    {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .output()
+        .expect("tshark must be installed (apt-get install tshark); .ci/run installs it");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A line of [`tshark_fields`] as (source, destination, the other fields),
+/// or `None` when its destination is not in the darknet.
+fn to_darknet<'a>(line: &'a str, darknet: &PrefixSet) -> Option<(&'a str, &'a str, Vec<&'a str>)> {
+    let r: Vec<&str> = line.split('\t').collect();
+    let get = |i: usize| r.get(i).copied().unwrap_or("");
+    let src = if get(0).is_empty() { get(1) } else { get(0) };
+    let dst = if get(2).is_empty() { get(3) } else { get(2) };
+    let ip = dst.parse::<std::net::IpAddr>().ok()?;
+    darknet
+        .contains(Addr::from(ip))
+        .then(|| (src, dst, r.get(4..).unwrap_or_default().to_vec()))
+}
+
 /// (protocol name, port)
 type PortKey = (String, u64);
 /// packets, sources, destinations
@@ -29,31 +69,17 @@ fn generated_mix_matches_tshark_dissection() {
     };
     generate(&cfg, &pcap).unwrap();
 
-    let fields = [
-        "ip.src",
-        "ipv6.src",
-        "ip.dst",
-        "ipv6.dst",
-        "ip.proto",
-        "ipv6.nxt",
-        "tcp.dstport",
-        "udp.dstport",
-        "icmp.type",
-        "icmpv6.type",
-    ];
-    let mut cmd = Command::new("tshark");
-    cmd.args(["-n", "-r"]).arg(&pcap);
-    cmd.args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd
-        .output()
-        .expect("tshark must be installed (apt-get install tshark); .ci/run installs it");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines = tshark_fields(
+        &pcap,
+        None,
+        &[
+            "ip.proto",
+            "ipv6.nxt",
+            "tcp.dstport",
+            "udp.dstport",
+            "icmp.type",
+            "icmpv6.type",
+        ],
     );
     let darknet = PrefixSet::parse_list(common::DARKNET).unwrap();
 
@@ -61,24 +87,18 @@ fn generated_mix_matches_tshark_dissection() {
     let mut ports: BTreeMap<PortKey, PortSeen> = BTreeMap::new();
     let mut sources: BTreeMap<String, u64> = BTreeMap::new();
     let mut frames = 0u64;
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in lines.lines() {
         frames += 1;
-        let r: Vec<&str> = line.split('\t').collect();
-        let get = |i: usize| r.get(i).copied().unwrap_or("");
-        let src = if get(0).is_empty() { get(1) } else { get(0) };
-        let dst = if get(2).is_empty() { get(3) } else { get(2) };
-        let Ok(dst_ip) = dst.parse::<std::net::IpAddr>() else {
+        let Some((src, dst, r)) = to_darknet(line, &darknet) else {
             continue;
         };
-        if !darknet.contains(Addr::from(dst_ip)) {
-            continue;
-        }
-        let proto = if get(4).is_empty() { get(5) } else { get(4) };
+        let get = |i: usize| r.get(i).copied().unwrap_or("");
+        let proto = if get(0).is_empty() { get(1) } else { get(0) };
         let key = match proto {
-            "1" => ("icmp".to_string(), get(8).parse().unwrap()),
-            "58" => ("icmpv6".to_string(), get(9).parse().unwrap()),
-            _ if !get(6).is_empty() => ("tcp".to_string(), get(6).parse().unwrap()),
-            _ if !get(7).is_empty() => ("udp".to_string(), get(7).parse().unwrap()),
+            "1" => ("icmp".to_string(), get(4).parse().unwrap()),
+            "58" => ("icmpv6".to_string(), get(5).parse().unwrap()),
+            _ if !get(2).is_empty() => ("tcp".to_string(), get(2).parse().unwrap()),
+            _ if !get(3).is_empty() => ("udp".to_string(), get(3).parse().unwrap()),
             p => ("ip".to_string(), p.parse().unwrap()),
         };
         let e = ports.entry(key).or_default();
@@ -134,41 +154,21 @@ fn nmap_fingerprint_matches_tshark_fields_on_real_captures() {
     let mut labelled = 0;
     for name in ["nmap", "nmap6", "masscan", "zmap", "mirai", "all-small"] {
         let pcap = common::testdata(&format!("{name}.pcap"));
-        let out = Command::new("tshark")
-            .args(["-n", "-r"])
-            .arg(&pcap)
-            .args(["-Y", "tcp && !icmp && !icmpv6"])
-            .args(["-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"])
-            .args([
-                "-e", "ip.src", "-e", "ipv6.src", "-e", "ip.dst", "-e", "ipv6.dst",
-            ])
-            .args([
-                "-e",
-                "tcp.flags",
-                "-e",
-                "tcp.window_size_value",
-                "-e",
-                "tcp.options",
-            ])
-            .output()
-            .expect("tshark must be installed (apt-get install tshark); .ci/run installs it");
-        assert!(out.status.success(), "tshark on {name} failed");
+        let lines = tshark_fields(
+            &pcap,
+            Some("tcp && !icmp && !icmpv6"),
+            &["tcp.flags", "tcp.window_size_value", "tcp.options"],
+        );
         // source -> every TCP packet so far matched
         let mut every: BTreeMap<String, bool> = BTreeMap::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let r: Vec<&str> = line.split('\t').collect();
-            let get = |i: usize| r.get(i).copied().unwrap_or("");
-            let src = if get(0).is_empty() { get(1) } else { get(0) };
-            let dst = if get(2).is_empty() { get(3) } else { get(2) };
-            let Ok(dst) = dst.parse::<std::net::IpAddr>() else {
+        for line in lines.lines() {
+            let Some((src, _, r)) = to_darknet(line, &darknet) else {
                 continue;
             };
-            if !darknet.contains(Addr::from(dst)) {
-                continue;
-            }
-            let flags = u16::from_str_radix(get(4).trim_start_matches("0x"), 16).unwrap();
+            let get = |i: usize| r.get(i).copied().unwrap_or("");
+            let flags = u16::from_str_radix(get(0).trim_start_matches("0x"), 16).unwrap();
             let matched =
-                flags & 0x12 == 0x02 && get(5) == "1024" && get(6).replace(':', "") == "020405b4";
+                flags & 0x12 == 0x02 && get(1) == "1024" && get(2).replace(':', "") == "020405b4";
             *every.entry(src.to_string()).or_insert(true) &= matched;
         }
         let want: HashSet<String> = every
