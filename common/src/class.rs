@@ -143,9 +143,11 @@ pub enum Fingerprint {
     /// Nmap's SYN scan (`-sS`, its default as root): a SYN without ACK,
     /// TCP window 1024 and a lone MSS option of 1460 (bytes `02 04 05 b4`).
     /// Every probe in `testdata/realscan/nmap.pcap` and `nmap6.pcap` (nmap
-    /// 7.93) has them; Masscan's probes have window 1024 and no options,
-    /// ZMap's window 65535, and an operating system's SYN carries more
-    /// options (SACK, timestamps, window scale).
+    /// 7.93) has them; Masscan 1.3.2's probes have window 1024 and no
+    /// options, ZMap's window 65535, and an operating system's SYN carries
+    /// more options (SACK, timestamps, window scale). Later Masscan versions
+    /// send the same window and option: a source that also meets the
+    /// Masscan rule is labelled Masscan only.
     Nmap = 3,
 }
 

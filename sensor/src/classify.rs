@@ -5,7 +5,7 @@
 //! a fingerprint (every TCP packet matched) is decided in `stats`.
 
 use crate::record::{PacketRecord, FP_ELIGIBLE};
-use darkscope_common::{Fingerprint, PacketClass, Proto};
+use darkscope_common::{Fingerprint, FingerprintSet, PacketClass, Proto};
 
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
@@ -71,6 +71,21 @@ pub fn fingerprint_bits(r: &PacketRecord) -> u8 {
         bits |= Fingerprint::Masscan.bit();
     }
     bits
+}
+
+/// The fingerprints of a source from the AND of its TCP packets' rule bits.
+/// Masscan after 1.3.2 sends the same window and MSS option as Nmap's SYN
+/// scan, so a source whose every probe also has Masscan's IP ID relation (a
+/// 16-bit match per packet, which Nmap's random IDs meet once in 65,536) is
+/// Masscan, not Nmap. Over IPv6, where that relation does not exist, such a
+/// Masscan looks like Nmap.
+#[inline]
+pub fn source_fingerprints(and_bits: u8) -> FingerprintSet {
+    let mut bits = and_bits & FingerprintSet::all().0;
+    if bits & Fingerprint::Masscan.bit() != 0 {
+        bits &= !Fingerprint::Nmap.bit();
+    }
+    FingerprintSet(bits)
 }
 
 /// Sets `class` and `fp` on a decoded record.
@@ -160,6 +175,32 @@ mod tests {
         let mut u = tcp(0);
         u.proto = Proto::Udp;
         assert_eq!(fingerprint_bits(&u), 0);
+    }
+
+    #[test]
+    fn a_masscan_with_nmaps_window_and_mss_is_masscan() {
+        // Masscan's template after 1.3.2: window 1024, MSS 1460, and its ID.
+        let mut m = tcp(SYN);
+        (m.dport, m.seq) = (445, 0xdead_beef);
+        m.ip_id = ((0xc613_0001u32 ^ 445 ^ 0xdead_beef) & 0xffff) as u16;
+        (m.tcp_window, m.tcp_opts_len, m.tcp_opts) = (1024, 4, 0x0204_05b4);
+        let bits = fingerprint_bits(&m);
+        assert_eq!(
+            bits,
+            FP_ELIGIBLE | Fingerprint::Masscan.bit() | Fingerprint::Nmap.bit()
+        );
+        assert_eq!(
+            source_fingerprints(bits),
+            FingerprintSet(Fingerprint::Masscan.bit())
+        );
+        // Nmap's probe: a random ID.
+        m.ip_id ^= 0x5555;
+        assert_eq!(
+            source_fingerprints(fingerprint_bits(&m)),
+            FingerprintSet(Fingerprint::Nmap.bit())
+        );
+        // Unknown bits (FP_ELIGIBLE) are never a fingerprint.
+        assert_eq!(source_fingerprints(0xff).0 & FP_ELIGIBLE, 0);
     }
 
     #[test]

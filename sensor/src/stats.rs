@@ -29,6 +29,7 @@
 //! reuses the memory; it builds a shard's source rows directly in the
 //! summary's order.
 
+use crate::classify::source_fingerprints;
 use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
 use darkscope_common::hll::{hash_addr, v4_of_hash, Hll};
 use darkscope_common::wire::{
@@ -871,11 +872,11 @@ impl Shard {
                 destinations += sk.estimate();
                 exact = false;
             }
-            let fps = FingerprintSet(if s.fp_seen != 0 {
-                s.fp_and & FingerprintSet::all().0
+            let fps = if s.fp_seen != 0 {
+                source_fingerprints(s.fp_and)
             } else {
-                0
-            });
+                FingerprintSet(0)
+            };
             for f in fps.iter() {
                 fingerprints[f as usize] += 1;
             }

@@ -144,9 +144,11 @@ fn generated_mix_matches_tshark_dissection() {
 
 /// The Nmap rule on the real captures, with tshark as the oracle: a source
 /// carries it when every TCP packet it sent to the darknet is a SYN without
-/// ACK, with window 1024 and options exactly MSS 1460 (`020405b4`). nmap's
-/// SYN scans (IPv4 and IPv6) carry it; Masscan (window 1024, no options),
-/// ZMap, hping3 and the spoofed sources do not.
+/// ACK, with window 1024 and options exactly MSS 1460 (`020405b4`), unless
+/// every one also has Masscan's IPv4 ID (later Masscans send that window
+/// and option too). nmap's SYN scans (IPv4 and IPv6) carry it; Masscan
+/// 1.3.2 (window 1024, no options), ZMap, hping3 and the spoofed sources
+/// do not.
 #[test]
 fn nmap_fingerprint_matches_tshark_fields_on_real_captures() {
     use darkscope_common::Fingerprint;
@@ -157,23 +159,41 @@ fn nmap_fingerprint_matches_tshark_fields_on_real_captures() {
         let lines = tshark_fields(
             &pcap,
             Some("tcp && !icmp && !icmpv6"),
-            &["tcp.flags", "tcp.window_size_value", "tcp.options"],
+            &[
+                "tcp.flags",
+                "tcp.window_size_value",
+                "tcp.options",
+                "ip.id",
+                "tcp.dstport",
+                "tcp.seq_raw",
+            ],
         );
-        // source -> every TCP packet so far matched
-        let mut every: BTreeMap<String, bool> = BTreeMap::new();
+        let hex = |v: &str| u32::from_str_radix(v.trim_start_matches("0x"), 16).unwrap();
+        // source -> (every TCP packet so far was Nmap's probe, had Masscan's ID)
+        let mut every: BTreeMap<String, (bool, bool)> = BTreeMap::new();
         for line in lines.lines() {
-            let Some((src, _, r)) = to_darknet(line, &darknet) else {
+            let Some((src, dst, r)) = to_darknet(line, &darknet) else {
                 continue;
             };
             let get = |i: usize| r.get(i).copied().unwrap_or("");
-            let flags = u16::from_str_radix(get(0).trim_start_matches("0x"), 16).unwrap();
-            let matched =
-                flags & 0x12 == 0x02 && get(1) == "1024" && get(2).replace(':', "") == "020405b4";
-            *every.entry(src.to_string()).or_insert(true) &= matched;
+            let nmap = hex(get(0)) & 0x12 == 0x02
+                && get(1) == "1024"
+                && get(2).replace(':', "") == "020405b4";
+            let masscan = match dst.parse::<std::net::Ipv4Addr>() {
+                Ok(d) => {
+                    let (port, seq): (u32, u32) =
+                        (get(4).parse().unwrap(), get(5).parse().unwrap());
+                    hex(get(3)) == (u32::from(d) ^ port ^ seq) & 0xffff
+                }
+                Err(_) => false,
+            };
+            let e = every.entry(src.to_string()).or_insert((true, true));
+            e.0 &= nmap;
+            e.1 &= masscan;
         }
         let want: HashSet<String> = every
             .into_iter()
-            .filter_map(|(ip, all)| all.then_some(ip))
+            .filter_map(|(ip, (nmap, masscan))| (nmap && !masscan).then_some(ip))
             .collect();
         let (sums, _) = common::run_file(&pcap, 86_400, 2, 1_000_000);
         let s = &sums[0];
