@@ -27,7 +27,7 @@ use crate::classify::classify;
 use crate::decode::{decode_into, Kind, Malformed};
 use crate::export::{Sink, SinkError};
 use crate::metrics::{new_histogram, Latency, Metrics};
-use crate::record::PacketRecord;
+use crate::record::{Observation, PacketRecord};
 use crate::stats::{Limits, Partial, Shard, SummaryMeta, V4Space};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use darkscope_common::hll::hash_addr;
@@ -104,7 +104,7 @@ pub enum PipelineError {
 }
 
 struct Batch {
-    records: Vec<PacketRecord>,
+    records: Vec<Observation>,
     sent: Instant,
 }
 
@@ -158,7 +158,7 @@ pub fn run(
     } else {
         Backpressure::Block
     };
-    let (free_tx, free_rx) = bounded::<Vec<PacketRecord>>(n * (cfg.queue + 2));
+    let (free_tx, free_rx) = bounded::<Vec<Observation>>(n * (cfg.queue + 2));
     let (merge_tx, merge_rx) = bounded::<ToMerger>(n * 4 + 4);
     // Emptied shard states, from the merger back to the shards (their
     // tables keep their memory for the next window). Room for every state
@@ -224,10 +224,10 @@ struct CaptureLoop<'a> {
     n: usize,
     policy: Backpressure,
     shard_txs: Vec<Sender<ToShard>>,
-    free_rx: Receiver<Vec<PacketRecord>>,
-    free_tx: Sender<Vec<PacketRecord>>,
+    free_rx: Receiver<Vec<Observation>>,
+    free_tx: Sender<Vec<Observation>>,
     merge_tx: Sender<ToMerger>,
-    batches: Vec<Vec<PacketRecord>>,
+    batches: Vec<Vec<Observation>>,
     /// The open window's counters.
     counters: WindowCounters,
     /// The part of `counters` already added to `metrics`.
@@ -312,7 +312,7 @@ impl CaptureLoop<'_> {
                                 r.ts = ts;
                                 r.src_hash = hash_addr(r.src);
                                 classify(&mut r);
-                                self.push(r)?;
+                                self.push(&r)?;
                             }
                         }
                         Kind::NonIp => self.counters.non_ip += 1,
@@ -359,11 +359,11 @@ impl CaptureLoop<'_> {
     }
 
     #[inline]
-    fn push(&mut self, r: PacketRecord) -> Result<(), PipelineError> {
+    fn push(&mut self, r: &PacketRecord) -> Result<(), PipelineError> {
         self.counters.darknet += 1;
         let i = shard_of(r.src_hash, self.n);
         let b = &mut self.batches[i];
-        b.push(r);
+        b.push(r.observation());
         if b.len() >= self.cfg.batch {
             self.flush(i)?;
         }
@@ -507,7 +507,7 @@ const STATES_PER_SHARD: usize = 2;
 fn shard_loop(
     rx: Receiver<ToShard>,
     back_rx: Receiver<Box<Shard>>,
-    free_tx: Sender<Vec<PacketRecord>>,
+    free_tx: Sender<Vec<Observation>>,
     merge_tx: Sender<ToMerger>,
     limits: Limits,
     space: &Arc<V4Space>,

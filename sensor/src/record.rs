@@ -1,6 +1,8 @@
-//! The fixed-size record that one decoded packet becomes. It is `Copy`, holds
-//! no pointers, and travels in recycled batches from the capture thread to the
-//! statistics shards.
+//! What one decoded packet becomes: a [`PacketRecord`] with every header
+//! field the classifier reads, filled in place on the capture thread, and
+//! the smaller [`Observation`] that the statistics need, which travels in
+//! recycled batches from the capture thread to the shards. Both are `Copy`
+//! and hold no pointers.
 
 use darkscope_common::{Addr, PacketClass, Proto};
 
@@ -52,16 +54,52 @@ pub struct PacketRecord {
     pub fp: u8,
 }
 
-// A batch of records is copied between threads: keep a record in 80 bytes.
-const _: () = assert!(std::mem::size_of::<PacketRecord>() <= 80);
-
 impl PacketRecord {
     /// The port-table key: protocol and port packed into one `u32`.
     #[inline]
     pub fn port_key(&self) -> u32 {
         (self.proto as u32) << 16 | self.dport as u32
     }
+
+    /// What the statistics need of a classified record.
+    #[inline]
+    pub fn observation(&self) -> Observation {
+        Observation {
+            ts: self.ts,
+            src: self.src,
+            dst: self.dst,
+            src_hash: self.src_hash,
+            ip_len: self.ip_len,
+            port_key: self.port_key(),
+            class: self.class,
+            fp: self.fp,
+        }
+    }
 }
+
+/// One classified darknet packet as the statistics shards see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Capture time, µs since the Unix epoch.
+    pub ts: u64,
+    /// Source address.
+    pub src: Addr,
+    /// Destination address.
+    pub dst: Addr,
+    /// [`darkscope_common::hll::hash_addr`] of `src`.
+    pub src_hash: u64,
+    /// IP packet length.
+    pub ip_len: u32,
+    /// Protocol and port ([`PacketRecord::port_key`]).
+    pub port_key: u32,
+    /// Class.
+    pub class: PacketClass,
+    /// Fingerprint rule matches and [`FP_ELIGIBLE`].
+    pub fp: u8,
+}
+
+// Batches of observations cross threads: one a cache line.
+const _: () = assert!(std::mem::size_of::<Observation>() <= 64);
 
 /// Splits a key made by [`PacketRecord::port_key`].
 pub fn split_port_key(k: u32) -> (Proto, u16) {

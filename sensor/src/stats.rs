@@ -30,7 +30,7 @@
 //! summary's order.
 
 use crate::classify::source_fingerprints;
-use crate::record::{split_port_key, PacketRecord, FP_ELIGIBLE};
+use crate::record::{split_port_key, Observation, FP_ELIGIBLE};
 use darkscope_common::hll::{hash_addr, v4_of_hash, Hll};
 use darkscope_common::wire::{
     CaptureHealth, ClassTotals, FingerprintCounts, HeavySource, PortCount, PortRow, SensorInfo,
@@ -429,7 +429,7 @@ const NO_SKETCH: u32 = u32::MAX;
 /// `Shard::port_of` for a port not seen this window.
 const NO_PORT: u32 = u32::MAX;
 
-/// Port keys there can be ([`PacketRecord::port_key`]: protocol << 16 | port).
+/// Port keys there can be ([`Observation::port_key`]: protocol << 16 | port).
 const PORT_KEYS: usize = darkscope_common::Proto::ALL.len() << 16;
 
 /// The slot of a source past the source cap.
@@ -613,7 +613,7 @@ impl Shard {
     }
 
     /// Accounts one darknet packet.
-    pub fn add(&mut self, r: &PacketRecord) {
+    pub fn add(&mut self, r: &Observation) {
         self.add_batch(std::slice::from_ref(r));
     }
 
@@ -623,7 +623,7 @@ impl Shard {
     /// ahead of time (the next chunk's table buckets, this chunk's slots),
     /// so the cache misses overlap instead of coming one after another.
     /// Same result as one packet at a time.
-    pub fn add_batch(&mut self, rs: &[PacketRecord]) {
+    pub fn add_batch(&mut self, rs: &[Observation]) {
         const CHUNK: usize = 32;
         let mut slots = [0u32; CHUNK];
         let mut dsts = [0u64; CHUNK];
@@ -641,7 +641,7 @@ impl Shard {
                 // A known source's counters, and where its pair with this
                 // destination would be (a scanner's next packets go to new
                 // destinations).
-                let pi = self.port_of.get(r.port_key() as usize).copied();
+                let pi = self.port_of.get(r.port_key as usize).copied();
                 if let Some(acc) = self.accs.get(*slot as usize).filter(|_| !new) {
                     prefetch(acc);
                     self.src_dsts.prefetch_pair(*slot, *dst);
@@ -662,7 +662,7 @@ impl Shard {
     /// The slot of `r`'s source, added if new and under the cap, or
     /// [`UNTRACKED`].
     #[inline]
-    fn slot_of(&mut self, r: &PacketRecord) -> (u32, bool) {
+    fn slot_of(&mut self, r: &Observation) -> (u32, bool) {
         // One probe whether the source is known or new.
         let next = self.accs.len() as u32;
         let room = self.accs.len() < self.limits.source_cap;
@@ -691,11 +691,11 @@ impl Shard {
     }
 
     #[inline]
-    fn account(&mut self, r: &PacketRecord, slot: u32, dst_hash: u64) {
+    fn account(&mut self, r: &Observation, slot: u32, dst_hash: u64) {
         self.classes[r.class.index()] += 1;
         self.packets += 1;
         self.bytes += r.ip_len as u64;
-        let key = r.port_key() as usize;
+        let key = r.port_key as usize;
         if self.port_of.len() <= key {
             self.port_of.resize(PORT_KEYS.max(key + 1), NO_PORT);
         }
@@ -1572,8 +1572,8 @@ mod tests {
         }
     }
 
-    fn record(src: u32, dst: u32, port: u16, proto: u8, flags: u8, ts: u64) -> PacketRecord {
-        let mut r = PacketRecord {
+    fn record(src: u32, dst: u32, port: u16, proto: u8, flags: u8, ts: u64) -> Observation {
+        let mut r = crate::record::PacketRecord {
             ts,
             src: Addr::v4(src),
             dst: Addr::v4(0xc613_0000 | dst),
@@ -1586,10 +1586,10 @@ mod tests {
         };
         r.src_hash = hash_addr(r.src);
         classify(&mut r);
-        r
+        r.observation()
     }
 
-    fn records() -> impl Strategy<Value = Vec<PacketRecord>> {
+    fn records() -> impl Strategy<Value = Vec<Observation>> {
         proptest::collection::vec(
             (
                 0u32..40,
@@ -1616,11 +1616,11 @@ mod tests {
         Shard::new(limits, space(""))
     }
 
-    fn shard_partials(rs: &[PacketRecord], n: usize, limits: Limits) -> Vec<Partial> {
+    fn shard_partials(rs: &[Observation], n: usize, limits: Limits) -> Vec<Partial> {
         partials_in(rs, n, limits, "")
     }
 
-    fn partials_in(rs: &[PacketRecord], n: usize, limits: Limits, darknet: &str) -> Vec<Partial> {
+    fn partials_in(rs: &[Observation], n: usize, limits: Limits, darknet: &str) -> Vec<Partial> {
         let space = space(darknet);
         let mut shards: Vec<Shard> = (0..n).map(|_| Shard::new(limits, space.clone())).collect();
         for r in rs {
