@@ -233,19 +233,20 @@ impl ClassSet {
 struct NameBit<T>(u8, std::marker::PhantomData<T>);
 
 /// A member of a closed set kept as bits: its name and its bit.
-trait Member: Copy + 'static {
+pub(crate) trait Member: Copy + 'static {
     /// Every member.
     const ALL: &'static [Self];
     /// The wire name.
     fn name(self) -> &'static str;
     /// Its bit in the set.
     fn set_bit(self) -> u8;
+    /// The member named `name`, if there is one.
+    fn named(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|m| m.name() == name)
+    }
     /// The bit of the member named `name`, if there is one.
     fn bit_of(name: &str) -> Option<u8> {
-        Self::ALL
-            .iter()
-            .find(|m| m.name() == name)
-            .map(|m| m.set_bit())
+        Self::named(name).map(Member::set_bit)
     }
     /// The bits of every member.
     fn known() -> u8 {

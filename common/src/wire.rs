@@ -5,7 +5,7 @@
 //! unless `truncation.exact` is false; the `*_hll` sketches let the
 //! aggregator merge distinct sources across sensors and windows.
 
-use crate::class::{ClassSet, Fingerprint, FingerprintSet, PacketClass, Proto};
+use crate::class::{ClassSet, Fingerprint, FingerprintSet, Member, PacketClass, Proto};
 use crate::hll::Hll;
 use crate::time::{Timestamp, TimestampFormatter};
 use serde::{Deserialize, Serialize};
@@ -186,8 +186,8 @@ impl<'de> Deserialize<'de> for FingerprintCounts {
             ) -> Result<FingerprintCounts, A::Error> {
                 let mut c = FingerprintCounts::default();
                 while let Some(name) = m.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match Fingerprint::ALL.iter().find(|f| f.as_str() == name) {
-                        Some(f) => c[*f] = m.next_value()?,
+                    match <Fingerprint as Member>::named(&name) {
+                        Some(f) => c[f] = m.next_value()?,
                         None => {
                             m.next_value::<serde::de::IgnoredAny>()?;
                         }
