@@ -433,6 +433,8 @@ impl Federation {
 pub struct Anonymiser {
     pan: CryptoPan,
     pseudonym_key: [u8; 32],
+    /// Blocks this key leaves as they were, each warned about once.
+    unchanged: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Anonymiser {
@@ -445,6 +447,7 @@ impl Anonymiser {
         Anonymiser {
             pan: CryptoPan::new(key),
             pseudonym_key: h.finalize().into(),
+            unchanged: Default::default(),
         }
     }
 
@@ -458,8 +461,30 @@ impl Anonymiser {
 
     /// A monitored block, anonymised (prefix-preserving); unparsable
     /// entries are dropped rather than sent in the clear.
+    /// Crypto-PAn leaves a `/16` as it was under about 1 key in 150 (see
+    /// `darkscope_common::anon`); the first time a block comes out
+    /// unchanged, a warning tells the operator to make a new key.
     pub fn prefix(&self, p: &str) -> Option<String> {
-        self.pan.prefix(p)
+        let anon = self.pan.prefix(p)?;
+        if anon.parse::<Prefix>().ok() == p.parse::<Prefix>().ok() {
+            if let Ok(mut seen) = self.unchanged.lock() {
+                if !seen.iter().any(|b| b == &anon) {
+                    log::warn!(
+                        "federation: this key leaves monitored block {anon} unchanged when \
+                         anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
+                         peers see the real block. Make a new key (federation keygen) if it \
+                         must stay private; sensor pseudonyms change with it."
+                    );
+                    seen.push(anon.clone());
+                }
+            }
+        }
+        Some(anon)
+    }
+
+    /// The blocks this key has left unchanged so far (each warned about).
+    pub fn unchanged_blocks(&self) -> Vec<String> {
+        self.unchanged.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 
@@ -1250,6 +1275,29 @@ mod tests {
         let b = Anonymiser::new(&[1u8; 32]);
         assert_ne!(a.pseudonym("jp-01"), b.pseudonym("jp-01"));
         assert!(a.pseudonym("jp-01").starts_with("s-") && !a.pseudonym("jp-01").contains("jp"));
+    }
+
+    #[test]
+    fn a_key_that_leaves_a_block_unchanged_is_reported() {
+        let block = "198.19.0.0/16";
+        let keys = (0u8..=255).map(|i| {
+            let mut k = [i; 32];
+            k[31] = 7;
+            Anonymiser::new(&k)
+        });
+        let (mut same, mut other) = (None, None);
+        for a in keys {
+            if a.prefix(block).as_deref() == Some(block) {
+                same.get_or_insert(a);
+            } else {
+                other.get_or_insert(a);
+            }
+        }
+        let (same, other) = (same.expect("about 2 in 256 keys"), other.unwrap());
+        assert_eq!(same.unchanged_blocks(), [block]);
+        assert_eq!(same.prefix("198.19.0.0/16").as_deref(), Some(block));
+        assert_eq!(same.unchanged_blocks(), [block], "reported once");
+        assert!(other.unchanged_blocks().is_empty());
     }
 
     #[test]
