@@ -399,6 +399,23 @@ pub fn parse_key(hex: &str) -> Option<[u8; 32]> {
     Some(k)
 }
 
+/// The first key from `candidates` under which no block in `avoid` comes
+/// out of Crypto-PAn unchanged (see [`Anonymiser::prefix`]); about 1 key in
+/// 150 leaves a given `/16` as it was, so the first or second candidate
+/// nearly always does. `None` if the candidates run out.
+pub fn key_avoiding(
+    avoid: &[Prefix],
+    candidates: impl IntoIterator<Item = [u8; 32]>,
+) -> Option<[u8; 32]> {
+    candidates.into_iter().find(|k| {
+        let pan = CryptoPan::new(k);
+        avoid.iter().all(|b| {
+            let block = b.to_string();
+            pan.prefix(&block).and_then(|a| a.parse::<Prefix>().ok()) != Some(*b)
+        })
+    })
+}
+
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -472,8 +489,8 @@ impl Anonymiser {
                     log::warn!(
                         "federation: this key leaves monitored block {anon} unchanged when \
                          anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
-                         peers see the real block. Make a new key (federation keygen) if it \
-                         must stay private; sensor pseudonyms change with it."
+                         peers see the real block. If it must stay private, make a new key \
+                         (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
                     );
                     seen.push(anon.clone());
                 }
@@ -1294,6 +1311,27 @@ mod tests {
             }
         }
         let (same, other) = (same.expect("about 2 in 256 keys"), other.unwrap());
+        // keygen --avoid skips such a key.
+        let keys: Vec<[u8; 32]> = (0u8..=255)
+            .map(|i| {
+                let mut k = [i; 32];
+                k[31] = 7;
+                k
+            })
+            .collect();
+        let first_bad = keys
+            .iter()
+            .position(|k| Anonymiser::new(k).prefix(block).as_deref() == Some(block))
+            .unwrap();
+        let b: Prefix = block.parse().unwrap();
+        let picked = key_avoiding(&[b], keys[first_bad..].iter().copied()).unwrap();
+        assert_ne!(picked, keys[first_bad]);
+        assert_ne!(
+            Anonymiser::new(&picked).prefix(block).as_deref(),
+            Some(block)
+        );
+        assert_eq!(key_avoiding(&[b], [keys[first_bad]]), None);
+        assert_eq!(key_avoiding(&[], [keys[first_bad]]), Some(keys[first_bad]));
         assert_eq!(same.unchanged_blocks(), [block]);
         assert_eq!(same.prefix("198.19.0.0/16").as_deref(), Some(block));
         assert_eq!(same.unchanged_blocks(), [block], "reported once");

@@ -22,7 +22,7 @@ use std::sync::Arc;
 ///   darkscope-aggregator sensor list
 ///   darkscope-aggregator sensor revoke jp-01
 ///   darkscope-aggregator analyst add --name alice > alice.token
-///   darkscope-aggregator federation keygen > /etc/darkscope/federation.key
+///   darkscope-aggregator federation keygen --avoid 198.19.0.0/16 > /etc/darkscope/federation.key
 ///   darkscope-aggregator federation pull --peer th
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
@@ -66,7 +66,13 @@ enum Command {
 enum FederationCmd {
     /// Print a new 32-byte secret (hex) for [federation] key_file: it keys
     /// sensor pseudonyms and Crypto-PAn. Generate it once and keep it.
-    Keygen,
+    Keygen {
+        /// Monitored blocks (comma-separated CIDRs) that must not come out
+        /// of Crypto-PAn unchanged: about 1 key in 150 leaves a /16 as it
+        /// was, and such keys are skipped.
+        #[arg(long, value_delimiter = ',')]
+        avoid: Vec<darkscope_common::Prefix>,
+    },
     /// Make a token for a peer to present to us: the token goes to the peer
     /// (stdout), its SHA-256 goes into our config as inbound_token_sha256.
     Token {
@@ -231,9 +237,14 @@ fn real_main() -> Result<()> {
     cfg.validate()?;
     // Commands that need no database.
     match &cli.command {
-        Command::Federation(FederationCmd::Keygen) => {
-            let mut k = [0u8; 32];
-            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+        Command::Federation(FederationCmd::Keygen { avoid }) => {
+            let random = std::iter::repeat_with(|| {
+                let mut k = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+                k
+            });
+            let k = federation::key_avoiding(avoid, random.take(10_000))
+                .context("no key out of 10,000 leaves those blocks anonymised")?;
             eprintln!("new federation key (keep it secret; put it in the file named by [federation] key_file):");
             println!("{}", federation::hex(&k));
             return Ok(());
@@ -475,7 +486,7 @@ fn real_main() -> Result<()> {
 
 fn federation_cmd(cfg: Config, store: Arc<dyn Store>, cmd: FederationCmd) -> Result<()> {
     match cmd {
-        FederationCmd::Keygen | FederationCmd::Token { .. } => Ok(()),
+        FederationCmd::Keygen { .. } | FederationCmd::Token { .. } => Ok(()),
         FederationCmd::Pull { peer } => {
             let fed = &cfg.federation;
             anyhow::ensure!(fed.enabled(), "no [[federation.peers]] in the config");
