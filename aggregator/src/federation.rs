@@ -478,6 +478,7 @@ impl Anonymiser {
 
     /// A monitored block, anonymised (prefix-preserving); unparsable
     /// entries are dropped rather than sent in the clear.
+    ///
     /// Crypto-PAn leaves a `/16` as it was under about 1 key in 150 (see
     /// `darkscope_common::anon`); the first time a block comes out
     /// unchanged, a warning tells the operator to make a new key.
