@@ -1113,7 +1113,7 @@ async fn pull_inner(
             .bearer_auth(&token)
             .send()
             .await
-            .map_err(|e| transport(format!("request failed: {e}")))?;
+            .map_err(|e| transport(format!("request failed: {}", darkscope_common::causes(&e))))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();

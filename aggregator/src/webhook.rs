@@ -103,7 +103,10 @@ pub async fn post_signed(
                 "webhook {url} answered {} (attempt {attempt}/{attempts})",
                 resp.status()
             ),
-            Err(e) => log::warn!("webhook {url} failed: {e} (attempt {attempt}/{attempts})"),
+            Err(e) => log::warn!(
+                "webhook {url} failed: {} (attempt {attempt}/{attempts})",
+                darkscope_common::causes(&e)
+            ),
         }
         if attempt < attempts {
             tokio::time::sleep(wait).await;

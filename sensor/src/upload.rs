@@ -446,7 +446,7 @@ fn attempt(
         .body(body)
         .send();
     match r {
-        Err(e) => Outcome::Retry(format!("network: {e}")),
+        Err(e) => Outcome::Retry(format!("network: {}", darkscope_common::causes(&e))),
         Ok(resp) => {
             let status = resp.status();
             if status.is_success() {

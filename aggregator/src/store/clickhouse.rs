@@ -112,7 +112,8 @@ pub struct ClickHouseConfig {
     pub user: String,
     /// File holding the user's password (none: no password).
     pub password_file: Option<PathBuf>,
-    /// Seconds before a request is abandoned.
+    /// Seconds before a request is abandoned; on a cluster, `ON CLUSTER`
+    /// statements wait for their hosts half as long.
     pub timeout_secs: u64,
     /// Windows are offered to federation peers only this many seconds
     /// after their export position was taken. Positions come from each
@@ -316,6 +317,14 @@ type Reply = std::sync::mpsc::SyncSender<Result<Inserted, StoreError>>;
 
 /// Most windows written in one batch (one INSERT per table).
 const BATCH_MAX: usize = 256;
+
+/// Whether `msg` is ClickHouse's answer to an ON CLUSTER statement that
+/// outlived `distributed_ddl_task_timeout` (code 159, TIMEOUT_EXCEEDED; `,`
+/// after the code in old servers, `.` in new ones): the statement stays
+/// queued for the hosts that have not run it yet.
+fn ddl_in_background(msg: &str) -> bool {
+    ["Code: 159,", "Code: 159."].iter().any(|c| msg.contains(c))
+}
 
 /// ClickHouse store.
 pub struct ClickHouseStore {
@@ -762,18 +771,36 @@ impl Conn {
                 ][..],
                 None => &[][..],
             })
+            // An ON CLUSTER statement waits for every host; one that is
+            // down would hold it past our own timeout. ClickHouse gives up
+            // waiting first (code 159) and runs it on the late hosts when
+            // they return.
+            .query(&match self.cfg.cluster {
+                Some(_) => vec![(
+                    "distributed_ddl_task_timeout",
+                    (self.cfg.timeout_secs / 2).max(1),
+                )],
+                None => vec![],
+            })
             .basic_auth(&self.cfg.user, self.password.as_deref());
         req = match data {
             Some(d) => req.query(&[("query", sql)]).body(d),
             None => req.body(sql.to_string()),
         };
-        let r = req
-            .send()
-            .map_err(|e| StoreError::Backend(format!("ClickHouse at {}: {e}", self.cfg.url)))?;
+        let r = req.send().map_err(|e| {
+            StoreError::Backend(format!(
+                "ClickHouse at {}: {}",
+                self.cfg.url,
+                darkscope_common::causes(&e)
+            ))
+        })?;
         let status = r.status();
-        let body = r
-            .text()
-            .map_err(|e| StoreError::Backend(format!("ClickHouse answer: {e}")))?;
+        let body = r.text().map_err(|e| {
+            StoreError::Backend(format!(
+                "ClickHouse answer: {}",
+                darkscope_common::causes(&e)
+            ))
+        })?;
         if !status.is_success() {
             let first = body
                 .lines()
@@ -2054,10 +2081,21 @@ impl Store for ClickHouseStore {
         ] {
             let left = format!("SELECT count() AS n FROM {} WHERE {col} < {cut}", self.t(t));
             if self.count(&left)? > 0 {
-                self.run(
+                match self.run(
                     &format!("ALTER TABLE {} DELETE WHERE {col} < {cut}", target(t)),
                     None,
-                )?;
+                ) {
+                    Ok(_) => {}
+                    // Hosts that are down get it when they return; the
+                    // live replicas of every shard have it now.
+                    Err(StoreError::Backend(m)) if ddl_in_background(&m) => {
+                        log::warn!(
+                            "ClickHouse retention on {t}: some hosts did not answer in time \
+                             and will delete when they are back ({m})"
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
                 issued.push(left);
             }
         }
