@@ -952,15 +952,18 @@ fn clickhouse_cluster_conforms() {
     let other = ClickHouseStore::open(&ch.config(1, "same")).unwrap();
     assert_eq!(port_answers(&other), raw);
 
+    // Retention by `by` up to `minute` deletes windows, and `reader` then
+    // finds none before it.
+    let retention_empties = |by: &ClickHouseStore, reader: &ClickHouseStore, minute: u64| {
+        let cutoff = Timestamp(T0 + minute * MIN);
+        assert!(by.apply_retention(cutoff, Timestamp(T0)).unwrap() > 0);
+        assert!(reader
+            .window_starts(Timestamp(T0), cutoff, Scope::Global)
+            .unwrap()
+            .is_empty());
+    };
     // Retention reaches every shard and replica.
-    let gone = c
-        .apply_retention(Timestamp(T0 + 25 * 60 * MIN), Timestamp(T0))
-        .unwrap();
-    assert!(gone > 0);
-    assert!(other
-        .window_starts(Timestamp(T0), Timestamp(T0 + 25 * 60 * MIN), Scope::Global)
-        .unwrap()
-        .is_empty());
+    retention_empties(&c, &other, 25 * 60);
 
     // A replica of each shard dies: the others take inserts and queries.
     ch.kill9(0);
@@ -984,12 +987,5 @@ fn clickhouse_cluster_conforms() {
             ..ch.config(1, "same")
         })
         .unwrap();
-    let gone = impatient
-        .apply_retention(Timestamp(T0 + 51 * 60 * MIN), Timestamp(T0))
-        .unwrap();
-    assert!(gone > 0);
-    assert!(survivor
-        .window_starts(Timestamp(T0), Timestamp(T0 + 51 * 60 * MIN), Scope::Global)
-        .unwrap()
-        .is_empty());
+    retention_empties(&impatient, &survivor, 51 * 60);
 }
