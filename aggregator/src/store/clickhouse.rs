@@ -113,7 +113,7 @@ pub struct ClickHouseConfig {
     /// File holding the user's password (none: no password).
     pub password_file: Option<PathBuf>,
     /// Seconds before a request is abandoned; on a cluster, `ON CLUSTER`
-    /// statements wait for their hosts half as long.
+    /// statements wait for their hosts 5 s less (at least half as long).
     pub timeout_secs: u64,
     /// Windows are offered to federation peers only this many seconds
     /// after their export position was taken. Positions come from each
@@ -756,6 +756,14 @@ impl Conn {
         Ok(v.into_iter().next().map(|v| v.v).unwrap_or_default())
     }
 
+    /// How long an ON CLUSTER statement waits for its hosts: 5 s less than
+    /// a request may take (at least half of it), so ClickHouse's answer
+    /// comes before our timeout.
+    fn ddl_timeout_secs(&self) -> u64 {
+        let t = self.cfg.timeout_secs;
+        t.saturating_sub(5).max(t / 2).max(1)
+    }
+
     /// Sends `sql` (in the body, or in the URL with `data` as the body).
     fn run(&self, sql: &str, data: Option<String>) -> Result<String, StoreError> {
         let mut req = self
@@ -773,13 +781,10 @@ impl Conn {
             })
             // An ON CLUSTER statement waits for every host; one that is
             // down would hold it past our own timeout. ClickHouse gives up
-            // waiting first (code 159) and runs it on the late hosts when
-            // they return.
+            // waiting a little before us (code 159) and runs it on the late
+            // hosts when they return.
             .query(&match self.cfg.cluster {
-                Some(_) => vec![(
-                    "distributed_ddl_task_timeout",
-                    (self.cfg.timeout_secs / 2).max(1),
-                )],
+                Some(_) => vec![("distributed_ddl_task_timeout", self.ddl_timeout_secs())],
                 None => vec![],
             })
             .basic_auth(&self.cfg.user, self.password.as_deref());
