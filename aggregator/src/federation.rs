@@ -410,8 +410,8 @@ pub fn key_avoiding(
     candidates.into_iter().find(|k| {
         let pan = CryptoPan::new(k);
         avoid.iter().all(|b| {
-            let block = b.to_string();
-            pan.prefix(&block).and_then(|a| a.parse::<Prefix>().ok()) != Some(*b)
+            pan.prefix_kept(&b.to_string())
+                .is_some_and(|(_, kept)| !kept)
         })
     })
 }
@@ -483,19 +483,18 @@ impl Anonymiser {
     /// `darkscope_common::anon`); the first time a block comes out
     /// unchanged, a warning tells the operator to make a new key.
     pub fn prefix(&self, p: &str) -> Option<String> {
-        let anon = self.pan.prefix(p)?;
-        if anon.parse::<Prefix>().ok() == p.parse::<Prefix>().ok() {
-            if let Ok(mut seen) = self.unchanged.lock() {
-                if !seen.iter().any(|b| b == &anon) {
-                    log::warn!(
-                        "federation: this key leaves monitored block {anon} unchanged when \
-                         anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
-                         peers see the real block. If it must stay private, make a new key \
-                         (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
-                    );
-                    seen.push(anon.clone());
-                }
-            }
+        let (anon, kept) = self.pan.prefix_kept(p)?;
+        let Ok(mut seen) = self.unchanged.lock() else {
+            return Some(anon);
+        };
+        if kept && !seen.contains(&anon) {
+            log::warn!(
+                "federation: this key leaves monitored block {anon} unchanged when \
+                 anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
+                 peers see the real block. If it must stay private, make a new key \
+                 (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
+            );
+            seen.push(anon.clone());
         }
         Some(anon)
     }
@@ -1298,21 +1297,6 @@ mod tests {
     #[test]
     fn a_key_that_leaves_a_block_unchanged_is_reported() {
         let block = "198.19.0.0/16";
-        let keys = (0u8..=255).map(|i| {
-            let mut k = [i; 32];
-            k[31] = 7;
-            Anonymiser::new(&k)
-        });
-        let (mut same, mut other) = (None, None);
-        for a in keys {
-            if a.prefix(block).as_deref() == Some(block) {
-                same.get_or_insert(a);
-            } else {
-                other.get_or_insert(a);
-            }
-        }
-        let (same, other) = (same.expect("about 2 in 256 keys"), other.unwrap());
-        // keygen --avoid skips such a key.
         let keys: Vec<[u8; 32]> = (0u8..=255)
             .map(|i| {
                 let mut k = [i; 32];
@@ -1320,10 +1304,16 @@ mod tests {
                 k
             })
             .collect();
-        let first_bad = keys
-            .iter()
-            .position(|k| Anonymiser::new(k).prefix(block).as_deref() == Some(block))
-            .unwrap();
+        let keeps = |k: &[u8; 32]| Anonymiser::new(k).prefix(block).as_deref() == Some(block);
+        let first_bad = keys.iter().position(keeps).expect("about 2 in 256 keys");
+        let first_good = keys.iter().position(|k| !keeps(k)).unwrap();
+        let (same, other) = (
+            Anonymiser::new(&keys[first_bad]),
+            Anonymiser::new(&keys[first_good]),
+        );
+        assert_eq!(same.prefix(block).as_deref(), Some(block));
+        assert_ne!(other.prefix(block).as_deref(), Some(block));
+        // keygen --avoid skips such a key.
         let b: Prefix = block.parse().unwrap();
         let picked = key_avoiding(&[b], keys[first_bad..].iter().copied()).unwrap();
         assert_ne!(picked, keys[first_bad]);

@@ -24,8 +24,8 @@ pub use wire::Summary;
 
 /// An error with its causes, joined by `": "`: an HTTP client's own text
 /// ("error sending request for url …") leaves out why (timed out, refused),
-/// which is what an operator reading the log needs. A cause whose text the
-/// one before already contains is left out.
+/// which is what an operator reading the log needs. A cause whose text is
+/// already in what came before is left out.
 pub fn causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut next = e.source();

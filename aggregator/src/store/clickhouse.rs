@@ -772,22 +772,19 @@ impl Conn {
             // Every table name is qualified with the database, so the
             // database need not exist yet (migrate creates it).
             .query(&[("output_format_json_quote_64bit_integers", "0")])
-            .query(match self.cfg.cluster {
-                Some(_) => &[
+            .basic_auth(&self.cfg.user, self.password.as_deref());
+        if self.cfg.cluster.is_some() {
+            req = req
+                .query(&[
                     ("insert_distributed_sync", "1"),
                     ("load_balancing", "in_order"),
-                ][..],
-                None => &[][..],
-            })
-            // An ON CLUSTER statement waits for every host; one that is
-            // down would hold it past our own timeout. ClickHouse gives up
-            // waiting a little before us (code 159) and runs it on the late
-            // hosts when they return.
-            .query(&match self.cfg.cluster {
-                Some(_) => vec![("distributed_ddl_task_timeout", self.ddl_timeout_secs())],
-                None => vec![],
-            })
-            .basic_auth(&self.cfg.user, self.password.as_deref());
+                ])
+                // An ON CLUSTER statement waits for every host; one that is
+                // down would hold it past our own timeout. ClickHouse gives
+                // up waiting a little before us (code 159) and runs it on
+                // the late hosts when they return.
+                .query(&[("distributed_ddl_task_timeout", self.ddl_timeout_secs())]);
+        }
         req = match data {
             Some(d) => req.query(&[("query", sql)]).body(d),
             None => req.body(sql.to_string()),
