@@ -409,10 +409,7 @@ pub fn key_avoiding(
 ) -> Option<[u8; 32]> {
     candidates.into_iter().find(|k| {
         let pan = CryptoPan::new(k);
-        avoid.iter().all(|b| {
-            pan.prefix_kept(&b.to_string())
-                .is_some_and(|(_, kept)| !kept)
-        })
+        avoid.iter().all(|b| pan.block(b) != *b)
     })
 }
 
@@ -483,20 +480,23 @@ impl Anonymiser {
     /// `darkscope_common::anon`); the first time a block comes out
     /// unchanged, a warning tells the operator to make a new key.
     pub fn prefix(&self, p: &str) -> Option<String> {
-        let (anon, kept) = self.pan.prefix_kept(p)?;
-        let Ok(mut seen) = self.unchanged.lock() else {
-            return Some(anon);
-        };
-        if kept && !seen.contains(&anon) {
-            log::warn!(
-                "federation: this key leaves monitored block {anon} unchanged when \
-                 anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
-                 peers see the real block. If it must stay private, make a new key \
-                 (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
-            );
-            seen.push(anon.clone());
+        let block: Prefix = p.parse().ok()?;
+        let anon = self.pan.block(&block);
+        if anon == block {
+            if let Ok(mut seen) = self.unchanged.lock() {
+                let anon = anon.to_string();
+                if !seen.contains(&anon) {
+                    log::warn!(
+                        "federation: this key leaves monitored block {anon} unchanged when \
+                         anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
+                         peers see the real block. If it must stay private, make a new key \
+                         (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
+                    );
+                    seen.push(anon);
+                }
+            }
         }
-        Some(anon)
+        Some(anon.to_string())
     }
 
     /// The blocks this key has left unchanged so far (each warned about).

@@ -91,37 +91,19 @@ impl CryptoPan {
         }
     }
 
-    /// The anonymised form of a CIDR prefix `addr/len`: the network address
-    /// anonymised and cut to the same length (prefix preservation makes the
-    /// result independent of the host bits). `None` if `s` is not a prefix.
-    pub fn prefix(&self, s: &str) -> Option<String> {
-        self.prefix_kept(s).map(|(p, _)| p)
+    /// The anonymised form of a block: its network address anonymised and
+    /// cut to the same length (prefix preservation makes the result
+    /// independent of the host bits). A key leaves about 1 `/16` in 150
+    /// unchanged (module doc): compare the result with `p` to know.
+    pub fn block(&self, p: &crate::Prefix) -> crate::Prefix {
+        crate::Prefix::covering(self.ip(p.network()), p.len()).expect("same family, same length")
     }
 
-    /// Like [`CryptoPan::prefix`], and whether the block came out as it
-    /// went in (which this key does for about 1 `/16` in 150; module doc).
-    pub fn prefix_kept(&self, s: &str) -> Option<(String, bool)> {
+    /// [`CryptoPan::block`] of a CIDR prefix `addr/len` in text; `None` if
+    /// `s` is not a prefix.
+    pub fn prefix(&self, s: &str) -> Option<String> {
         let p: crate::Prefix = s.parse().ok()?;
-        let (a, _) = s.split_once('/')?;
-        let ip: IpAddr = a.trim().parse().ok()?;
-        let anon = self.ip(ip);
-        let len = p.len() as u32;
-        let net = match anon {
-            IpAddr::V4(v) => {
-                let m = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                IpAddr::V4(Ipv4Addr::from(u32::from(v) & m))
-            }
-            IpAddr::V6(v) => {
-                let m = if len == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - len)
-                };
-                IpAddr::V6(Ipv6Addr::from(u128::from(v) & m))
-            }
-        };
-        // `s` parsed as a prefix, so `ip` has no host bits.
-        Some((format!("{net}/{len}"), net == ip))
+        Some(self.block(&p).to_string())
     }
 }
 
@@ -183,8 +165,13 @@ mod tests {
                     *b = (i.wrapping_mul(2_654_435_761) >> (j % 4 * 8)) as u8 ^ j as u8;
                 }
                 k[..4].copy_from_slice(&i.to_le_bytes());
-                let (anon, kept) = CryptoPan::new(&k).prefix_kept("198.19.0.0/16").unwrap();
-                assert_eq!(kept, anon == "198.19.0.0/16", "prefix_kept says which");
+                let block: crate::Prefix = "198.19.0.0/16".parse().unwrap();
+                let pan = CryptoPan::new(&k);
+                let kept = pan.block(&block) == block;
+                assert_eq!(
+                    kept,
+                    pan.prefix("198.19.0.0/16").unwrap() == "198.19.0.0/16"
+                );
                 kept
             })
             .count() as f64;

@@ -3,7 +3,7 @@
 
 use crate::addr::Addr;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// Why a prefix string was refused.
@@ -64,6 +64,34 @@ impl Prefix {
         self.v4.then_some(self.net as u32)
     }
 
+    /// The prefix of length `len` (in `ip`'s family) that holds `ip`: its
+    /// host bits cleared. `None` if `len` is too long for the family.
+    pub fn covering(ip: IpAddr, len: u8) -> Option<Prefix> {
+        let (v4, bits, fam_len) = match ip {
+            IpAddr::V4(_) => (true, 32u32, len as u32 + 96),
+            IpAddr::V6(_) => (false, 128u32, len as u32),
+        };
+        if len as u32 > bits {
+            return None;
+        }
+        let mask = if fam_len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - fam_len)
+        };
+        let net = Addr::from(ip).0 & mask;
+        Some(Prefix { net, mask, len, v4 })
+    }
+
+    /// The first address, in the prefix's own family.
+    pub fn network(&self) -> IpAddr {
+        if self.v4 {
+            IpAddr::V4(Ipv4Addr::from(self.net as u32))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.net))
+        }
+    }
+
     /// Number of IPv4 addresses covered (0 for IPv6 prefixes).
     pub fn ipv4_addresses(&self) -> u64 {
         if self.v4 {
@@ -88,25 +116,11 @@ impl FromStr for Prefix {
         let len: u8 = l
             .parse()
             .map_err(|_| PrefixError::BadLength(s.to_string()))?;
-        let (v4, bits, fam_len) = match ip {
-            IpAddr::V4(_) => (true, 32u32, len as u32 + 96),
-            IpAddr::V6(_) => (false, 128u32, len as u32),
-        };
-        if len as u32 > bits {
-            return Err(PrefixError::BadLength(s.to_string()));
+        let p = Prefix::covering(ip, len).ok_or_else(|| PrefixError::BadLength(s.to_string()))?;
+        if p.net != Addr::from(ip).0 {
+            return Err(PrefixError::HostBits(s.to_string(), p.to_string()));
         }
-        let mask = if fam_len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - fam_len)
-        };
-        let addr = Addr::from(ip).0;
-        let net = addr & mask;
-        if net != addr {
-            let fixed = Prefix { net, mask, len, v4 };
-            return Err(PrefixError::HostBits(s.to_string(), fixed.to_string()));
-        }
-        Ok(Prefix { net, mask, len, v4 })
+        Ok(p)
     }
 }
 
