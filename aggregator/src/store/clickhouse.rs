@@ -326,6 +326,57 @@ fn ddl_in_background(msg: &str) -> bool {
     ["Code: 159,", "Code: 159."].iter().any(|c| msg.contains(c))
 }
 
+/// The distributed-DDL task (its ZooKeeper path, e.g.
+/// `/clickhouse/task_queue/ddl/query-0000000030`) named in a code-159 answer.
+fn ddl_task(msg: &str) -> Option<&str> {
+    let rest = &msg[msg.find("Watching task ")? + "Watching task ".len()..];
+    let task = rest.split_whitespace().next()?;
+    task.rsplit_once("/query-").map(|_| task)
+}
+
+/// The hosts a distributed-DDL entry's text lists (`hosts: ['a:9000',…]`),
+/// spelled as ZooKeeper spells them (escaped, e.g. `127%2E0%2E0%2E1:9000`).
+fn ddl_hosts(entry: &str) -> Vec<String> {
+    entry
+        .lines()
+        .find_map(|l| l.strip_prefix("hosts: ["))
+        .map(|l| {
+            l.trim_end_matches(']')
+                .split(',')
+                .map(|h| {
+                    h.trim()
+                        .trim_matches(|c| c == '\'' || c == '\\')
+                        .to_string()
+                })
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A host name as ZooKeeper's DDL queue escapes it, made readable.
+fn unescape_host(h: &str) -> String {
+    let b = h.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|x| std::str::from_utf8(x).ok());
+        match (b[i], hex.and_then(|x| u8::from_str_radix(x, 16).ok())) {
+            (b'%', Some(c)) => {
+                out.push(c);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// ClickHouse store.
 pub struct ClickHouseStore {
     conn: std::sync::Arc<Conn>,
@@ -694,7 +745,7 @@ impl Conn {
             Some(c) => format!(" ON CLUSTER {c}"),
             None => String::new(),
         };
-        s.run(&format!("CREATE DATABASE IF NOT EXISTS {db}{on}"), None)?;
+        s.ddl(&format!("CREATE DATABASE IF NOT EXISTS {db}{on}"))?;
         // On a cluster the version table is one replicated table on every
         // node (a path without the shard), so any node can tell the version.
         let engine = match self.cfg.cluster {
@@ -703,21 +754,15 @@ impl Conn {
             ),
             None => "MergeTree".into(),
         };
-        s.run(
-            &format!(
-                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} (version UInt32, applied UInt64) ENGINE = {engine} ORDER BY version"
-            ),
-            None,
-        )?;
+        s.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} (version UInt32, applied UInt64) ENGINE = {engine} ORDER BY version"
+        ))?;
         let have = s.schema_version()?;
         let mut done = Vec::new();
         let cluster = self.cfg.cluster.as_deref().unwrap_or("");
         for (v, sql) in self.migrations().iter().filter(|m| m.0 > have) {
             for stmt in statements(sql) {
-                s.run(
-                    &stmt.replace("{db}", db).replace("{cluster}", cluster),
-                    None,
-                )?;
+                s.ddl(&stmt.replace("{db}", db).replace("{cluster}", cluster))?;
             }
             s.run(
                 &format!(
@@ -729,6 +774,114 @@ impl Conn {
             done.push(*v);
         }
         Ok(done)
+    }
+
+    /// Runs a schema statement. On a cluster ClickHouse stops waiting for
+    /// slow hosts after `distributed_ddl_task_timeout` (code 159) and
+    /// leaves the statement queued for them; the next statement may need
+    /// this one's result on every host, so this waits for them (up to
+    /// `timeout_secs` more), and fails naming the hosts that are still
+    /// behind, or with a host's own error. An `ADD COLUMN` whose column is
+    /// already there counts as done (ClickHouse 18.16 has no `IF NOT
+    /// EXISTS` for columns), so a migration cut short can be run again.
+    fn ddl(&self, sql: &str) -> Result<(), StoreError> {
+        let already_done = |m: &str| {
+            sql.contains(" ADD COLUMN ") && m.contains("column with this name already exists")
+        };
+        match self.run(sql, None) {
+            Ok(_) => Ok(()),
+            Err(StoreError::Backend(m)) if already_done(&m) => {
+                log::info!("ClickHouse: column already there, skipped: {sql}");
+                Ok(())
+            }
+            Err(StoreError::Backend(m)) if self.cfg.cluster.is_some() && ddl_in_background(&m) => {
+                let Some(task) = ddl_task(&m) else {
+                    return Err(StoreError::Backend(m));
+                };
+                log::warn!(
+                    "ClickHouse: schema change {task} is not done on every host after {} s; \
+                     waiting up to {} s more",
+                    self.ddl_timeout_secs(),
+                    self.cfg.timeout_secs
+                );
+                self.await_ddl(
+                    task,
+                    std::time::Duration::from_secs(self.cfg.timeout_secs),
+                    &already_done,
+                )
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until every host listed in the distributed-DDL task at
+    /// ZooKeeper path `task` has finished it (read through
+    /// `system.zookeeper`), at most `wait`; a host's error for which
+    /// `already_done` holds counts as done.
+    fn await_ddl(
+        &self,
+        task: &str,
+        wait: std::time::Duration,
+        already_done: &dyn Fn(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        #[derive(Deserialize)]
+        struct Node {
+            name: String,
+            value: String,
+        }
+        let zk = |path: &str, name: Option<&str>| -> Result<Vec<Node>, StoreError> {
+            let only = name.map(|n| format!(" AND name = {}", lit(n)));
+            self.rows(&format!(
+                "SELECT name, value FROM system.zookeeper WHERE path = {}{}",
+                lit(path),
+                only.unwrap_or_default()
+            ))
+        };
+        let (queue, entry) = task.rsplit_once('/').unwrap_or(("", task));
+        let hosts = ddl_hosts(
+            &zk(queue, Some(entry))?
+                .into_iter()
+                .next()
+                .map(|n| n.value)
+                .unwrap_or_default(),
+        );
+        if hosts.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "ClickHouse schema change {entry} is not done on every host, and its host list \
+                 cannot be read from system.zookeeper ({task})"
+            )));
+        }
+        let t0 = std::time::Instant::now();
+        loop {
+            let finished = zk(&format!("{task}/finished"), None)?;
+            // A host's status: its error code, then the message ("0" = done).
+            let failed = |f: &&Node| f.value.lines().next() != Some("0") && !already_done(&f.value);
+            if let Some(f) = finished.iter().find(failed) {
+                let (code, why) = f.value.split_once('\n').unwrap_or((&f.value, ""));
+                return Err(StoreError::Backend(format!(
+                    "ClickHouse host {} failed schema change {entry} (code {code}): {}",
+                    unescape_host(&f.name),
+                    why.trim()
+                )));
+            }
+            let behind: Vec<String> = hosts
+                .iter()
+                .filter(|h| !finished.iter().any(|f| &f.name == *h))
+                .map(|h| unescape_host(h))
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if t0.elapsed() >= wait {
+                return Err(StoreError::Backend(format!(
+                    "ClickHouse schema change {entry} is still not done on {} (down or \
+                     overloaded?); ClickHouse keeps it queued for them: run migrate again \
+                     once they are back",
+                    behind.join(", ")
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
     }
 
     fn schema_version(&self) -> Result<u32, StoreError> {
@@ -2424,6 +2577,30 @@ impl Store for ClickHouseStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ClickHouse 18.16's answers, as the cluster test met them.
+    #[test]
+    fn distributed_ddl_answers_are_read() {
+        let m = "ClickHouse 500 Internal Server Error: Code: 159, e.displayText() = DB::Exception: \
+                 Watching task /clickhouse/task_queue/ddl/query-0000000030 is executing longer than \
+                 distributed_ddl_task_timeout (=55) seconds. There are 1 unfinished hosts";
+        assert!(ddl_in_background(m));
+        assert_eq!(
+            ddl_task(m),
+            Some("/clickhouse/task_queue/ddl/query-0000000030")
+        );
+        assert_eq!(
+            ddl_task("Code: 159, e.displayText() = something else"),
+            None
+        );
+        let entry = "version: 1\nquery: CREATE DATABASE x ON CLUSTER c \n\
+                     hosts: ['127%2E0%2E0%2E1:45543','127%2E0%2E0%2E1:35385']\ninitiator: vm:40131\n";
+        let hosts = ddl_hosts(entry);
+        assert_eq!(hosts, ["127%2E0%2E0%2E1:45543", "127%2E0%2E0%2E1:35385"]);
+        assert_eq!(unescape_host(&hosts[0]), "127.0.0.1:45543");
+        assert_eq!(unescape_host("a%2"), "a%2", "a cut escape is kept as it is");
+        assert!(ddl_hosts("version: 1\n").is_empty());
+    }
 
     #[test]
     fn literals_cannot_break_out_of_their_quotes() {

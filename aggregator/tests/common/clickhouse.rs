@@ -121,6 +121,8 @@ impl Drop for Server {
 pub struct Cluster {
     /// HTTP interfaces of the nodes: shard 1 replica 1, s1r2, s2r1, s2r2.
     pub urls: Vec<String>,
+    /// Native (TCP) ports of the nodes, as distributed DDL names hosts.
+    pub tcp: Vec<u16>,
     nodes: Vec<Child>,
     zookeeper: Child,
     dir: tempfile::TempDir,
@@ -228,6 +230,7 @@ impl Cluster {
         let nodes = dirs.iter().zip(&urls).map(|(d, u)| spawn(d, u)).collect();
         Cluster {
             urls,
+            tcp,
             nodes,
             zookeeper,
             dir,
@@ -257,6 +260,12 @@ impl Cluster {
         let _ = self.nodes[i].kill();
         let _ = self.nodes[i].wait();
     }
+
+    /// Starts node `i` again (after [`Cluster::kill9`]) on its data and ports.
+    pub fn restart(&mut self, i: usize) {
+        self.kill9(i);
+        self.nodes[i] = spawn(&self.dir.path().join(format!("node{i}")), &self.urls[i]);
+    }
 }
 
 impl Drop for Cluster {
@@ -266,5 +275,20 @@ impl Drop for Cluster {
         }
         let _ = self.zookeeper.kill();
         let _ = self.zookeeper.wait();
+        // A failed test (often a slow host on a loaded machine) shows what
+        // the servers said, and keeps their logs and data for a closer look.
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            for i in 0..self.nodes.len() {
+                let log = std::fs::read_to_string(dir.join(format!("node{i}/log/error.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!("--- node{i} error.log (last {} lines):", tail.len());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+            eprintln!("--- cluster logs and data kept in {}", dir.display());
+        }
     }
 }
