@@ -826,14 +826,7 @@ fn clickhouse_migration_cut_short_runs_again() {
     let ch = common::clickhouse::Server::start();
     let cfg = ch.config("resume");
     assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4, 5]);
-    let sql = |q: &str| {
-        let r = reqwest::blocking::Client::new()
-            .post(&ch.url)
-            .body(q.to_string())
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{q}: {}", r.text().unwrap());
-    };
+    let sql = |q: &str| common::clickhouse::query(&ch.url, q);
     // As if migrations 004 (two ADD COLUMNs, then new tables) and 005 (an
     // ADD COLUMN) had run but were never recorded.
     sql("DROP TABLE resume.schema_migrations");
@@ -947,13 +940,7 @@ fn clickhouse_cluster_conforms() {
     assert_eq!(port_answers(&s), raw, "the cluster answers like SQLite");
     // Windows are spread over both shards, each copied to its second replica.
     let count = |u: &String| -> u64 {
-        reqwest::blocking::Client::new()
-            .post(u)
-            .body("SELECT count() FROM same.windows_local")
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
+        common::clickhouse::query(u, "SELECT count() FROM same.windows_local")
             .trim()
             .parse()
             .unwrap()
@@ -1040,14 +1027,11 @@ fn clickhouse_cluster_conforms() {
     ch.restart(2);
     let cfg = ch.config(1, "late");
     assert_eq!(ClickHouseStore::migrate(&cfg).unwrap(), vec![1, 2, 3, 4, 5]);
-    let tables = |u: &String| -> String {
-        reqwest::blocking::Client::new()
-            .post(u)
-            .body("SELECT count() FROM system.tables WHERE database = 'late'")
-            .send()
-            .unwrap()
-            .text()
-            .unwrap()
+    let tables = |u: &String| {
+        common::clickhouse::query(
+            u,
+            "SELECT count() FROM system.tables WHERE database = 'late'",
+        )
     };
     let on_node1 = tables(&ch.urls[1]);
     assert_ne!(on_node1.trim(), "0");

@@ -14,6 +14,20 @@ pub struct Server {
     dir: tempfile::TempDir,
 }
 
+/// Runs `sql` on the server at `url` and returns its answer; panics with
+/// ClickHouse's message if it refuses.
+pub fn query(url: &str, sql: &str) -> String {
+    let r = reqwest::blocking::Client::new()
+        .post(url)
+        .body(sql.to_string())
+        .send()
+        .unwrap();
+    let ok = r.status().is_success();
+    let text = r.text().unwrap();
+    assert!(ok, "{sql}: {text}");
+    text
+}
+
 fn binary() -> &'static str {
     for c in ["/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server"] {
         if Path::new(c).exists() {
