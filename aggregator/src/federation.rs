@@ -482,21 +482,22 @@ impl Anonymiser {
     pub fn prefix(&self, p: &str) -> Option<String> {
         let block: Prefix = p.parse().ok()?;
         let anon = self.pan.block(&block);
-        if anon == block {
-            if let Ok(mut seen) = self.unchanged.lock() {
-                let anon = anon.to_string();
-                if !seen.contains(&anon) {
-                    log::warn!(
-                        "federation: this key leaves monitored block {anon} unchanged when \
-                         anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
-                         peers see the real block. If it must stay private, make a new key \
-                         (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
-                    );
-                    seen.push(anon);
-                }
+        let text = anon.to_string();
+        if anon != block {
+            return Some(text);
+        }
+        if let Ok(mut seen) = self.unchanged.lock() {
+            if !seen.contains(&text) {
+                log::warn!(
+                    "federation: this key leaves monitored block {text} unchanged when \
+                     anonymised (Crypto-PAn does so under about 1 key in 150 for a /16); \
+                     peers see the real block. If it must stay private, make a new key \
+                     (federation keygen --avoid BLOCKS); sensor pseudonyms change with it."
+                );
+                seen.push(text.clone());
             }
         }
-        Some(anon.to_string())
+        Some(text)
     }
 
     /// The blocks this key has left unchanged so far (each warned about).

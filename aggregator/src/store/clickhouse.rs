@@ -330,8 +330,9 @@ fn ddl_in_background(msg: &str) -> bool {
 /// `/clickhouse/task_queue/ddl/query-0000000030`) named in a code-159 answer.
 fn ddl_task(msg: &str) -> Option<&str> {
     let rest = &msg[msg.find("Watching task ")? + "Watching task ".len()..];
-    let task = rest.split_whitespace().next()?;
-    task.rsplit_once("/query-").map(|_| task)
+    rest.split_whitespace()
+        .next()
+        .filter(|task| task.contains("/query-"))
 }
 
 /// The hosts a distributed-DDL entry's text lists (`hosts: ['a:9000',…]`),
@@ -343,38 +344,25 @@ fn ddl_hosts(entry: &str) -> Vec<String> {
         .map(|l| {
             l.trim_end_matches(']')
                 .split(',')
-                .map(|h| {
-                    h.trim()
-                        .trim_matches(|c| c == '\'' || c == '\\')
-                        .to_string()
-                })
+                .map(|h| h.trim().trim_matches('\'').to_string())
                 .filter(|h| !h.is_empty())
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// A host name as ZooKeeper's DDL queue escapes it, made readable.
+/// A host name as ZooKeeper's DDL queue escapes it (`%2E` for `.`), made readable.
 fn unescape_host(h: &str) -> String {
-    let b = h.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|x| std::str::from_utf8(x).ok());
-        match (b[i], hex.and_then(|x| u8::from_str_radix(x, 16).ok())) {
-            (b'%', Some(c)) => {
-                out.push(c);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(h)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Whether ClickHouse's `answer` to schema statement `sql` only says that
+/// the column it adds is already there (ClickHouse 18.16 has no `ADD
+/// COLUMN IF NOT EXISTS`): the statement has nothing left to do.
+fn column_already_there(sql: &str, answer: &str) -> bool {
+    sql.contains(" ADD COLUMN ") && answer.contains("column with this name already exists")
 }
 
 /// ClickHouse store.
@@ -785,12 +773,9 @@ impl Conn {
     /// already there counts as done (ClickHouse 18.16 has no `IF NOT
     /// EXISTS` for columns), so a migration cut short can be run again.
     fn ddl(&self, sql: &str) -> Result<(), StoreError> {
-        let already_done = |m: &str| {
-            sql.contains(" ADD COLUMN ") && m.contains("column with this name already exists")
-        };
         match self.run(sql, None) {
             Ok(_) => Ok(()),
-            Err(StoreError::Backend(m)) if already_done(&m) => {
+            Err(StoreError::Backend(m)) if column_already_there(sql, &m) => {
                 log::info!("ClickHouse: column already there, skipped: {sql}");
                 Ok(())
             }
@@ -805,9 +790,9 @@ impl Conn {
                     self.cfg.timeout_secs
                 );
                 self.await_ddl(
+                    sql,
                     task,
                     std::time::Duration::from_secs(self.cfg.timeout_secs),
-                    &already_done,
                 )
             }
             Err(e) => Err(e),
@@ -815,14 +800,13 @@ impl Conn {
     }
 
     /// Waits until every host listed in the distributed-DDL task at
-    /// ZooKeeper path `task` has finished it (read through
-    /// `system.zookeeper`), at most `wait`; a host's error for which
-    /// `already_done` holds counts as done.
+    /// ZooKeeper path `task` (statement `sql`) has finished it (read
+    /// through `system.zookeeper`), at most `wait`.
     fn await_ddl(
         &self,
+        sql: &str,
         task: &str,
         wait: std::time::Duration,
-        already_done: &dyn Fn(&str) -> bool,
     ) -> Result<(), StoreError> {
         #[derive(Deserialize)]
         struct Node {
@@ -855,7 +839,9 @@ impl Conn {
         loop {
             let finished = zk(&format!("{task}/finished"), None)?;
             // A host's status: its error code, then the message ("0" = done).
-            let failed = |f: &&Node| f.value.lines().next() != Some("0") && !already_done(&f.value);
+            let failed = |f: &&Node| {
+                f.value.lines().next() != Some("0") && !column_already_there(sql, &f.value)
+            };
             if let Some(f) = finished.iter().find(failed) {
                 let (code, why) = f.value.split_once('\n').unwrap_or((&f.value, ""));
                 return Err(StoreError::Backend(format!(
@@ -2600,6 +2586,17 @@ mod tests {
         assert_eq!(unescape_host(&hosts[0]), "127.0.0.1:45543");
         assert_eq!(unescape_host("a%2"), "a%2", "a cut escape is kept as it is");
         assert!(ddl_hosts("version: 1\n").is_empty());
+        let exists = "Code: 44, e.displayText() = DB::Exception: Cannot add column webhook: \
+                      column with this name already exists";
+        assert!(column_already_there(
+            "ALTER TABLE d.s ADD COLUMN webhook String",
+            exists
+        ));
+        assert!(!column_already_there("CREATE TABLE d.s (a UInt8)", exists));
+        assert!(!column_already_there(
+            "ALTER TABLE d.s ADD COLUMN w String",
+            m
+        ));
     }
 
     #[test]

@@ -292,7 +292,8 @@ impl Drop for Cluster {
         // A failed test (often a slow host on a loaded machine) shows what
         // the servers said, and keeps their logs and data for a closer look.
         if std::thread::panicking() {
-            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            self.dir.disable_cleanup(true);
+            let dir = self.dir.path();
             for i in 0..self.nodes.len() {
                 let log = std::fs::read_to_string(dir.join(format!("node{i}/log/error.log")))
                     .unwrap_or_default();
